@@ -1,0 +1,53 @@
+"""Every limit and default clawmedic uses, in one place, each with the reason for its value.
+
+Config models take their defaults from here; nothing else in the tree hard-codes a timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- the pinned sandbox -------------------------------------------------------------------------
+OPENCLAW_VERSION: Final = "2026.9.6"  # the version whose behaviour ../shared/openclaw/FACTS.md records
+NODE_VERSION: Final = "24.21.0"  # satisfies openclaw's engines ">=24.16.0 <25"; ships as node-<os>-<arch> on npm
+NPM_VERSION: Final = "11.19.1"  # bootstrapped from the registry so a machine without npm can install
+NPM_REGISTRY: Final = "https://registry.npmjs.org"  # overridden by $npm_config_registry
+
+# --- probing -------------------------------------------------------------------------------------
+PROBE_INTERVAL_S: Final = 5.0  # 5 s keeps an idle daemon under 1 % of a core while catching a hang quickly
+PROBE_TIMEOUT_S: Final = 3.0  # /health answers in milliseconds when alive; 3 s rides out a busy event loop
+SUSPECT_INTERVAL_S: Final = 1.0  # once a probe failed, confirm quickly instead of waiting a full interval
+FAILURE_THRESHOLD: Final = 3  # consecutive failed liveness checks before acting: one lost probe is not an outage
+STARTUP_TIMEOUT_S: Final = 90.0  # OpenClaw boots in 7-25 s, slower under contention (FACTS §1 says >= 60 s)
+STARTUP_POLL_S: Final = 0.25  # during boot, probe often so recovery time is not rounded up to an interval
+
+# --- the ladder ------------------------------------------------------------------------------------
+BACKOFF_INITIAL_S: Final = 10.0  # second restart in a row waits this long; the first is immediate
+BACKOFF_MAX_S: Final = 600.0  # never wait more than 10 minutes between attempts
+BACKOFF_JITTER: Final = 0.2  # +/-20 % so several gateways on one host do not restart in lockstep
+STABLE_RESET_S: Final = 300.0  # healthy this long forgets past failures (matches OpenClaw's own 300 s breaker)
+CRASH_LOOP_FAILURES: Final = 5  # this many failures ...
+CRASH_LOOP_WINDOW_S: Final = 600.0  # ... within this window is a crash loop: escalate instead of restarting
+PROBATION_S: Final = 30.0  # after a restart the target must stay live this long before it counts as healed
+
+# --- stopping ---------------------------------------------------------------------------------------
+STOP_TIMEOUT_S: Final = 30.0  # SIGTERM, then SIGKILL: OpenClaw may drain for 325 s; FACTS advises 15-30 s
+HUNG_STOP_TIMEOUT_S: Final = 5.0  # a process that failed liveness cannot drain anything; do not wait long
+
+# --- resources ---------------------------------------------------------------------------------------
+OPENCLAW_MEMORY_LIMIT_MB: Final = 3072  # OpenClaw's own "critical" memory pressure level is 3 GB (FACTS §9)
+MEMORY_CHECK_INTERVAL_S: Final = 15.0  # walking the process tree costs more than an HTTP probe
+
+# --- files --------------------------------------------------------------------------------------------
+FILE_MODE: Final = 0o600  # logs, reports, state and secrets are private to the user
+DIR_MODE: Final = 0o700
+LOG_TAIL_LINES: Final = 200  # lines of a managed child's output kept in memory to classify its exit
+EVENTS_MAX_BYTES: Final = 20 * 1024 * 1024  # the JSONL stream is rotated past this size
+CONTROL_POLL_S: Final = 0.5  # how often the daemon looks at the pause/resume control file (one stat call)
+
+# --- exit codes of the clawmedic command ------------------------------------------------------------------
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1  # the job ran and failed (a fault was not healed, a target is down)
+EXIT_CONFIG: Final = 2  # bad clawmedic config or usage: nothing was started
+EXIT_ENVIRONMENT: Final = 3  # something outside clawmedic is missing: a binary, the sandbox, the network
+EXIT_LOCKED: Final = 4  # another clawmedic daemon holds the state folder's lock

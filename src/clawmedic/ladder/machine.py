@@ -1,0 +1,332 @@
+"""The ladder: one target's decisions, as pure logic over a clock that is passed in.
+
+`Ladder` never sleeps, spawns, signals or probes. The supervisor feeds it observations (`probe`, `exited`,
+`memory_exceeded`, `tick`, `pause`, `resume`, `verdict`) with the current time, and carries out the actions it
+returns (`Launch`, `Stop`, `Escalate`, `OpenIncident`, `CloseIncident`). Every change of state goes through
+`change_state()`, which checks the move against `states.ALLOWED`, stamps the time and emits a `Transition`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from clawmedic import defaults
+from clawmedic.ladder.states import FATAL_EXITS, LIVE_STATES, ExitKind, State, can_move
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: the ladder tried a move that `states.ALLOWED` forbids."""
+
+
+@dataclass(frozen=True)
+class LadderLimits:
+    failure_threshold: int = defaults.FAILURE_THRESHOLD
+    probe_interval_s: float = defaults.PROBE_INTERVAL_S
+    suspect_interval_s: float = defaults.SUSPECT_INTERVAL_S
+    startup_poll_s: float = defaults.STARTUP_POLL_S
+    startup_timeout_s: float = defaults.STARTUP_TIMEOUT_S
+    probation_s: float = defaults.PROBATION_S
+    backoff_initial_s: float = defaults.BACKOFF_INITIAL_S
+    backoff_max_s: float = defaults.BACKOFF_MAX_S
+    backoff_jitter: float = defaults.BACKOFF_JITTER
+    stable_reset_s: float = defaults.STABLE_RESET_S
+    crash_loop_failures: int = defaults.CRASH_LOOP_FAILURES
+    crash_loop_window_s: float = defaults.CRASH_LOOP_WINDOW_S
+    stop_timeout_s: float = defaults.STOP_TIMEOUT_S
+    hung_stop_timeout_s: float = defaults.HUNG_STOP_TIMEOUT_S
+
+
+# --- actions: what the supervisor must do next ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str
+    timeout_s: float  # SIGTERM to the process group, SIGKILL after this long
+
+
+@dataclass(frozen=True)
+class Escalate:
+    reason: str
+    cause: str  # an ExitKind value, "crash_loop", ...
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    reason: str
+    first_failure_at: float
+
+
+@dataclass(frozen=True)
+class CloseIncident:
+    outcome: str  # "recovered"
+
+
+Action = Launch | Stop | Escalate | OpenIncident | CloseIncident
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: State
+    new: State
+    at: float
+    reason: str
+
+
+@dataclass
+class Ladder:
+    limits: LadderLimits = field(default_factory=LadderLimits)
+    rng: Callable[[], float] = random.random
+    on_change: Callable[[Transition], None] | None = None
+
+    state: State = State.STOPPED
+    since: float = 0.0
+    running: bool = False  # whether a process of ours is believed alive
+    live: bool | None = None  # the last liveness verdict
+    incident_open: bool = False
+    consecutive_restarts: int = 0  # restarts since the last stable period; drives the backoff
+    failures: deque[float] = field(default_factory=deque)  # failure times inside the crash-loop window
+    suspect_count: int = 0
+    suspect_since: float = 0.0
+    startup_deadline: float | None = None
+    probation_until: float | None = None
+    restart_at: float | None = None
+    healthy_since: float | None = None
+
+    # --- the one way to move ---
+
+    def change_state(self, new: State, now: float, reason: str) -> None:
+        if new == self.state:
+            return
+        if not can_move(self.state, new):
+            raise IllegalTransition(f"{self.state} -> {new} ({reason})")
+        old, self.state, self.since = self.state, new, now
+        self.healthy_since = now if new == State.HEALTHY else None
+        if self.on_change is not None:
+            self.on_change(Transition(old, new, now, reason))
+
+    # --- inputs ---
+
+    def start(self, now: float, *, running: bool = False, live: bool | None = None) -> list[Action]:
+        """The daemon begins supervising. An already-running (adopted) process is watched, not relaunched."""
+        if running:
+            self.running = True
+            self.live = live
+            self._begin_startup(now, "adopted a running process")
+            return []
+        return self._launch(now, "initial start")
+
+    def probe(self, now: float, ok: bool, detail: str = "") -> list[Action]:
+        self.live = ok
+        s = self.state
+        if s == State.STARTING:
+            if ok:
+                self.probation_until = now + self.limits.probation_s
+                self.change_state(State.PROBATION, now, "liveness passed")
+                return self._maybe_healthy(now)
+            return []
+        if s == State.PROBATION:
+            return self._maybe_healthy(now) if ok else self._suspect(now, detail)
+        if s == State.HEALTHY:
+            if ok:
+                self._maybe_forget_failures(now)
+                return []
+            return self._suspect(now, detail)
+        if s == State.SUSPECT:
+            if ok:
+                back = (
+                    State.PROBATION if self.probation_until and now < self.probation_until else State.HEALTHY
+                )
+                self.change_state(back, now, f"liveness passed again after {self.suspect_count} failure(s)")
+                self.suspect_count = 0
+                return self._maybe_healthy(now) if back == State.PROBATION else []
+            self.suspect_count += 1
+            if self.suspect_count >= self.limits.failure_threshold:
+                return self._fail(now, f"liveness failed {self.suspect_count} times: {detail}", hung=True)
+            return []
+        if s in (State.ESCALATED, State.GAVE_UP) and ok and self.running:
+            self.probation_until = now + self.limits.probation_s
+            self.change_state(State.PROBATION, now, "live again")
+            return []
+        return []
+
+    def exited(self, now: float, kind: ExitKind, detail: str = "") -> list[Action]:
+        self.running = False
+        self.live = False
+        s = self.state
+        if s == State.RESTARTING:
+            if self.restart_at is not None and self.restart_at > now:
+                self.change_state(State.BACKOFF, now, "stopped; waiting before the next attempt")
+                return []
+            return self._launch(now, "stopped; launching again")
+        if s not in (State.STARTING, State.PROBATION, State.HEALTHY, State.SUSPECT):
+            return []  # stopped, backoff, escalated, gave up or maintenance: nothing to do
+        if kind == ExitKind.REQUESTED:
+            self.change_state(State.STOPPED, now, "stopped on request")
+            return []
+        if kind == ExitKind.RESTART_REQUEST and s in LIVE_STATES:
+            return self._launch(now, "the gateway exited 0 asking for a full restart")
+        if kind in FATAL_EXITS:
+            return self._escalate(now, f"exit is not fixable by a restart ({kind}): {detail}", kind.value)
+        return self._fail(now, f"process exited ({detail or kind})", hung=False)
+
+    def memory_exceeded(self, now: float, detail: str) -> list[Action]:
+        if self.state not in LIVE_STATES:
+            return []
+        return self._fail(now, f"memory limit exceeded: {detail}", hung=False)
+
+    def tick(self, now: float) -> list[Action]:
+        s = self.state
+        if s == State.STARTING and self.startup_deadline is not None and now >= self.startup_deadline:
+            return self._fail(
+                now, f"not live within the {self.limits.startup_timeout_s:g} s startup grace", hung=True
+            )
+        if s == State.PROBATION and self.live:
+            return self._maybe_healthy(now)
+        if s == State.BACKOFF and self.restart_at is not None and now >= self.restart_at:
+            return self._launch(now, "backoff elapsed")
+        if s == State.HEALTHY:
+            self._maybe_forget_failures(now)
+        return []
+
+    def pause(self, now: float) -> list[Action]:
+        self.change_state(State.MAINTENANCE, now, "paused by the user")
+        return []
+
+    def resume(self, now: float) -> list[Action]:
+        """Leave maintenance or gave-up: a human has looked, so past failures are forgotten."""
+        if self.state not in (State.MAINTENANCE, State.GAVE_UP, State.ESCALATED):
+            return []
+        self._forget_failures()
+        if self.running and self.live:
+            self.probation_until = now
+            self.change_state(State.PROBATION, now, "resumed; the target is live")
+            return self._maybe_healthy(now)
+        if self.running:
+            self._begin_startup(now, "resumed; waiting for liveness")
+            return []
+        return self._launch(now, "resumed; the target is not running")
+
+    def verdict(self, now: float, healed: bool, detail: str = "") -> list[Action]:
+        """The doctor's answer to an escalation."""
+        if self.state != State.ESCALATED:
+            return []
+        if not healed:
+            self.change_state(State.GAVE_UP, now, detail or "the doctor could not heal it")
+            return []
+        self._forget_failures()
+        if self.running:
+            self._begin_startup(now, detail or "the doctor healed it")
+            return []
+        return self._launch(now, detail or "the doctor repaired it; launching")
+
+    # --- scheduling ---
+
+    def probe_interval(self) -> float:
+        if self.state == State.STARTING:
+            return self.limits.startup_poll_s
+        if self.state == State.SUSPECT:
+            return self.limits.suspect_interval_s
+        return self.limits.probe_interval_s
+
+    def next_deadline(self) -> float | None:
+        if self.state == State.STARTING:
+            return self.startup_deadline
+        if self.state == State.PROBATION:
+            return self.probation_until
+        if self.state == State.BACKOFF:
+            return self.restart_at
+        return None
+
+    def backoff_delay(self) -> float:
+        """Delay before the next restart: none after a healthy period, then exponential with jitter."""
+        n = self.consecutive_restarts
+        if n == 0:
+            return 0.0
+        base = min(self.limits.backoff_max_s, self.limits.backoff_initial_s * 2.0 ** (n - 1))
+        jittered = base * (1.0 + self.limits.backoff_jitter * (2.0 * self.rng() - 1.0))
+        return max(0.0, min(self.limits.backoff_max_s, jittered))
+
+    # --- internals ---
+
+    def _begin_startup(self, now: float, reason: str) -> None:
+        self.startup_deadline = now + self.limits.startup_timeout_s
+        self.suspect_count = 0
+        self.change_state(State.STARTING, now, reason)
+
+    def _launch(self, now: float, reason: str) -> list[Action]:
+        self.restart_at = None
+        self.running = True  # optimistically; a failed spawn comes back through exited()
+        self.live = None
+        self._begin_startup(now, reason)
+        return [Launch(reason)]
+
+    def _suspect(self, now: float, detail: str) -> list[Action]:
+        self.suspect_count = 1
+        self.suspect_since = now
+        self.change_state(State.SUSPECT, now, f"liveness failed: {detail}")
+        if self.limits.failure_threshold <= 1:
+            return self._fail(now, f"liveness failed: {detail}", hung=True)
+        return []
+
+    def _maybe_healthy(self, now: float) -> list[Action]:
+        if self.probation_until is None or now < self.probation_until:
+            return []
+        self.probation_until = None
+        self.change_state(State.HEALTHY, now, "probation passed")
+        if self.incident_open:
+            self.incident_open = False
+            return [CloseIncident("recovered")]
+        return []
+
+    def _open_incident(self, now: float, reason: str) -> list[Action]:
+        if self.incident_open:
+            return []
+        self.incident_open = True
+        first = self.suspect_since if self.state == State.SUSPECT else now
+        return [OpenIncident(reason, first)]
+
+    def _escalate(self, now: float, reason: str, cause: str) -> list[Action]:
+        actions = self._open_incident(now, reason)
+        self.restart_at = None
+        self.change_state(State.ESCALATED, now, reason)
+        return [*actions, Escalate(reason, cause)]
+
+    def _fail(self, now: float, reason: str, *, hung: bool) -> list[Action]:
+        actions = self._open_incident(now, reason)
+        self.failures.append(now)
+        while self.failures and self.failures[0] < now - self.limits.crash_loop_window_s:
+            self.failures.popleft()
+        if len(self.failures) >= self.limits.crash_loop_failures:
+            loop = (
+                f"crash loop: {len(self.failures)} failures within {self.limits.crash_loop_window_s:g} s; "
+                f"last: {reason}"
+            )
+            return [*actions, *self._escalate(now, loop, "crash_loop")]
+        delay = self.backoff_delay()
+        self.consecutive_restarts += 1
+        self.restart_at = now + delay
+        if self.running:
+            timeout = self.limits.hung_stop_timeout_s if hung else self.limits.stop_timeout_s
+            self.change_state(State.RESTARTING, now, reason)
+            return [*actions, Stop(reason, timeout)]
+        if delay <= 0:
+            return [*actions, *self._launch(now, f"restarting at once: {reason}")]
+        self.change_state(State.BACKOFF, now, f"{reason}; next attempt in {delay:.1f} s")
+        return actions
+
+    def _maybe_forget_failures(self, now: float) -> None:
+        if self.healthy_since is not None and now - self.healthy_since >= self.limits.stable_reset_s:
+            self._forget_failures()
+
+    def _forget_failures(self) -> None:
+        self.consecutive_restarts = 0
+        self.failures.clear()

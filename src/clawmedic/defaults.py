@@ -9,9 +9,7 @@ from typing import Final
 
 # --- the pinned sandbox -------------------------------------------------------------------------
 OPENCLAW_VERSION: Final = "2026.9.6"  # the version whose behaviour ../shared/openclaw/FACTS.md records
-NODE_VERSION: Final = (
-    "24.21.0"  # satisfies openclaw's engines ">=24.16.0 <25"; ships as node-<os>-<arch> on npm
-)
+NODE_VERSION: Final = "24.21.0"  # satisfies openclaw's engines ">=24.16.0 <25"; ships as node-<os>-<arch> on npm
 NPM_VERSION: Final = "11.19.1"  # bootstrapped from the registry so a machine without npm can install
 NPM_REGISTRY: Final = "https://registry.npmjs.org"  # overridden by $npm_config_registry
 
@@ -19,9 +17,7 @@ NPM_REGISTRY: Final = "https://registry.npmjs.org"  # overridden by $npm_config_
 PROBE_INTERVAL_S: Final = 5.0  # 5 s keeps an idle daemon under 1 % of a core while catching a hang quickly
 PROBE_TIMEOUT_S: Final = 3.0  # /health answers in milliseconds when alive; 3 s rides out a busy event loop
 SUSPECT_INTERVAL_S: Final = 1.0  # once a probe failed, confirm quickly instead of waiting a full interval
-FAILURE_THRESHOLD: Final = (
-    3  # consecutive failed liveness checks before acting: one lost probe is not an outage
-)
+FAILURE_THRESHOLD: Final = 3  # consecutive failed liveness checks before acting: one lost probe is not an outage
 STARTUP_TIMEOUT_S: Final = 90.0  # OpenClaw boots in 7-25 s, slower under contention (FACTS §1 says >= 60 s)
 STARTUP_POLL_S: Final = 0.25  # during boot, probe often so recovery time is not rounded up to an interval
 
@@ -29,9 +25,7 @@ STARTUP_POLL_S: Final = 0.25  # during boot, probe often so recovery time is not
 BACKOFF_INITIAL_S: Final = 10.0  # second restart in a row waits this long; the first is immediate
 BACKOFF_MAX_S: Final = 600.0  # never wait more than 10 minutes between attempts
 BACKOFF_JITTER: Final = 0.2  # +/-20 % so several gateways on one host do not restart in lockstep
-STABLE_RESET_S: Final = (
-    300.0  # healthy this long forgets past failures (matches OpenClaw's own 300 s breaker)
-)
+STABLE_RESET_S: Final = 300.0  # healthy this long forgets past failures (matches OpenClaw's own 300 s breaker)
 CRASH_LOOP_FAILURES: Final = 5  # this many failures ...
 CRASH_LOOP_WINDOW_S: Final = 600.0  # ... within this window is a crash loop: escalate instead of restarting
 PROBATION_S: Final = 30.0  # after a restart the target must stay live this long before it counts as healed

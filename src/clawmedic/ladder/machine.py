@@ -142,9 +142,7 @@ class Ladder:
             return self._suspect(now, detail)
         if s == State.SUSPECT:
             if ok:
-                back = (
-                    State.PROBATION if self.probation_until and now < self.probation_until else State.HEALTHY
-                )
+                back = State.PROBATION if self.probation_until and now < self.probation_until else State.HEALTHY
                 self.change_state(back, now, f"liveness passed again after {self.suspect_count} failure(s)")
                 self.suspect_count = 0
                 return self._maybe_healthy(now) if back == State.PROBATION else []
@@ -186,9 +184,7 @@ class Ladder:
     def tick(self, now: float) -> list[Action]:
         s = self.state
         if s == State.STARTING and self.startup_deadline is not None and now >= self.startup_deadline:
-            return self._fail(
-                now, f"not live within the {self.limits.startup_timeout_s:g} s startup grace", hung=True
-            )
+            return self._fail(now, f"not live within the {self.limits.startup_timeout_s:g} s startup grace", hung=True)
         if s == State.PROBATION and self.live:
             return self._maybe_healthy(now)
         if s == State.BACKOFF and self.restart_at is not None and now >= self.restart_at:

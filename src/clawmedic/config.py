@@ -1,0 +1,238 @@
+"""The clawmedic config: one TOML file, validated with pydantic.
+
+A bad config becomes one `ConfigInvalid` sentence naming the file and the key; nothing is started. Secrets are
+never written in the file itself: a value such as `"${OPENCLAW_GATEWAY_TOKEN}"` is taken from the environment or
+from the `.env` file named by `daemon.env_file`, and every value resolved that way is registered for redaction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clawmedic import defaults, paths
+from clawmedic.errors import ConfigInvalid, UnknownTarget
+from clawmedic.ladder.machine import LadderLimits
+from clawmedic.redact import Redactor
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+_SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProbeConfig(_Model):
+    """An HTTP check. `expect_json` keys must all be present with equal values in the response body."""
+
+    url: str | None = None  # openclaw targets derive it from `port`
+    expect_status: int = 200
+    expect_json: dict[str, Any] | None = None
+    interval_s: PositiveFloat = defaults.PROBE_INTERVAL_S
+    timeout_s: PositiveFloat = defaults.PROBE_TIMEOUT_S
+    failure_threshold: Annotated[int, Field(ge=1)] = defaults.FAILURE_THRESHOLD
+
+
+class StartConfig(_Model):
+    """How the target is started: as a child clawmedic manages, or through an external service manager."""
+
+    mode: Literal["managed", "external"] = "managed"
+    command: list[str] | None = None  # managed: the command to run (no shell)
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)  # added to clawmedic's environment; "${NAME}" is a secret
+    restart_command: list[str] | None = None  # external: e.g. ["systemctl", "--user", "restart", "openclaw"]
+    stop_command: list[str] | None = None  # external: optional
+
+    @model_validator(mode="after")
+    def _commands_for_mode(self) -> StartConfig:
+        if self.mode == "managed" and not self.command:
+            raise ValueError("a managed target needs `command` (a list of program and arguments)")
+        if self.mode == "external" and not self.restart_command:
+            raise ValueError("an external target needs `restart_command` (e.g. systemctl --user restart …)")
+        return self
+
+
+class LimitsConfig(_Model):
+    startup_timeout_s: PositiveFloat = defaults.STARTUP_TIMEOUT_S
+    probation_s: NonNegFloat = defaults.PROBATION_S
+    stop_timeout_s: PositiveFloat = defaults.STOP_TIMEOUT_S
+    hung_stop_timeout_s: PositiveFloat = defaults.HUNG_STOP_TIMEOUT_S
+    backoff_initial_s: PositiveFloat = defaults.BACKOFF_INITIAL_S
+    backoff_max_s: PositiveFloat = defaults.BACKOFF_MAX_S
+    backoff_jitter: Annotated[float, Field(ge=0, le=1)] = defaults.BACKOFF_JITTER
+    stable_reset_s: PositiveFloat = defaults.STABLE_RESET_S
+    crash_loop_failures: Annotated[int, Field(ge=1)] = defaults.CRASH_LOOP_FAILURES
+    crash_loop_window_s: PositiveFloat = defaults.CRASH_LOOP_WINDOW_S
+    memory_limit_mb: Annotated[int, Field(gt=0)] | None = None  # openclaw targets default to OPENCLAW_MEMORY_LIMIT_MB
+    memory_check_interval_s: PositiveFloat = defaults.MEMORY_CHECK_INTERVAL_S
+
+
+class TargetConfig(_Model):
+    kind: Literal["openclaw", "http"] = "openclaw"
+    host: str = "127.0.0.1"
+    port: Port | None = None
+    start: StartConfig
+    liveness: ProbeConfig = Field(default_factory=ProbeConfig)
+    readiness: ProbeConfig | None = None
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    openclaw_home: Path | None = None  # the HOME whose .openclaw/ holds openclaw.json (openclaw targets)
+    log_file: Path | None = None  # the gateway's own JSON-lines log (`logging.file`)
+
+    @model_validator(mode="after")
+    def _derive_probes(self) -> TargetConfig:
+        base = f"http://{self.host}:{self.port}" if self.port else None
+        if self.liveness.url is None:
+            if self.kind != "openclaw" or base is None:
+                raise ValueError("`liveness.url` is needed (or, for an openclaw target, `port`)")
+            object.__setattr__(
+                self,
+                "liveness",
+                self.liveness.model_copy(update={"url": f"{base}/health", "expect_json": {"ok": True}}),
+            )
+        if self.kind == "openclaw" and base is not None:
+            if self.readiness is None:
+                object.__setattr__(self, "readiness", ProbeConfig(url=f"{base}/ready"))
+            if self.limits.memory_limit_mb is None:
+                limits = self.limits.model_copy(update={"memory_limit_mb": defaults.OPENCLAW_MEMORY_LIMIT_MB})
+                object.__setattr__(self, "limits", limits)
+        if self.readiness is not None and self.readiness.url is None:
+            raise ValueError("`readiness.url` is needed")
+        return self
+
+    def ladder_limits(self) -> LadderLimits:
+        lim = self.limits
+        return LadderLimits(
+            failure_threshold=self.liveness.failure_threshold,
+            probe_interval_s=self.liveness.interval_s,
+            startup_timeout_s=lim.startup_timeout_s,
+            probation_s=lim.probation_s,
+            backoff_initial_s=lim.backoff_initial_s,
+            backoff_max_s=lim.backoff_max_s,
+            backoff_jitter=lim.backoff_jitter,
+            stable_reset_s=lim.stable_reset_s,
+            crash_loop_failures=lim.crash_loop_failures,
+            crash_loop_window_s=lim.crash_loop_window_s,
+            stop_timeout_s=lim.stop_timeout_s,
+            hung_stop_timeout_s=lim.hung_stop_timeout_s,
+        )
+
+
+class DaemonConfig(_Model):
+    state_dir: Path | None = None  # default: the platform's user state folder
+    env_file: Path | None = None  # secrets as NAME=value lines; relative to the config file
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    stop_targets_on_exit: bool = False  # by default managed gateways outlive the daemon and are adopted again
+
+
+class Config(_Model):
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    targets: Annotated[dict[str, TargetConfig], Field(min_length=1)]
+
+
+class LoadedConfig:
+    """A validated config plus where it came from, its resolved secrets and its state folder."""
+
+    def __init__(self, config: Config, source: Path, secrets: dict[str, str]) -> None:
+        self.config = config
+        self.source = source
+        self.secrets = secrets
+        self.redactor = Redactor(secrets.values())
+        sd = config.daemon.state_dir
+        self.state_dir = _relative_to(source, sd) if sd is not None else paths.default_state_dir()
+
+    @property
+    def targets(self) -> dict[str, TargetConfig]:
+        return self.config.targets
+
+    def target(self, name: str | None) -> tuple[str, TargetConfig]:
+        if name is None:
+            if len(self.targets) == 1:
+                return next(iter(self.targets.items()))
+            raise UnknownTarget(f"{self.source} has several targets ({', '.join(self.targets)}); name one.")
+        if name not in self.targets:
+            raise UnknownTarget(f"{self.source} has no target {name!r} (targets: {', '.join(self.targets)}).")
+        return name, self.targets[name]
+
+    def selected(self, name: str | None) -> list[str]:
+        return list(self.targets) if name is None else [self.target(name)[0]]
+
+    def resolve(self, value: str, key: str) -> str:
+        """Replace each ${NAME} in `value` with its secret."""
+
+        def sub(m: re.Match[str]) -> str:
+            return self.secrets[m.group(1)]
+
+        return _SECRET_REF.sub(sub, value)
+
+    def command_env(self, name: str) -> dict[str, str]:
+        t = self.targets[name]
+        return {k: self.resolve(v, f"targets.{name}.start.env.{k}") for k, v in t.start.env.items()}
+
+
+def _relative_to(source: Path, p: Path) -> Path:
+    p = p.expanduser()
+    return p if p.is_absolute() else (source.parent / p).resolve()
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(x) for x in loc)
+
+
+def load_config(path: Path | None = None) -> LoadedConfig:
+    """Read, validate and resolve the config, or raise `ConfigInvalid` with one sentence."""
+    source = (path or paths.default_config_path()).expanduser()
+    if not source.exists():
+        raise ConfigInvalid(
+            f"No clawmedic config at {source}: run `clawmedic init` to write one, or pass --config FILE."
+        )
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigInvalid(f"{source} is not valid TOML: {e}.") from None
+    except OSError as e:
+        raise ConfigInvalid(f"Cannot read {source}: {e.strerror}.") from None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
+        msg = first["msg"].removeprefix("Value error, ")
+        where = _loc(first["loc"]) or "(top level)"
+        raise ConfigInvalid(f"{source}: {where}: {msg}{more}.") from None
+    secrets = _resolve_secrets(config, source)
+    return LoadedConfig(config, source, secrets)
+
+
+def _resolve_secrets(config: Config, source: Path) -> dict[str, str]:
+    env_file = config.daemon.env_file
+    file_values: dict[str, str] = {}
+    if env_file is not None:
+        ef = _relative_to(source, env_file)
+        if not ef.exists():
+            raise ConfigInvalid(f"{source}: daemon.env_file: {ef} does not exist.")
+        file_values = {k: v for k, v in dotenv_values(ef).items() if v is not None}
+    secrets: dict[str, str] = {}
+    for name, t in config.targets.items():
+        refs: list[tuple[str, str]] = [(f"targets.{name}.start.env.{k}", v) for k, v in t.start.env.items()]
+        for field_name in ("command", "restart_command", "stop_command"):
+            for i, arg in enumerate(getattr(t.start, field_name) or []):
+                refs.append((f"targets.{name}.start.{field_name}[{i}]", arg))
+        for key, value in refs:
+            for ref in _SECRET_REF.findall(value):
+                found = os.environ.get(ref, file_values.get(ref))
+                if found is None:
+                    where = f" or in {env_file}" if env_file else ""
+                    raise ConfigInvalid(
+                        f"{source}: {key} refers to ${{{ref}}}, which is not set in the environment{where}."
+                    )
+                secrets[ref] = found
+    return secrets

@@ -1,0 +1,1 @@
+"""Side effects on processes, behind small seams: spawning, adopting, signalling, inspecting."""

@@ -1,0 +1,193 @@
+"""Starting, adopting and stopping a target's process: the one seam through which clawmedic touches processes.
+
+A managed child runs in its own session (so it outlives the daemon and can be signalled as a group) with its
+output appended to a log file (never a pipe: a dead daemon must not break the gateway's stdout). A record of the
+PID and its start time lets a restarted daemon adopt the same process instead of starting a duplicate, and
+guarantees clawmedic only ever signals a process it started (a reused PID has another start time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from clawmedic import defaults
+from clawmedic.errors import NotOurProcess
+from clawmedic.process import inspect
+from clawmedic.store.files import atomic_write, private_file
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    pid: int
+    create_time: float
+    command: list[str]
+    started_at: float
+    log_path: str
+
+
+class Handle:
+    """A running process of ours: a child we spawned, or one adopted from a previous daemon."""
+
+    def __init__(self, record: ProcessRecord, proc: asyncio.subprocess.Process | None) -> None:
+        self.record = record
+        self._proc = proc
+        self.stop_requested = False
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid
+
+    @property
+    def adopted(self) -> bool:
+        return self._proc is None
+
+    def is_ours(self) -> bool:
+        """Still the very process we started (not a reused PID)."""
+        ct = inspect.create_time(self.pid)
+        return ct is not None and abs(ct - self.record.create_time) < 1.0
+
+    async def wait(self) -> int | None:
+        """Return the exit code when the process ends (None if unknown: an adopted process is not our child)."""
+        if self._proc is not None:
+            return await self._proc.wait()
+        await _wait_foreign(self.pid)
+        return None
+
+    def output_tail(self, lines: int = defaults.LOG_TAIL_LINES) -> list[str]:
+        return tail_lines(Path(self.record.log_path), lines)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        if not self.is_ours():
+            if self._proc is not None and self._proc.returncode is not None:
+                return  # already gone
+            raise NotOurProcess(f"pid {self.pid} is no longer the process clawmedic started; not signalling it.")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)  # start_new_session=True made the pid its own group leader
+
+    async def stop(self, timeout_s: float) -> tuple[int | None, bool]:
+        """SIGTERM the group (and SIGCONT it, so a stopped process can act on it), SIGKILL after `timeout_s`.
+
+        Returns (exit code, whether SIGKILL was needed). Never SIGUSR1: it opens Node's debugger on OpenClaw.
+        """
+        self.stop_requested = True
+        waiter = asyncio.ensure_future(self.wait())
+        try:
+            self.signal_group(signal.SIGTERM)
+            self.signal_group(signal.SIGCONT)
+        except NotOurProcess:
+            waiter.cancel()
+            raise
+        try:
+            code = await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+            return code, False
+        except TimeoutError:
+            self.signal_group(signal.SIGKILL)
+            return await waiter, True
+
+
+async def _wait_foreign(pid: int) -> None:
+    """Wait for a process that is not our child: event-driven via pidfd on Linux, polling elsewhere."""
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return
+    while inspect.is_alive(pid):  # pragma: no cover - non-Linux
+        await asyncio.sleep(0.2)
+
+
+def tail_lines(path: Path, lines: int) -> list[str]:
+    """The last `lines` lines of a file, reading only its end."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            data = f.read()
+    except OSError:
+        return []
+    return [ln for ln in deque(data.decode("utf-8", "replace").splitlines(), maxlen=lines)]
+
+
+class Launcher:
+    """Spawns and adopts the managed process of one target; keeps its record under the state folder."""
+
+    def __init__(self, target_dir: Path) -> None:
+        self.target_dir = target_dir
+        self.record_path = target_dir / "process.json"
+        self.log_path = target_dir / "output.log"
+
+    async def spawn(self, command: list[str], env: dict[str, str], cwd: Path | None) -> Handle:
+        """Start the command in its own session, output appended to the target's log. Raises OSError."""
+        private_file(self.log_path)
+        full_env = {**os.environ, **env}
+        with self.log_path.open("ab") as out:
+            out.write(f"\n--- clawmedic: starting at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            out.flush()
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        ct = inspect.create_time(proc.pid) or time.time()
+        record = ProcessRecord(proc.pid, ct, command, time.time(), str(self.log_path))
+        atomic_write(self.record_path, json.dumps(asdict(record)))
+        return Handle(record, proc)
+
+    def adopt(self) -> Handle | None:
+        """The process a previous daemon started, if it is still that very process."""
+        try:
+            record = ProcessRecord(**json.loads(self.record_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        handle = Handle(record, None)
+        if handle.is_ours() and inspect.is_alive(record.pid):
+            return handle
+        return None
+
+    def forget(self) -> None:
+        self.record_path.unlink(missing_ok=True)  # our own bookkeeping file
+
+
+async def run_command(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[int | None, str]:
+    """Run an external service-manager command (restart/stop); returns (exit code or None on timeout, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None, ""
+    return proc.returncode, out.decode("utf-8", "replace")[-2000:]

@@ -1,0 +1,1 @@
+"""clawmedic's memory: incidents (SQLite), the JSONL event stream, the status JSON, and the daemon lock."""

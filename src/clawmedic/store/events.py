@@ -1,0 +1,47 @@
+"""The JSONL event stream: one redacted JSON object a line, appended, rotated by size."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from clawmedic import defaults
+from clawmedic.redact import Redactor
+from clawmedic.store.files import private_file
+
+
+class EventLog:
+    def __init__(self, path: Path, redactor: Redactor, max_bytes: int = defaults.EVENTS_MAX_BYTES) -> None:
+        self.path = private_file(path)
+        self._redactor = redactor
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def emit(self, kind: str, target: str | None = None, **fields: Any) -> dict[str, Any]:
+        event: dict[str, Any] = {"ts": time.time(), "kind": kind}
+        if target is not None:
+            event["target"] = target
+        event.update(fields)
+        event = self._redactor.data(event)
+        line = json.dumps(event, default=str, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self.path.exists() and self.path.stat().st_size + len(line) > self._max_bytes:
+                self.path.replace(self.path.with_name(self.path.name + ".1"))
+                private_file(self.path)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line)
+        return event
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """All events in `path` (tests, bench and the demo read the stream this way)."""
+    if not path.exists():
+        return []
+    out: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out

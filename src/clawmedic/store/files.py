@@ -1,0 +1,51 @@
+"""File habits: private modes, atomic replacement, and moving aside instead of deleting."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from clawmedic import defaults
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int = defaults.FILE_MODE) -> None:
+    """Write `data` to `path` so a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` if needed and make it 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=defaults.FILE_MODE, exist_ok=True)
+    path.chmod(defaults.FILE_MODE)
+    return path
+
+
+def timestamp(now: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.localtime(now if now is not None else time.time()))
+
+
+def move_aside(path: Path, label: str = "broken", now: float | None = None) -> Path:
+    """Rename `path` to `NAME.<label>-<timestamp>` (0600) beside it and return the new path. Never deletes."""
+    base = path.with_name(f"{path.name}.{label}-{timestamp(now)}")
+    dest, n = base, 1
+    while dest.exists():
+        dest = base.with_name(f"{base.name}.{n}")
+        n += 1
+    path.rename(dest)
+    dest.chmod(defaults.FILE_MODE)
+    return dest

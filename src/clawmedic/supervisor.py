@@ -1,0 +1,389 @@
+"""One coordinator per supervised target: feeds observations to its `Ladder` and carries out the actions.
+
+Everything here runs on one asyncio loop, so ladder calls never interleave. Side effects go through the seams
+passed in: `Launcher` (processes), `Prober` (HTTP), the stores (incidents, events) and the `Doctor`.
+Logging happens on change (live → failing, failing → live), not on every probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from clawmedic.config import LoadedConfig, TargetConfig
+from clawmedic.doctor import Doctor, Escalation
+from clawmedic.errors import NotOurProcess
+from clawmedic.ladder.exits import classify_exit, describe_exit
+from clawmedic.ladder.machine import Action, CloseIncident, Escalate, Ladder, Launch, OpenIncident, Stop, Transition
+from clawmedic.ladder.states import ExitKind, State
+from clawmedic.probes import Prober, ProbeResult
+from clawmedic.process import inspect
+from clawmedic.process.launcher import Handle, Launcher, run_command
+from clawmedic.store.events import EventLog
+from clawmedic.store.incidents import IncidentStore
+
+log = logging.getLogger("clawmedic")
+
+_NOT_PROBED = frozenset({State.RESTARTING, State.BACKOFF, State.STOPPED})
+_EXTERNAL_COMMAND_TIMEOUT_S = 120.0  # systemctl/launchctl restart returns in seconds; a hung one is killed
+
+
+@dataclass
+class Context:
+    """What all targets of one daemon share."""
+
+    loaded: LoadedConfig
+    events: EventLog
+    incidents: IncidentStore
+    prober: Prober
+    doctor: Doctor
+    clock: Callable[[], float] = time.time
+    on_change: Callable[[], None] = lambda: None  # e.g. rewrite the status file
+
+
+class TargetSupervisor:
+    def __init__(self, name: str, ctx: Context) -> None:
+        self.name = name
+        self.cfg: TargetConfig = ctx.loaded.targets[name]
+        self.ctx = ctx
+        self.ladder = Ladder(self.cfg.ladder_limits(), on_change=self._pending_transitions_append)
+        self.launcher = Launcher(ctx.loaded.state_dir / "targets" / name)
+        self.handle: Handle | None = None
+        self.incident_id: int | None = None
+        self.liveness: ProbeResult | None = None
+        self.readiness: ProbeResult | None = None
+        self.rss_bytes: int = 0
+        self.restarts = 0
+        self.last_exit: dict[str, Any] | None = None
+        self._pending: list[Transition] = []
+        self._probe_now = asyncio.Event()
+        self._tick_now = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- running --------------------------------------------------------------------------------------
+
+    async def run(self, *, paused: bool) -> None:
+        handle = self.launcher.adopt() if self.cfg.start.mode == "managed" else None
+        if handle is not None:
+            self.handle = handle
+            self._watch(handle)
+            self.ctx.events.emit("adopted", self.name, pid=handle.pid)
+            log.info("%s: adopted running pid %d", self.name, handle.pid)
+            self._feed(partial(self.ladder.start, running=True))
+        elif self.cfg.start.mode == "external":
+            probe = await self.ctx.prober.liveness(self.cfg.liveness, None)
+            if probe.ok or paused:
+                self._feed(partial(self.ladder.start, running=True, live=probe.ok))
+        if paused:
+            self._feed(self.ladder.pause)
+        elif self.ladder.state == State.STOPPED:
+            self._feed(self.ladder.start)
+        await asyncio.gather(self._probe_loop(), self._timer_loop(), self._memory_loop())
+
+    async def shutdown(self, stop_target: bool) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if stop_target and self.handle is not None:
+            self.ladder.change_state(State.STOPPED, self.ctx.clock(), "daemon exiting")
+            await self.handle.stop(self.cfg.limits.stop_timeout_s)
+
+    def pause(self) -> None:
+        self._feed(self.ladder.pause)
+
+    def resume(self) -> None:
+        self._feed(self.ladder.resume)
+
+    # --- feeding the ladder -----------------------------------------------------------------------------
+
+    def _pending_transitions_append(self, t: Transition) -> None:
+        self._pending.append(t)
+
+    def _feed(self, step: Callable[..., list[Action]], *args: Any) -> None:
+        """Give the ladder one observation (`step(now, *args)`), record what changed, carry out its actions."""
+        now = self.ctx.clock()
+        actions = step(now, *args)
+        for a in actions:
+            if isinstance(a, OpenIncident):
+                self._open_incident(a, now)
+        transitions, self._pending = self._pending, []
+        for t in transitions:
+            self._record_transition(t)
+        for a in actions:
+            if isinstance(a, CloseIncident):
+                self._close_incident(a, now)
+            elif isinstance(a, Launch):
+                self._spawn(self._launch(a))
+            elif isinstance(a, Stop):
+                self._spawn(self._stop(a))
+            elif isinstance(a, Escalate):
+                self._spawn(self._escalate(a))
+        if transitions:
+            self._probe_now.set()
+            self._tick_now.set()
+            self.ctx.on_change()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: internal error in a supervisor task: %r", self.name, exc, exc_info=exc)
+            self.ctx.events.emit("internal_error", self.name, error=repr(exc))
+
+    # --- records ------------------------------------------------------------------------------------------
+
+    def _record_transition(self, t: Transition) -> None:
+        self.ctx.events.emit("state", self.name, old=t.old.value, new=t.new.value, reason=t.reason, at=t.at)
+        level = logging.INFO if t.new in (State.HEALTHY, State.PROBATION, State.STARTING) else logging.WARNING
+        log.log(level, "%s: %s → %s (%s)", self.name, t.old.value, t.new.value, self.ctx.loaded.redactor.text(t.reason))
+        if self.incident_id is None:
+            return
+        self.ctx.incidents.add(
+            self.incident_id, "state", {"from": t.old.value, "to": t.new.value, "reason": t.reason}, ts=t.at
+        )
+        if t.new == State.PROBATION:
+            inc = self.ctx.incidents.get(self.incident_id)
+            if inc is not None and inc.live_at is None:
+                self.ctx.incidents.update(self.incident_id, live_at=t.at)
+                self.ctx.events.emit("live_again", self.name, incident=self.incident_id, at=t.at)
+        elif t.new == State.GAVE_UP:
+            self.ctx.incidents.update(self.incident_id, status="gave_up")
+            self.ctx.events.emit("gave_up", self.name, incident=self.incident_id, reason=t.reason)
+
+    def _open_incident(self, a: OpenIncident, now: float) -> None:
+        self.incident_id = self.ctx.incidents.open(self.name, a.reason, a.first_failure_at, now)
+        self.ctx.events.emit("incident_opened", self.name, incident=self.incident_id, reason=a.reason, at=now)
+        log.warning("%s: incident #%d opened: %s", self.name, self.incident_id, self.ctx.loaded.redactor.text(a.reason))
+
+    def _close_incident(self, a: CloseIncident, now: float) -> None:
+        if self.incident_id is None:
+            return
+        self.ctx.incidents.update(self.incident_id, status=a.outcome, closed_at=now)
+        self.ctx.events.emit("incident_closed", self.name, incident=self.incident_id, outcome=a.outcome, at=now)
+        log.info("%s: incident #%d closed: %s", self.name, self.incident_id, a.outcome)
+        self.incident_id = None
+
+    def _incident_note(self, kind: str, detail: dict[str, Any], duration_s: float | None = None) -> None:
+        if self.incident_id is not None:
+            self.ctx.incidents.add(self.incident_id, kind, detail, duration_s=duration_s)
+
+    # --- actions ------------------------------------------------------------------------------------------
+
+    async def _launch(self, a: Launch) -> None:
+        start = self.cfg.start
+        env = self.ctx.loaded.command_env(self.name)
+        t0 = self.ctx.clock()
+        if self.incident_id is not None and self.ladder.state == State.STARTING:
+            self.ctx.incidents.count_restart(self.incident_id)
+        self.restarts += 1 if a.reason != "initial start" else 0
+        if start.mode == "external":
+            assert start.restart_command is not None
+            cmd = [self.ctx.loaded.resolve(x, "restart_command") for x in start.restart_command]
+            code, out = await run_command(cmd, env, _EXTERNAL_COMMAND_TIMEOUT_S)
+            self._incident_note(
+                "action", {"action": "restart_command", "exit": code, "output": out[-500:]}, self.ctx.clock() - t0
+            )
+            self.ctx.events.emit("launched", self.name, via="restart_command", exit=code, reason=a.reason)
+            if code != 0:
+                detail = f"restart command exited {code}: {out.strip()[-200:]}"
+                self._feed(self.ladder.exited, ExitKind.CRASH, detail)
+            return
+        if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
+            ours = self.handle is not None and owner.pid in inspect.tree_pids(self.handle.pid)
+            if not ours:
+                detail = f"port {self.cfg.port} is held by {owner.describe()}, not by clawmedic's {self.name}"
+                self._incident_note(
+                    "preflight", {"port": self.cfg.port, "owner_pid": owner.pid, "owner_cmdline": owner.cmdline}
+                )
+                self.ctx.events.emit(
+                    "port_conflict", self.name, port=self.cfg.port, owner_pid=owner.pid, owner_cmdline=owner.cmdline
+                )
+                log.error("%s: %s; not starting, not touching it", self.name, detail)
+                self._feed(self.ladder.exited, ExitKind.PORT_IN_USE, detail)
+                return
+        assert start.command is not None
+        cmd = [self.ctx.loaded.resolve(x, "command") for x in start.command]
+        try:
+            handle = await self.launcher.spawn(cmd, env, start.cwd)
+        except OSError as e:
+            detail = f"cannot start {cmd[0]}: {e.strerror or e}"
+            log.error("%s: %s", self.name, detail)
+            self._feed(self.ladder.exited, ExitKind.FATAL_CONFIG, detail)
+            return
+        self.handle = handle
+        self.ctx.events.emit("launched", self.name, pid=handle.pid, reason=a.reason, at=t0)
+        self._incident_note("action", {"action": "launch", "pid": handle.pid, "reason": a.reason})
+        log.info("%s: launched pid %d (%s)", self.name, handle.pid, a.reason)
+        self._watch(handle)
+
+    def _watch(self, handle: Handle) -> None:
+        async def watch() -> None:
+            code = await handle.wait()
+            now = self.ctx.clock()
+            tail = handle.output_tail(60)
+            kind = classify_exit(code, requested=handle.stop_requested, output_tail=tail)
+            if self.handle is handle:
+                self.handle = None
+                self.launcher.forget()
+            last = next((ln for ln in reversed(tail) if ln.strip() and not ln.startswith("---")), "")
+            detail = describe_exit(code) + (f": {last[-300:]}" if kind != ExitKind.REQUESTED and last else "")
+            self.last_exit = {"code": code, "kind": kind.value, "at": now, "pid": handle.pid}
+            self.ctx.events.emit(
+                "exited", self.name, pid=handle.pid, code=code, exit_kind=kind.value, at=now, detail=detail
+            )
+            if kind != ExitKind.REQUESTED:
+                log.warning("%s: pid %d %s", self.name, handle.pid, self.ctx.loaded.redactor.text(detail))
+            self._incident_note(
+                "exit", {"pid": handle.pid, "code": code, "kind": kind.value, "output_tail": tail[-20:]}
+            )
+            self._feed(self.ladder.exited, kind, detail)
+
+        self._spawn(watch())
+
+    async def _stop(self, a: Stop) -> None:
+        t0 = self.ctx.clock()
+        handle = self.handle
+        if handle is None:
+            cmd = self.cfg.start.stop_command
+            if cmd:
+                code, _ = await run_command(
+                    [self.ctx.loaded.resolve(x, "stop_command") for x in cmd],
+                    self.ctx.loaded.command_env(self.name),
+                    _EXTERNAL_COMMAND_TIMEOUT_S,
+                )
+                self._incident_note("action", {"action": "stop_command", "exit": code}, self.ctx.clock() - t0)
+            self._feed(self.ladder.exited, ExitKind.REQUESTED, "stopped")
+            return
+        log.warning("%s: stopping pid %d (%s)", self.name, handle.pid, self.ctx.loaded.redactor.text(a.reason))
+        try:
+            code, killed = await handle.stop(a.timeout_s)
+        except NotOurProcess as e:
+            self._incident_note("action", {"action": "stop", "refused": str(e)})
+            if self.handle is handle:
+                self.handle = None
+            self._feed(self.ladder.exited, ExitKind.REQUESTED, str(e))
+            return
+        took = self.ctx.clock() - t0
+        self.ctx.events.emit("stopped", self.name, pid=handle.pid, code=code, sigkill=killed, took_s=took)
+        self._incident_note(
+            "action", {"action": "stop", "pid": handle.pid, "exit": code, "sigkill": killed, "reason": a.reason}, took
+        )
+
+    async def _escalate(self, a: Escalate) -> None:
+        assert self.incident_id is not None
+        incident = self.incident_id
+        self.ctx.incidents.update(incident, status="escalated", cause=a.cause)
+        self.ctx.events.emit("escalated", self.name, incident=incident, cause=a.cause, reason=a.reason)
+        log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
+        evidence: dict[str, object] = {"last_exit": self.last_exit}
+        if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
+            evidence["port_owner"] = {"pid": owner.pid, "cmdline": owner.cmdline}
+        evidence = self.ctx.loaded.redactor.data(evidence)
+        verdict = await self.ctx.doctor.treat(Escalation(self.name, incident, a.reason, a.cause, evidence))
+        self.ctx.incidents.add(
+            incident, "doctor", {"healed": verdict.healed, "summary": verdict.summary, "evidence": evidence}
+        )
+        self._feed(self.ladder.verdict, verdict.healed, verdict.summary)
+
+    # --- loops -------------------------------------------------------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probe_now.wait(), self.ladder.probe_interval())
+            self._probe_now.clear()
+            if self.ladder.state in _NOT_PROBED:
+                continue
+            if self.cfg.start.mode == "managed" and self.handle is None and self.ladder.state == State.STARTING:
+                continue  # the launch is still in flight
+            pid = self.handle.pid if self.handle is not None else None
+            result = await self.ctx.prober.liveness(self.cfg.liveness, pid)
+            self._observe_liveness(result)
+            self._feed(self.ladder.probe, result.ok, result.detail)
+            if result.ok and self.cfg.readiness is not None and self.ladder.state != State.STARTING:
+                self._observe_readiness(await self.ctx.prober.http(self.cfg.readiness))
+
+    def _observe_liveness(self, result: ProbeResult) -> None:
+        before = self.liveness
+        self.liveness = result
+        if before is None or before.ok != result.ok:
+            self.ctx.events.emit("liveness", self.name, ok=result.ok, detail=result.detail)
+            if before is not None:
+                log.log(
+                    logging.INFO if result.ok else logging.WARNING,
+                    "%s: liveness %s: %s",
+                    self.name,
+                    "ok" if result.ok else "FAILED",
+                    result.detail,
+                )
+        if not result.ok and self.ladder.state not in (State.STARTING, State.MAINTENANCE):
+            self._incident_note("probe", {"ok": False, "detail": result.detail})
+
+    def _observe_readiness(self, result: ProbeResult) -> None:
+        before = self.readiness
+        self.readiness = result
+        if before is None or before.ok != result.ok or before.failing != result.failing:
+            self.ctx.events.emit("readiness", self.name, ok=result.ok, failing=result.failing, detail=result.detail)
+            if before is not None or not result.ok:
+                log.log(
+                    logging.INFO if result.ok else logging.WARNING,
+                    "%s: readiness %s%s",
+                    self.name,
+                    "ok" if result.ok else "failing",
+                    f" {result.failing}" if result.failing else "",
+                )
+            self.ctx.on_change()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.ladder.next_deadline()
+            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.ctx.clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick_now.wait(), wait)
+            self._tick_now.clear()
+            self._feed(self.ladder.tick)
+
+    async def _memory_loop(self) -> None:
+        limit_mb = self.cfg.limits.memory_limit_mb
+        while True:
+            await asyncio.sleep(self.cfg.limits.memory_check_interval_s)
+            if self.handle is None:
+                self.rss_bytes = 0
+                continue
+            self.rss_bytes = await asyncio.to_thread(inspect.tree_rss, self.handle.pid)
+            if limit_mb is not None and self.rss_bytes > limit_mb * 1024 * 1024:
+                detail = f"process tree uses {self.rss_bytes / 2**20:.0f} MB, limit {limit_mb} MB"
+                self.ctx.events.emit("memory_exceeded", self.name, rss_bytes=self.rss_bytes, limit_mb=limit_mb)
+                self._feed(self.ladder.memory_exceeded, detail)
+
+    # --- status ------------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        lad = self.ladder
+        return {
+            "state": lad.state.value,
+            "since": lad.since,
+            "pid": self.handle.pid if self.handle else None,
+            "adopted": bool(self.handle and self.handle.adopted),
+            "live": self.liveness.ok if self.liveness else None,
+            "liveness_detail": self.liveness.detail if self.liveness else None,
+            "ready": self.readiness.ok if self.readiness else None,
+            "ready_failing": self.readiness.failing if self.readiness else [],
+            "rss_mb": round(self.rss_bytes / 2**20, 1),
+            "restarts": self.restarts,
+            "consecutive_failures": lad.consecutive_restarts,
+            "next_restart_at": lad.restart_at if lad.state == State.BACKOFF else None,
+            "incident": self.incident_id,
+            "last_exit": self.last_exit,
+            "kind": self.cfg.kind,
+            "mode": self.cfg.start.mode,
+        }

@@ -64,9 +64,7 @@ def test_ensure_install_into_default_root_runs_pinned_node_and_openclaw() -> Non
     assert inst.openclaw_entry == inst.node_modules / "openclaw" / "openclaw.mjs"
     assert sandbox.find_install() == inst
 
-    node = subprocess.run(
-        [str(inst.node), "--version"], capture_output=True, text=True, check=True, timeout=60
-    )
+    node = subprocess.run([str(inst.node), "--version"], capture_output=True, text=True, check=True, timeout=60)
     assert node.stdout.strip() == f"v{defaults.NODE_VERSION}"
     claw = subprocess.run(inst.command("--version"), capture_output=True, text=True, check=True, timeout=120)
     assert defaults.OPENCLAW_VERSION in claw.stdout
@@ -78,7 +76,7 @@ def test_ensure_install_into_default_root_runs_pinned_node_and_openclaw() -> Non
     assert time.monotonic() - started < 2.0
     assert again == inst
     assert not any(m.startswith(("downloading", "installing")) for m in second.messages())
-    assert not (inst.root.parent / f"{inst.root.name}.staging").exists()
+    assert not list(inst.root.parent.glob(f"{inst.root.name}.staging*"))
 
 
 # --- offline checks ----------------------------------------------------------------------------------------
@@ -180,7 +178,7 @@ def test_unreachable_registry_fails_cleanly_and_leaves_no_staging(
 ) -> None:
     monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
     root = tmp_path / "sandbox" / "openclaw-x-node-y"
-    stale = root.parent / f"{root.name}.staging"
+    stale = root.parent / f"{root.name}.staging-999999"
     (stale / "node_modules").mkdir(parents=True)  # left behind by a killed run
 
     with pytest.raises(EnvironmentMissing, match=r"Cannot reach the npm registry at http://127\.0\.0\.1:9"):

@@ -10,7 +10,7 @@ Layout (one folder per pinned pair, so a version bump never disturbs a running o
         install.json                                the marker, written last
         node/bin/node                               the Node binary
         node_modules/openclaw/openclaw.mjs          the gateway's entry point
-    <cache>/sandbox/openclaw-<v>-node-<v>.staging/  built here, then renamed to the root in one step
+    <cache>/sandbox/openclaw-<v>-node-<v>.staging-<pid>/  built here, then renamed to the root in one step
     <cache>/sandbox/openclaw-<v>-node-<v>.lock      serialises concurrent installers
     <cache>/sandbox/npm-cache/                      npm's cache, so the user's ~/.npm is untouched
 
@@ -190,8 +190,12 @@ def _acquire(lock: filelock.FileLock, report: ProgressFn) -> None:
 
 def _install_locked(root: Path, report: ProgressFn) -> Install:
     """Build the install in a staging folder and rename it into place. The caller holds the lock."""
-    staging = root.parent / f"{root.name}.staging"
-    _remove_tree(staging)  # left by a killed run: we hold the lock, so nobody else is using it
+    # Leftovers of killed runs: we hold the lock, so no live installer uses them. Each run stages under its
+    # own name, so an npm orphaned by a killed run cannot write into this run's staging folder.
+    for leftover in root.parent.iterdir():
+        if leftover.name.startswith((f"{root.name}.staging-", f"{root.name}.broken-")):
+            _remove_tree(leftover)
+    staging = root.parent / f"{root.name}.staging-{os.getpid()}"
     if root.exists():
         # A root without a valid, pinned marker is a broken or foreign-version install of ours: set it aside.
         aside = root.parent / f"{root.name}.broken-{os.getpid()}-{int(time.time())}"
@@ -475,15 +479,14 @@ def _child_env(node: Path) -> dict[str, str]:
 
 def npm_cache_dir(root: Path) -> Path:
     """npm's download cache, shared by every install next to `root` and separate from the user's ~/.npm."""
-    return root.parent / "npm-cache"
+    return root.parent / "npm-cache"  # staging folders are siblings of the root, so they share it too
 
 
 def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn) -> None:
     if not npm_cli.is_file():
         raise EnvironmentMissing(f"The npm {defaults.NPM_VERSION} package has no bin/npm-cli.js.")
-    root = prefix.parent / prefix.name.removesuffix(".staging")
     env = {k: v for k, v in _child_env(node).items() if not _is_overridden_npm_setting(k)}
-    env["npm_config_cache"] = str(npm_cache_dir(root))
+    env["npm_config_cache"] = str(npm_cache_dir(prefix))
     env["npm_config_update_notifier"] = "false"
     argv = [
         str(node),

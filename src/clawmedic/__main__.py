@@ -1,0 +1,3 @@
+from clawmedic.cli import main
+
+main()

@@ -1,0 +1,409 @@
+"""The `clawmedic` command (Typer + Rich). Every user error is one sentence and a documented exit code.
+
+Exit codes: 0 ok; 1 the job failed (a fault was not healed, a target is down); 2 bad config or usage;
+3 something outside clawmedic is missing (binary, download, sandbox); 4 another daemon holds the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clawmedic import control, defaults, paths
+from clawmedic.config import LoadedConfig, load_config
+from clawmedic.errors import ClawmedicError, ConfigInvalid
+from clawmedic.store.files import atomic_write, move_aside
+from clawmedic.store.lock import holder_pid
+
+app = typer.Typer(
+    help="clawmedic keeps a self-hosted OpenClaw gateway alive from the outside, and explains what broke.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sandbox_app = typer.Typer(
+    help="Install and run an isolated, real OpenClaw gateway to supervise and break.", no_args_is_help=True
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="clawmedic config file (default: $CLAWMEDIC_CONFIG or the platform's "
+        "config folder, e.g. ~/.config/clawmedic/config.toml).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+TargetArg = Annotated[str | None, typer.Argument(help="Target name (default: every target).", show_default=False)]
+
+
+def _load(config: Path | None) -> LoadedConfig:
+    return load_config(config)
+
+
+def _fmt_time(ts: float | None) -> str:
+    return "—" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_s(s: float | None) -> str:
+    return "—" if s is None else f"{s:.2f} s"
+
+
+# --- run -----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object a line on stderr.")] = False,
+) -> None:
+    """Run the daemon in the foreground: supervise every target of the config until SIGTERM or Ctrl-C."""
+    from clawmedic.daemon import Daemon
+    from clawmedic.logs import setup_logging
+
+    loaded = _load(config)
+    setup_logging(loaded.config.daemon.log_level, json_logs, loaded.redactor)
+
+    async def main() -> None:
+        await Daemon(loaded).run()
+
+    asyncio.run(main())
+
+
+# --- status ------------------------------------------------------------------------------------------------
+
+
+def read_status(loaded: LoadedConfig) -> dict[str, Any]:
+    from clawmedic.daemon import status_path
+
+    try:
+        data: dict[str, Any] = json.loads(status_path(loaded.state_dir).read_text())
+    except (OSError, ValueError):
+        data = {"daemon": {}, "targets": {}}
+    pid = holder_pid(loaded.state_dir)
+    data.setdefault("daemon", {})["running"] = pid is not None
+    data["daemon"]["pid"] = pid
+    ctl = control.read_control(loaded.state_dir)
+    for name in loaded.targets:
+        t = data.setdefault("targets", {}).setdefault(name, {"state": "unknown"})
+        t["paused"] = name in ctl.paused
+    return data
+
+
+@app.command()
+def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Show each target's state, health and current incident (read from the daemon's status file)."""
+    loaded = _load(config)
+    data = read_status(loaded)
+    if json_:
+        out.print_json(json.dumps(data, default=str))
+        return
+    d = data["daemon"]
+    if d.get("running"):
+        out.print(f"daemon: [green]running[/] (pid {d['pid']}), status updated {_fmt_time(d.get('updated_at'))}")
+    else:
+        out.print(
+            "daemon: [red]not running[/] — start it with `clawmedic run`"
+            + (f" (last status {_fmt_time(d.get('updated_at'))})" if d.get("updated_at") else "")
+        )
+    table = Table("target", "state", "pid", "live", "ready", "restarts", "incident", "since")
+    for name, t in data["targets"].items():
+        state = t.get("state", "unknown")
+        colour = {"healthy": "green", "probation": "cyan", "starting": "cyan", "maintenance": "yellow"}.get(
+            state, "red"
+        )
+        ready = t.get("ready")
+        table.add_row(
+            name,
+            f"[{colour}]{state}[/]" + (" (paused)" if t.get("paused") and state != "maintenance" else ""),
+            str(t.get("pid") or "—"),
+            {True: "yes", False: "[red]no[/]", None: "—"}[t.get("live")],
+            {True: "yes", False: f"[yellow]no[/] {t.get('ready_failing') or ''}", None: "—"}[ready],
+            str(t.get("restarts", 0)),
+            f"#{t['incident']}" if t.get("incident") else "—",
+            _fmt_time(t.get("since")),
+        )
+    out.print(table)
+
+
+# --- incidents -------------------------------------------------------------------------------------------------
+
+incidents_app = typer.Typer(help="List incidents, or show one with its timeline.", invoke_without_command=True)
+app.add_typer(incidents_app, name="incidents")
+
+
+@incidents_app.callback()
+def incidents_list(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """List incidents, newest first (`clawmedic incidents show ID` for one)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = config
+        return
+    from clawmedic.daemon import incidents_path
+    from clawmedic.store.incidents import IncidentStore
+
+    loaded = _load(config)
+    store = IncidentStore(incidents_path(paths.ensure_private_dir(loaded.state_dir)), loaded.redactor)
+    items = store.list(limit)
+    if json_:
+        out.print_json(json.dumps([i.to_dict() for i in items], default=str))
+        return
+    if not items:
+        out.print("No incidents recorded.")
+        return
+    table = Table("id", "target", "status", "opened", "recovered in", "restarts", "reason")
+    for i in items:
+        table.add_row(
+            f"#{i.id}",
+            i.target,
+            i.status,
+            _fmt_time(i.detected_at),
+            _fmt_s(i.time_to_recover_s),
+            str(i.restarts),
+            i.reason[:80],
+        )
+    out.print(table)
+
+
+@incidents_app.command("show")
+def incidents_show(
+    ctx: typer.Context,
+    incident_id: Annotated[int, typer.Argument(help="Incident number.")],
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show one incident with its timeline of probes, actions, outcomes and durations."""
+    from clawmedic.daemon import incidents_path
+    from clawmedic.store.incidents import IncidentStore
+
+    loaded = _load(config or ctx.obj)
+    store = IncidentStore(incidents_path(paths.ensure_private_dir(loaded.state_dir)), loaded.redactor)
+    inc = store.get(incident_id)
+    if inc is None:
+        raise ConfigInvalid(f"There is no incident #{incident_id} in {loaded.state_dir}.")
+    if json_:
+        out.print_json(json.dumps(inc.to_dict(), default=str))
+        return
+    out.print(f"[bold]Incident #{inc.id}[/] — {inc.target} — [bold]{inc.status}[/]")
+    out.print(f"reason: {inc.reason}")
+    out.print(
+        f"first failure {_fmt_time(inc.first_failure_at)}, detected {_fmt_time(inc.detected_at)}, "
+        f"live again {_fmt_time(inc.live_at)} ({_fmt_s(inc.time_to_recover_s)}), closed {_fmt_time(inc.closed_at)}"
+    )
+    table = Table("+s", "event", "detail", "took")
+    for e in inc.timeline:
+        detail = e.detail.copy()
+        tail = detail.pop("output_tail", None)
+        text = ", ".join(f"{k}={v}" for k, v in detail.items())
+        if tail:
+            text += "\n" + "\n".join(str(x)[:160] for x in tail[-5:])
+        table.add_row(f"{e.ts - inc.first_failure_at:+.2f}", e.kind, text, _fmt_s(e.duration_s))
+    out.print(table)
+
+
+# --- pause / resume ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def pause(target: TargetArg = None, config: ConfigOpt = None) -> None:
+    """Maintenance mode: keep observing TARGET but take no action until `clawmedic resume`."""
+    loaded = _load(config)
+    names = loaded.selected(target)
+    control.pause(paths.ensure_private_dir(loaded.state_dir), names)
+    out.print(f"paused: {', '.join(names)} (the daemon observes but will not act)")
+
+
+@app.command()
+def resume(target: TargetArg = None, config: ConfigOpt = None) -> None:
+    """Leave maintenance mode, or retry a target that gave up (past failures are forgotten)."""
+    loaded = _load(config)
+    names = loaded.selected(target)
+    control.resume(paths.ensure_private_dir(loaded.state_dir), names)
+    out.print(f"resumed: {', '.join(names)}")
+
+
+# --- init ------------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Option("--path", help="Where to write (default: the platform's config folder).", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing config (it is moved aside, not deleted).")] = False,
+) -> None:
+    """Write a commented config, detecting an existing ~/.openclaw install."""
+    from clawmedic.init_config import detect, render
+
+    dest = (path or paths.default_config_path()).expanduser()
+    if dest.exists() and not force:
+        raise ConfigInvalid(f"{dest} already exists; pass --force to replace it (the old one is kept beside it).")
+    found = detect()
+    if dest.exists():
+        kept = move_aside(dest, "old")
+        out.print(f"kept the previous config as {kept}")
+    atomic_write(dest, render(found))
+    load_config(dest)  # what we write must load
+    out.print(f"wrote {dest}")
+    out.print(
+        "OpenClaw install found: "
+        + (
+            f"{found.openclaw_home}/.openclaw (port {found.port})"
+            if found.config_found
+            else "none (edit the target before `run`)"
+        )
+    )
+
+
+# --- sandbox --------------------------------------------------------------------------------------------------------
+
+DirOpt = Annotated[
+    Path | None, typer.Option("--dir", help="Sandbox folder (default: <state>/sandbox/default).", show_default=False)
+]
+
+
+def _install(quiet: bool = False) -> Any:
+    from clawmedic.sandbox.install import ensure_install, find_install, rich_progress
+
+    found = find_install()
+    if found is not None:
+        return found
+    if quiet:
+        return ensure_install()
+    err.print(
+        f"Installing Node {defaults.NODE_VERSION} and OpenClaw {defaults.OPENCLAW_VERSION} into "
+        f"{paths.cache_dir()} (once; about 850 MB)…"
+    )
+    with rich_progress(err) as progress:
+        return ensure_install(progress=progress)
+
+
+@sandbox_app.command("install")
+def sandbox_install(json_: JsonOpt = False) -> None:
+    """Install the pinned Node 24 and OpenClaw into the per-user cache (idempotent)."""
+    inst = _install(quiet=json_)
+    info = {
+        "root": str(inst.root),
+        "node": str(inst.node),
+        "node_version": inst.node_version,
+        "openclaw_version": inst.openclaw_version,
+        "openclaw_entry": str(inst.openclaw_entry),
+    }
+    if json_:
+        out.print_json(json.dumps(info))
+    else:
+        out.print(f"OpenClaw {inst.openclaw_version} on Node {inst.node_version} is installed in {inst.root}")
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    dir_: DirOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: a free one, kept across runs).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Start an isolated real gateway (own HOME, loopback, free port, 0600 token) and write its clawmedic config."""
+    from clawmedic.sandbox import gateway as gw
+
+    root = (dir_ or gw.default_dir()).expanduser().resolve()
+    gw.ensure_dir_is_ours(root)
+    inst = _install(quiet=json_)
+    sb = gw.create(root, inst, port=port)
+    handle = gw.start_gateway(sb)
+    if not json_:
+        err.print(f"gateway pid {handle.pid} booting on 127.0.0.1:{sb.port}…")
+    took = gw.wait_healthy(sb.port, pid=handle.pid)
+    info = {**sb.describe(), "boot_s": round(took, 2)}
+    if json_:
+        out.print_json(json.dumps(info))
+        return
+    out.print(f"[green]sandboxed gateway is up[/] on {info['url']} (pid {handle.pid}, healthy after {took:.1f} s)")
+    out.print(f"  HOME     {info['home']}\n  log      {info['log_file']}\n  config   {info['config']}")
+    out.print(f"supervise it:  clawmedic run --config {info['config']}")
+
+
+@sandbox_app.command("down")
+def sandbox_down(dir_: DirOpt = None, json_: JsonOpt = False) -> None:
+    """Stop the sandbox's clawmedic daemon (if any) and its gateway. Files are kept."""
+    from clawmedic.sandbox import gateway as gw
+
+    sb = gw.open_existing((dir_ or gw.default_dir()).expanduser().resolve())
+    daemon = gw.stop_daemon(sb)
+    pid = gw.stop_gateway(sb)
+    info = {"dir": str(sb.root), "stopped_daemon_pid": daemon, "stopped_gateway_pid": pid}
+    if json_:
+        out.print_json(json.dumps(info))
+    else:
+        out.print(f"stopped: daemon {daemon or '—'}, gateway {pid or '—'} (files kept in {sb.root})")
+
+
+@sandbox_app.command("status")
+def sandbox_status(dir_: DirOpt = None, json_: JsonOpt = False) -> None:
+    """Show the sandbox's port, paths, gateway PID and health."""
+    from clawmedic.sandbox import gateway as gw
+
+    sb = gw.open_existing((dir_ or gw.default_dir()).expanduser().resolve())
+    info = {**sb.describe(), "healthy": gw.health(sb.port)}
+    if json_:
+        out.print_json(json.dumps(info))
+        return
+    table = Table("key", "value", show_header=False)
+    for k, v in info.items():
+        table.add_row(k, str(v))
+    out.print(table)
+    if not info["healthy"]:
+        raise typer.Exit(defaults.EXIT_FAILURE)
+
+
+# --- demo ---
+
+
+@app.command()
+def demo(
+    json_: JsonOpt = False,
+    dir_: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Sandbox folder for the demo (default: <state>/sandbox/demo).", show_default=False),
+    ] = None,
+) -> None:
+    """Start a sandboxed real gateway under clawmedic, break it (kill -9, then a SIGSTOP hang) and show each fault
+    detected and healed, ending with time-to-detect and time-to-recover per fault."""
+    from clawmedic.demo import run_demo
+
+    rows = run_demo(dir_, console=err if json_ else out, quiet=json_)
+    if json_:
+        out.print_json(json.dumps(rows))
+    if not all(r["healed"] for r in rows):
+        raise typer.Exit(defaults.EXIT_FAILURE)
+
+
+def main() -> None:
+    try:
+        app()
+    except ClawmedicError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

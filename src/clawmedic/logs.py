@@ -1,0 +1,52 @@
+"""Logging for the daemon: readable lines through Rich, or one JSON object a line; both redacted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from clawmedic.redact import Redactor
+
+
+class _RedactFilter(logging.Filter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor.text(record.getMessage())
+        record.args = None
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "ts": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def setup_logging(level: str, json_logs: bool, redactor: Redactor) -> None:
+    root = logging.getLogger("clawmedic")
+    root.handlers.clear()
+    root.setLevel(level.upper())
+    root.propagate = False
+    handler: logging.Handler
+    if json_logs:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False, log_time_format="%H:%M:%S")
+    handler.addFilter(_RedactFilter(redactor))
+    root.addHandler(handler)
+    logging.Formatter.converter = time.localtime

@@ -235,7 +235,8 @@ class TargetSupervisor:
                 self.handle = None
                 self.launcher.forget()
             last = next((ln for ln in reversed(tail) if ln.strip() and not ln.startswith("---")), "")
-            detail = describe_exit(code) + (f": {last[-300:]}" if kind != ExitKind.REQUESTED and last else "")
+            says = kind != ExitKind.REQUESTED and code is not None and 0 < code < 128 and last
+            detail = describe_exit(code) + (f": {last[-300:]}" if says else "")
             self.last_exit = {"code": code, "kind": kind.value, "at": now, "pid": handle.pid}
             self.ctx.events.emit(
                 "exited", self.name, pid=handle.pid, code=code, exit_kind=kind.value, at=now, detail=detail

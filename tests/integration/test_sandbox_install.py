@@ -188,6 +188,15 @@ def test_unreachable_registry_fails_cleanly_and_leaves_no_staging(
     assert sandbox.find_install(root) is None
 
 
+def test_ensure_install_refuses_to_replace_a_folder_that_is_not_a_sandbox(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "precious.txt").write_text("keep me")
+    with pytest.raises(EnvironmentMissing, match="is not a clawmedic sandbox"):
+        sandbox.ensure_install(root)
+    assert (root / "precious.txt").read_text() == "keep me"
+
+
 def test_rich_progress_renders_both_kinds_of_update() -> None:
     from rich.console import Console
 

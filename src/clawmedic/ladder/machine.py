@@ -142,7 +142,9 @@ class Ladder:
             return self._suspect(now, detail)
         if s == State.SUSPECT:
             if ok:
-                back = State.PROBATION if self.probation_until and now < self.probation_until else State.HEALTHY
+                # Back to probation if we were in it (its end may have passed meanwhile: _maybe_healthy then
+                # completes it and closes the incident), else straight back to healthy.
+                back = State.PROBATION if self.probation_until is not None else State.HEALTHY
                 self.change_state(back, now, f"liveness passed again after {self.suspect_count} failure(s)")
                 self.suspect_count = 0
                 return self._maybe_healthy(now) if back == State.PROBATION else []

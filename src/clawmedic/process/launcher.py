@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from collections import deque
@@ -22,6 +23,9 @@ from clawmedic import defaults
 from clawmedic.errors import NotOurProcess
 from clawmedic.process import inspect
 from clawmedic.store.files import atomic_write, private_file
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes in the gateway's console output
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ def tail_lines(path: Path, lines: int) -> list[str]:
             data = f.read()
     except OSError:
         return []
-    return [ln for ln in deque(data.decode("utf-8", "replace").splitlines(), maxlen=lines)]
+    text = _ANSI.sub("", data.decode("utf-8", "replace"))
+    return list(deque(text.splitlines(), maxlen=lines))
 
 
 class Launcher:

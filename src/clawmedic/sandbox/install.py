@@ -190,14 +190,16 @@ def _acquire(lock: filelock.FileLock, report: ProgressFn) -> None:
 
 def _install_locked(root: Path, report: ProgressFn) -> Install:
     """Build the install in a staging folder and rename it into place. The caller holds the lock."""
-    # Leftovers of killed runs: we hold the lock, so no live installer uses them. Each run stages under its
-    # own name, so an npm orphaned by a killed run cannot write into this run's staging folder.
-    for leftover in root.parent.iterdir():
-        if leftover.name.startswith((f"{root.name}.staging-", f"{root.name}.broken-")):
-            _remove_tree(leftover)
-    staging = root.parent / f"{root.name}.staging-{os.getpid()}"
-    if root.exists():
-        # A root without a valid, pinned marker is a broken or foreign-version install of ours: set it aside.
+    _remove_leftovers(root)
+    staging = root.parent / f"{root.name}.staging-{os.getpid()}-{time.time_ns()}"
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+    elif root.exists() and not (root / MARKER).is_file():
+        raise EnvironmentMissing(
+            f"{root} exists but is not a clawmedic sandbox install; remove it or choose another folder."
+        )
+    elif root.exists():
+        # Our marker without a usable, pinned install: damaged or another version. Set it aside and rebuild.
         aside = root.parent / f"{root.name}.broken-{os.getpid()}-{int(time.time())}"
         try:
             root.rename(aside)
@@ -240,11 +242,23 @@ def _install_locked(root: Path, report: ProgressFn) -> Install:
             raise EnvironmentMissing(f"Installing the sandbox into {root} failed: {exc.strerror or exc}.") from None
         raise
 
+    _remove_leftovers(root)  # again: an npm orphaned by a killed run may have kept writing meanwhile
     found = find_install(root)
     if found is None:  # pragma: no cover - the marker was just written
         raise EnvironmentMissing(f"The sandbox install at {root} is incomplete after installing.")
     report(f"installed openclaw {found.openclaw_version} with node {found.node_version}", 1.0)
     return found
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Remove staging and set-aside folders of earlier runs. The caller holds the lock.
+
+    Each run stages under its own name, so an npm orphaned by a killed run (npm outlives a SIGKILLed parent)
+    never writes into the current run's staging folder; its folder is removed here.
+    """
+    for leftover in root.parent.iterdir():
+        if leftover.name.startswith((f"{root.name}.staging-", f"{root.name}.broken-")):
+            _remove_tree(leftover)
 
 
 def registry_url() -> str:
@@ -524,7 +538,7 @@ def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn) ->
                         proc.wait()
                         raise EnvironmentMissing(
                             f"npm install of openclaw@{defaults.OPENCLAW_VERSION} did not finish within "
-                            f"{NPM_INSTALL_TIMEOUT_S:.0f} s: {_tail(log_path)}"
+                            f"{NPM_INSTALL_TIMEOUT_S:.0f} s; npm said: {_tail(log_path)}"
                         ) from None
                     report(f"{message} ({elapsed:.0f} s)", None)
                 else:

@@ -42,8 +42,13 @@ def incidents_path(state_dir: Path) -> Path:
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, doctor: Doctor | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedConfig, doctor: Doctor | None = None, *, stop_targets_on_exit: bool | None = None
+    ) -> None:
         self.loaded = loaded
+        self.stop_targets_on_exit = (
+            loaded.config.daemon.stop_targets_on_exit if stop_targets_on_exit is None else stop_targets_on_exit
+        )
         self.state_dir = ensure_private_dir(loaded.state_dir)
         self.doctor = doctor or RecordOnlyDoctor()
         self.started_at = time.time()
@@ -93,7 +98,7 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             for sup in self.supervisors.values():
-                await sup.shutdown(self.loaded.config.daemon.stop_targets_on_exit)
+                await sup.shutdown(self.stop_targets_on_exit)
             self._write_status(running=False)
             events.emit("daemon_stopped", pid=os.getpid())
             await prober.aclose()

@@ -22,8 +22,10 @@ from clawmedic.logs import setup_logging
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import ensure_install, find_install, rich_progress
 from clawmedic.store.incidents import IncidentStore
+from clawmedic.supervisor import TargetSupervisor
 
 DEMO_PROBATION_S = 10.0  # shorter than the default 30 s so the demo takes about two minutes
+DEMO_STABLE_RESET_S = 5.0  # each fault is a fresh one: its first restart is immediate, as after any stable period
 HEAL_TIMEOUT_S = 240.0  # a fault not healed by then is reported as not healed
 
 FAULTS: list[tuple[str, str, signal.Signals]] = [
@@ -40,12 +42,12 @@ def run_demo(dir_: Path | None, console: Console, quiet: bool = False) -> list[d
             inst = ensure_install(progress=progress)
     root = (dir_ or paths.default_state_dir() / "sandbox" / "demo").expanduser().resolve()
     gw.ensure_dir_is_ours(root)
-    sb = gw.create(root, inst, limits={"probation_s": DEMO_PROBATION_S})
+    sb = gw.create(root, inst, limits={"probation_s": DEMO_PROBATION_S, "stable_reset_s": DEMO_STABLE_RESET_S})
     gw.stop_daemon(sb)  # leftovers of an interrupted demo
     gw.stop_gateway(sb)
     loaded = load_config(sb.config_path)
     setup_logging("info", quiet, loaded.redactor)
-    daemon = Daemon(loaded)
+    daemon = Daemon(loaded, stop_targets_on_exit=True)
     try:
         return asyncio.run(_scenario(daemon, sb, console))
     finally:
@@ -92,10 +94,20 @@ async def _wait_state(daemon: Daemon, task: asyncio.Task[None], state: State, ti
     raise EnvironmentMissing(f"The sandboxed gateway was not {state} within {timeout:g} s.")
 
 
+async def _wait_incident(sup: TargetSupervisor, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while sup.incident_id is None:
+        if time.monotonic() > deadline:
+            raise EnvironmentMissing(f"clawmedic did not detect the fault within {timeout:g} s.")
+        await asyncio.sleep(0.02)
+
+
 async def _inject(
     daemon: Daemon, task: asyncio.Task[None], store: IncidentStore, name: str, sig: signal.Signals, console: Console
 ) -> dict[str, Any]:
     sup = daemon.supervisors[gw.TARGET]
+    while sup.ladder.consecutive_restarts:  # wait for the stable period that forgets the previous fault
+        await asyncio.sleep(0.1)
     assert sup.handle is not None
     pid = sup.handle.pid
     before = {i.id for i in store.list(100)}
@@ -111,6 +123,7 @@ async def _inject(
         "incident": None,
     }
     try:
+        await _wait_incident(sup, HEAL_TIMEOUT_S)
         await _wait_state(daemon, task, State.HEALTHY, HEAL_TIMEOUT_S)
     except EnvironmentMissing as e:
         console.print(f"[red]not healed:[/] {e}")

@@ -69,7 +69,15 @@ ALLOWED: Final[dict[State, frozenset[State]]] = {
         }
     ),
     State.HEALTHY: frozenset(
-        {State.SUSPECT, State.STARTING, State.RESTARTING, State.BACKOFF, State.ESCALATED, State.MAINTENANCE, State.STOPPED}
+        {
+            State.SUSPECT,
+            State.STARTING,
+            State.RESTARTING,
+            State.BACKOFF,
+            State.ESCALATED,
+            State.MAINTENANCE,
+            State.STOPPED,
+        }
     ),
     State.SUSPECT: frozenset(
         {

@@ -24,7 +24,6 @@ from clawmedic.errors import NotOurProcess
 from clawmedic.process import inspect
 from clawmedic.store.files import atomic_write, private_file
 
-
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes in the gateway's console output
 
 

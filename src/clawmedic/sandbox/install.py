@@ -190,7 +190,7 @@ def _acquire(lock: filelock.FileLock, report: ProgressFn) -> None:
 
 def _install_locked(root: Path, report: ProgressFn) -> Install:
     """Build the install in a staging folder and rename it into place. The caller holds the lock."""
-    _remove_leftovers(root)
+    _remove_leftovers(root, report)
     staging = root.parent / f"{root.name}.staging-{os.getpid()}-{time.time_ns()}"
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
@@ -207,6 +207,7 @@ def _install_locked(root: Path, report: ProgressFn) -> Install:
             raise EnvironmentMissing(
                 f"The sandbox folder {root} is incomplete and cannot be replaced: {exc.strerror or exc}."
             ) from None
+        report("removing the damaged install", None)
         _remove_tree(aside)
 
     registry = registry_url()
@@ -242,7 +243,7 @@ def _install_locked(root: Path, report: ProgressFn) -> Install:
             raise EnvironmentMissing(f"Installing the sandbox into {root} failed: {exc.strerror or exc}.") from None
         raise
 
-    _remove_leftovers(root)  # again: an npm orphaned by a killed run may have kept writing meanwhile
+    _remove_leftovers(root, report)  # again: an npm orphaned by a killed run may have kept writing meanwhile
     found = find_install(root)
     if found is None:  # pragma: no cover - the marker was just written
         raise EnvironmentMissing(f"The sandbox install at {root} is incomplete after installing.")
@@ -250,7 +251,7 @@ def _install_locked(root: Path, report: ProgressFn) -> Install:
     return found
 
 
-def _remove_leftovers(root: Path) -> None:
+def _remove_leftovers(root: Path, report: ProgressFn) -> None:
     """Remove staging and set-aside folders of earlier runs. The caller holds the lock.
 
     Each run stages under its own name, so an npm orphaned by a killed run (npm outlives a SIGKILLed parent)
@@ -258,6 +259,7 @@ def _remove_leftovers(root: Path) -> None:
     """
     for leftover in root.parent.iterdir():
         if leftover.name.startswith((f"{root.name}.staging-", f"{root.name}.broken-")):
+            report("removing an unfinished earlier install", None)
             _remove_tree(leftover)
 
 
@@ -550,7 +552,8 @@ def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn) ->
             raise
     if code != 0:
         raise EnvironmentMissing(
-            f"npm install of openclaw@{defaults.OPENCLAW_VERSION} failed with exit code {code}: {_tail(log_path)}"
+            f"npm install of openclaw@{defaults.OPENCLAW_VERSION} failed with exit code {code}; "
+            f"npm said: {_tail(log_path)}"
         )
 
 

@@ -14,7 +14,6 @@ import pytest
 
 from clawmedic.sandbox import gateway as gw
 from clawmedic.store.incidents import IncidentStore
-
 from tests.e2e.conftest import Daemon, free_of, is_running
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]

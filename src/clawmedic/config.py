@@ -74,6 +74,9 @@ class LimitsConfig(_Model):
     crash_loop_window_s: PositiveFloat = defaults.CRASH_LOOP_WINDOW_S
     memory_limit_mb: Annotated[int, Field(gt=0)] | None = None  # openclaw targets default to OPENCLAW_MEMORY_LIMIT_MB
     memory_check_interval_s: PositiveFloat = defaults.MEMORY_CHECK_INTERVAL_S
+    known_good_after_s: PositiveFloat = defaults.KNOWN_GOOD_AFTER_S
+    snapshot_interval_s: PositiveFloat = defaults.SNAPSHOT_INTERVAL_S
+    validate_config: bool = True  # validate boot-critical config before every (re)start and on every change
 
 
 class TargetConfig(_Model):
@@ -86,6 +89,10 @@ class TargetConfig(_Model):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     openclaw_home: Path | None = None  # the HOME whose .openclaw/ holds openclaw.json (openclaw targets)
     log_file: Path | None = None  # the gateway's own JSON-lines log (`logging.file`)
+    boot_files: list[Path] = Field(default_factory=list)  # extra boot-critical files to snapshot (unit, wrapper…)
+    openclaw_command: list[str] | None = (
+        None  # the openclaw CLI, e.g. ["openclaw"]; default: start.command before "gateway"
+    )
 
     @model_validator(mode="after")
     def _derive_probes(self) -> TargetConfig:

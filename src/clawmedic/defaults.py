@@ -38,6 +38,12 @@ HUNG_STOP_TIMEOUT_S: Final = 5.0  # a process that failed liveness cannot drain 
 OPENCLAW_MEMORY_LIMIT_MB: Final = 3072  # OpenClaw's own "critical" memory pressure level is 3 GB (FACTS §9)
 MEMORY_CHECK_INTERVAL_S: Final = 15.0  # walking the process tree costs more than an HTTP probe
 
+# --- known-good state and prevention ------------------------------------------------------------------------
+KNOWN_GOOD_AFTER_S: Final = 300.0  # a config that served healthy this long is snapshotted as known-good
+SNAPSHOT_INTERVAL_S: Final = 3600.0  # scheduled snapshot of boot-critical files, hourly
+APPLY_PROBATION_S: Final = 60.0  # `config apply`: the gateway must stay healthy this long or the change is rolled back
+WATCH_DEBOUNCE_MS: Final = 300  # editors write a file in several steps; validate once they are done
+
 # --- files --------------------------------------------------------------------------------------------
 FILE_MODE: Final = 0o600  # logs, reports, state and secrets are private to the user
 DIR_MODE: Final = 0o700

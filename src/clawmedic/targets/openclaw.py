@@ -1,0 +1,143 @@
+"""What clawmedic knows about an OpenClaw target: its boot-critical files, its CLI, and how to validate its config.
+
+Validation is two stages: a JSON5 parse (milliseconds, in-process), then `openclaw config validate --json` (about
+2 s: the gateway's own strict schema). A candidate file that is not at the live location is validated by the CLI
+in a throw-away HOME holding a copy of it, so checking never touches the live config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import json5
+
+from clawmedic.config import LoadedConfig, TargetConfig
+
+VALIDATE_TIMEOUT_S = 60.0  # the CLI answers in ~2 s idle; allow for a loaded machine
+CONFIG_KEY = "openclaw.json"
+
+
+@dataclass(frozen=True)
+class Validation:
+    valid: bool
+    stage: str  # "missing" | "parse" | "schema" | "ok" | "unchecked" (the CLI could not run: parse only)
+    issues: list[str] = field(default_factory=list)
+    digest: str = ""
+
+    def summary(self) -> str:
+        if self.valid:
+            return "valid" + (" (JSON5 only: the openclaw CLI could not run)" if self.stage == "unchecked" else "")
+        return "; ".join(self.issues) or self.stage
+
+    def to_dict(self) -> dict[str, object]:
+        return {"valid": self.valid, "stage": self.stage, "issues": self.issues, "digest": self.digest}
+
+
+def gateway_home(cfg: TargetConfig) -> Path:
+    """The HOME whose .openclaw/ holds the config: `openclaw_home`, else HOME in start.env, else the user's."""
+    if cfg.openclaw_home is not None:
+        return cfg.openclaw_home.expanduser()
+    if "HOME" in cfg.start.env:
+        return Path(cfg.start.env["HOME"]).expanduser()
+    return Path.home()
+
+
+def config_path(cfg: TargetConfig) -> Path:
+    return gateway_home(cfg) / ".openclaw" / CONFIG_KEY
+
+
+def boot_files(cfg: TargetConfig) -> dict[str, Path]:
+    """Boot-critical files to track, by stable key: openclaw.json plus any the user lists."""
+    files: dict[str, Path] = {}
+    if cfg.kind == "openclaw":
+        files[CONFIG_KEY] = config_path(cfg)
+    for p in cfg.boot_files:
+        key = p.name
+        n = 2
+        while key in files:
+            key = f"{p.name}.{n}"
+            n += 1
+        files[key] = p.expanduser()
+    return files
+
+
+def cli_command(cfg: TargetConfig) -> list[str] | None:
+    """The openclaw CLI prefix: `openclaw_command`, else the start command up to its `gateway` argument."""
+    if cfg.openclaw_command:
+        return list(cfg.openclaw_command)
+    cmd = cfg.start.command or []
+    if "gateway" in cmd:
+        return cmd[: cmd.index("gateway")]
+    return None
+
+
+def cli_env(loaded: LoadedConfig, name: str) -> dict[str, str]:
+    env = {**os.environ, **loaded.command_env(name)}
+    env["HOME"] = str(gateway_home(loaded.targets[name]))
+    return env
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse(data: bytes) -> Validation:
+    d = digest(data)
+    try:
+        parsed = json5.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        return Validation(False, "parse", [f"JSON5 parse failed: {e}"], d)
+    if not isinstance(parsed, dict):
+        return Validation(False, "parse", ["the config is not an object"], d)
+    return Validation(True, "parse", [], d)
+
+
+def validate(loaded: LoadedConfig, name: str, candidate: Path | None = None) -> Validation:
+    """Validate the live config of target `name`, or a `candidate` file as if it were the live one."""
+    cfg = loaded.targets[name]
+    live = config_path(cfg)
+    path = candidate or live
+    if not path.is_file():
+        return Validation(False, "missing", [f"{path} does not exist"])
+    data = path.read_bytes()
+    first = parse(data)
+    if not first.valid:
+        return first
+    cli = cli_command(cfg)
+    if cli is None:
+        return Validation(True, "unchecked", [], first.digest)
+    env = cli_env(loaded, name)
+    with tempfile.TemporaryDirectory(prefix="clawmedic-validate-") as tmp:
+        if candidate is not None and candidate.resolve() != live.resolve():
+            home = Path(tmp)
+            (home / ".openclaw").mkdir()
+            (home / ".openclaw" / CONFIG_KEY).write_bytes(data)
+            env["HOME"] = str(home)
+        try:
+            r = subprocess.run(
+                [*cli, "config", "validate", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=VALIDATE_TIMEOUT_S,
+                cwd=tmp,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return Validation(True, "unchecked", [], first.digest)
+    try:
+        out = json.loads(r.stdout)
+    except ValueError:
+        return Validation(True, "unchecked", [], first.digest)
+    if out.get("valid") is True:
+        return Validation(True, "ok", [str(w) for w in out.get("warnings", [])][:0], first.digest)
+    issues = [f"{i.get('path', '?')}: {i.get('message', '')}" for i in out.get("issues", []) if isinstance(i, dict)]
+    if not issues and isinstance(out.get("error"), dict):
+        issues = [str(out["error"].get("message", "invalid"))]
+    return Validation(False, "schema", issues or ["invalid"], first.digest)

@@ -16,6 +16,7 @@ from typing import Any
 from clawmedic import control, defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.doctor import Doctor, RecordOnlyDoctor
+from clawmedic.knowngood import KnownGoodStore
 from clawmedic.paths import ensure_private_dir
 from clawmedic.probes import Prober
 from clawmedic.store.events import EventLog
@@ -65,7 +66,8 @@ class Daemon:
         events = EventLog(events_path(self.state_dir), self.loaded.redactor)
         incidents = IncidentStore(incidents_path(self.state_dir), self.loaded.redactor)
         prober = Prober()
-        ctx = Context(self.loaded, events, incidents, prober, self.doctor, on_change=self._status_dirty.set)
+        known_good = KnownGoodStore(self.state_dir)
+        ctx = Context(self.loaded, events, incidents, prober, self.doctor, known_good, on_change=self._status_dirty.set)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -78,6 +80,7 @@ class Daemon:
         )
         ctl = control.read_control(self.state_dir)
         seen_seq = dict(ctl.resume_seq)
+        seen_restart = dict(ctl.restart_seq)
         tasks: list[asyncio.Task[Any]] = []
         try:
             for name in self.loaded.targets:
@@ -85,7 +88,7 @@ class Daemon:
                 self.supervisors[name] = sup
                 tasks.append(loop.create_task(sup.run(paused=name in ctl.paused), name=f"target:{name}"))
             tasks.append(loop.create_task(self._status_loop(), name="status"))
-            tasks.append(loop.create_task(self._control_loop(seen_seq), name="control"))
+            tasks.append(loop.create_task(self._control_loop(seen_seq, seen_restart), name="control"))
             stop = loop.create_task(self._stop.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -115,7 +118,7 @@ class Daemon:
             self._status_dirty.clear()
             await asyncio.sleep(0.05)  # coalesce bursts of changes into one write
 
-    async def _control_loop(self, seen_seq: dict[str, int]) -> None:
+    async def _control_loop(self, seen_seq: dict[str, int], seen_restart: dict[str, int]) -> None:
         path = control.control_path(self.state_dir)
         last_mtime = path.stat().st_mtime if path.exists() else 0.0
         while True:
@@ -131,7 +134,10 @@ class Daemon:
                     sup.pause()
                 elif ctl.resume_seq.get(name, 0) > seen_seq.get(name, 0):
                     sup.resume()
+                if ctl.restart_seq.get(name, 0) > seen_restart.get(name, 0):
+                    sup.request_restart("restart requested by the user")
             seen_seq.update(ctl.resume_seq)
+            seen_restart.update(ctl.restart_seq)
 
     def snapshot(self, running: bool) -> dict[str, Any]:
         return {

@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import watchfiles
+
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig, TargetConfig
 from clawmedic.doctor import Doctor, Escalation
 from clawmedic.errors import NotOurProcess
+from clawmedic.knowngood import KnownGoodStore
 from clawmedic.ladder.exits import classify_exit, describe_exit
 from clawmedic.ladder.machine import Action, CloseIncident, Escalate, Ladder, Launch, OpenIncident, Stop, Transition
 from clawmedic.ladder.states import ExitKind, State
@@ -27,6 +31,7 @@ from clawmedic.process import inspect
 from clawmedic.process.launcher import Handle, Launcher, run_command
 from clawmedic.store.events import EventLog
 from clawmedic.store.incidents import IncidentStore
+from clawmedic.targets import openclaw
 
 log = logging.getLogger("clawmedic")
 
@@ -43,6 +48,7 @@ class Context:
     incidents: IncidentStore
     prober: Prober
     doctor: Doctor
+    known_good: KnownGoodStore
     clock: Callable[[], float] = time.time
     on_change: Callable[[], None] = lambda: None  # e.g. rewrite the status file
 
@@ -61,6 +67,11 @@ class TargetSupervisor:
         self.rss_bytes: int = 0
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None
+        self.files = openclaw.boot_files(self.cfg)  # boot-critical files, by key
+        self.config_check: openclaw.Validation | None = None  # the last validation of the live config
+        self._valid_digest: str | None = None  # content last found valid: skip the 2 s CLI when unchanged
+        self._known_good_digest: str | None = None
+        self.latent_incident: int | None = None
         self._pending: list[Transition] = []
         self._probe_now = asyncio.Event()
         self._tick_now = asyncio.Event()
@@ -84,7 +95,9 @@ class TargetSupervisor:
             self._feed(self.ladder.pause)
         elif self.ladder.state == State.STOPPED:
             self._feed(self.ladder.start)
-        await asyncio.gather(self._probe_loop(), self._timer_loop(), self._memory_loop())
+        await asyncio.gather(
+            self._probe_loop(), self._timer_loop(), self._memory_loop(), self._snapshot_loop(), self._watch_loop()
+        )
 
     async def shutdown(self, stop_target: bool) -> None:
         for t in list(self._tasks):
@@ -98,6 +111,10 @@ class TargetSupervisor:
 
     def resume(self) -> None:
         self._feed(self.ladder.resume)
+
+    def request_restart(self, reason: str) -> None:
+        self.ctx.events.emit("restart_requested", self.name, reason=reason)
+        self._feed(self.ladder.request_restart, reason)
 
     # --- feeding the ladder -----------------------------------------------------------------------------
 
@@ -185,6 +202,10 @@ class TargetSupervisor:
         if self.incident_id is not None and self.ladder.state == State.STARTING:
             self.ctx.incidents.count_restart(self.incident_id)
         self.restarts += 1 if a.reason != "initial start" else 0
+        refusal = await self._config_gate()
+        if refusal is not None:
+            self._feed(self.ladder.exited, ExitKind.FATAL_CONFIG, refusal)
+            return
         if start.mode == "external":
             assert start.restart_command is not None
             cmd = [self.ctx.loaded.resolve(x, "restart_command") for x in start.restart_command]
@@ -295,6 +316,181 @@ class TargetSupervisor:
         )
         self._feed(self.ladder.verdict, verdict.healed, verdict.summary)
 
+    # --- boot-critical files: validation, known-good, latent faults ---
+
+    def _uses_config_checks(self) -> bool:
+        return self.cfg.kind == "openclaw" and self.cfg.limits.validate_config
+
+    async def _validate(self) -> openclaw.Validation:
+        path = openclaw.config_path(self.cfg)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            v = openclaw.Validation(False, "missing", [f"{path} does not exist"])
+        else:
+            d = openclaw.digest(data)
+            if d == self._valid_digest:
+                v = openclaw.Validation(True, "ok", [], d)
+            else:
+                v = await asyncio.to_thread(openclaw.validate, self.ctx.loaded, self.name)
+        if v.valid and v.stage == "ok":
+            self._valid_digest = v.digest
+        self.config_check = v
+        return v
+
+    async def _config_gate(self) -> str | None:
+        """Before any (re)start the config must be valid: restore known-good if it is not, or refuse."""
+        if not self._uses_config_checks():
+            return None
+        v = await self._validate()
+        if v.valid:
+            return None
+        path = openclaw.config_path(self.cfg)
+        store = self.ctx.known_good
+        kg = await asyncio.to_thread(store.known_good, self.name)
+        if kg is None:
+            detail = f"{path} is invalid ({v.summary()}) and there is no known-good snapshot to restore: not starting"
+            self.ctx.events.emit("config_refused", self.name, issues=v.issues)
+            self._incident_note("config", {"valid": False, "issues": v.issues, "action": "refused to start"})
+            log.error("%s: %s", self.name, detail)
+            return detail
+        await asyncio.to_thread(
+            store.snapshot,
+            self.name,
+            self.files,
+            "before restoring known-good (config invalid)",
+            self.ladder.state.value,
+        )
+        restored = await asyncio.to_thread(store.restore, self.name, openclaw.CONFIG_KEY, path)
+        aside = str(restored.moved_aside) if restored.moved_aside else None
+        self.ctx.events.emit("config_restored", self.name, rev=restored.rev, moved_aside=aside, issues=v.issues)
+        self._incident_note(
+            "config_restored",
+            {"path": str(path), "known_good": restored.rev[:10], "broken_copy": aside, "issues": v.issues},
+        )
+        log.warning(
+            "%s: %s was invalid (%s); restored known-good %s, broken copy kept as %s",
+            self.name,
+            path,
+            v.summary(),
+            restored.rev[:10],
+            aside or "(none: the file was missing)",
+        )
+        again = await self._validate()
+        if not again.valid:
+            return f"the known-good {path} does not validate either ({again.summary()}): not starting"
+        return None
+
+    async def _snapshot_loop(self) -> None:
+        if not self.files:
+            return
+        store = self.ctx.known_good
+        kg = await asyncio.to_thread(store.known_good, self.name)
+        if kg is not None:
+            data = await asyncio.to_thread(store.read, self.name, openclaw.CONFIG_KEY, kg.rev)
+            self._known_good_digest = openclaw.digest(data) if data is not None else None
+        last_scheduled = self.ctx.clock()
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.ctx.clock()
+            since = self.ladder.healthy_since
+            if since is not None and now - since >= self.cfg.limits.known_good_after_s:
+                await self._maybe_mark_known_good(now - since)
+            if now - last_scheduled >= self.cfg.limits.snapshot_interval_s:
+                last_scheduled = now
+                snap = await asyncio.to_thread(
+                    store.snapshot, self.name, self.files, "scheduled", self.ladder.state.value
+                )
+                if snap is not None:
+                    self.ctx.events.emit("snapshot", self.name, rev=snap.rev, reason="scheduled")
+
+    async def _maybe_mark_known_good(self, healthy_for: float) -> None:
+        path = next(iter(self.files.values()))
+        try:
+            d = openclaw.digest(await asyncio.to_thread(path.read_bytes))
+        except OSError:
+            return
+        if d == self._known_good_digest:
+            return
+        if self._uses_config_checks():
+            v = await self._validate()
+            if not v.valid:
+                return  # a latent fault must never become known-good
+        snap = await asyncio.to_thread(
+            self.ctx.known_good.snapshot,
+            self.name,
+            self.files,
+            f"served healthy for {healthy_for:.0f} s",
+            "healthy",
+            known_good=True,
+        )
+        self._known_good_digest = d
+        if snap is not None:
+            self.ctx.events.emit("known_good", self.name, rev=snap.rev, files=snap.files)
+            log.info("%s: boot-critical files snapshotted as known-good (%s)", self.name, snap.short)
+
+    async def _watch_loop(self) -> None:
+        """Validate boot-critical files as soon as they change: OpenClaw ignores an invalid edit while running,
+        so without this the fault would only bite at the next restart."""
+        if not self._uses_config_checks():
+            return
+        watched = {str(p) for p in self.files.values()}
+        dirs = sorted({str(p.parent) for p in self.files.values() if p.parent.is_dir()})
+        if not dirs:
+            return
+        v = await self._validate()
+        self._on_config_change(v, initial=True)
+        async for _ in watchfiles.awatch(
+            *dirs,
+            debounce=defaults.WATCH_DEBOUNCE_MS,
+            recursive=False,
+            watch_filter=lambda _c, p: p in watched,
+            rust_timeout=1000,
+        ):
+            self._on_config_change(await self._validate())
+
+    def _on_config_change(self, v: openclaw.Validation, initial: bool = False) -> None:
+        path = openclaw.config_path(self.cfg)
+        if not v.valid:
+            if self.latent_incident is not None:
+                return
+            now = self.ctx.clock()
+            reason = (
+                f"latent config fault: {path} is invalid ({v.summary()}); "
+                "the running gateway ignores it, the next restart would fail"
+            )
+            self.latent_incident = self.ctx.incidents.open(self.name, reason, now, now)
+            self.ctx.incidents.update(self.latent_incident, cause="latent_config_fault")
+            self.ctx.incidents.add(self.latent_incident, "config", v.to_dict())
+            self.ctx.events.emit(
+                "latent_config_fault",
+                self.name,
+                incident=self.latent_incident,
+                issues=v.issues,
+                stage=v.stage,
+                path=str(path),
+            )
+            log.warning("%s: %s — clawmedic will restore known-good before any restart", self.name, reason)
+            self.ctx.on_change()
+            return
+        if self.latent_incident is not None:
+            now = self.ctx.clock()
+            self.ctx.incidents.add(self.latent_incident, "config", v.to_dict())
+            self.ctx.incidents.update(self.latent_incident, status="resolved", closed_at=now)
+            self.ctx.events.emit("latent_config_resolved", self.name, incident=self.latent_incident)
+            log.info("%s: %s is valid again", self.name, path)
+            self.latent_incident = None
+            self.ctx.on_change()
+        if not initial:
+            self._spawn(self._snapshot_changed())
+
+    async def _snapshot_changed(self) -> None:
+        snap = await asyncio.to_thread(
+            self.ctx.known_good.snapshot, self.name, self.files, "changed on disk", self.ladder.state.value
+        )
+        if snap is not None:
+            self.ctx.events.emit("snapshot", self.name, rev=snap.rev, reason="changed on disk")
+
     # --- loops -------------------------------------------------------------------------------------------------
 
     async def _probe_loop(self) -> None:
@@ -387,4 +583,6 @@ class TargetSupervisor:
             "last_exit": self.last_exit,
             "kind": self.cfg.kind,
             "mode": self.cfg.start.mode,
+            "config": self.config_check.to_dict() if self.config_check else None,
+            "latent_incident": self.latent_incident,
         }

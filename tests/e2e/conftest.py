@@ -119,7 +119,7 @@ def sandbox(install: Install, tmp_path: Path) -> Iterator[gw.Sandbox]:
     sb = gw.create(
         tmp_path / "sandbox",
         install,
-        limits={"probation_s": 3.0, "stable_reset_s": 5.0, "startup_timeout_s": 150.0},
+        limits={"probation_s": 3.0, "stable_reset_s": 5.0, "startup_timeout_s": 150.0, "known_good_after_s": 2.0},
     )
     try:
         yield sb

@@ -105,7 +105,8 @@ def test_exit_78_escalates_without_a_restart_loop(daemon: Daemon, sandbox: gw.Sa
     daemon.start()
     daemon.wait_healthy()
     pid = daemon.pid()
-    sandbox.openclaw_json.write_text(sandbox.openclaw_json.read_text() + ",,,{{")  # the gateway keeps serving
+    # valid for the schema, but `gateway run` refuses to start with it: exit 78 (FACTS: "Gateway start blocked")
+    sandbox.openclaw_json.write_text(sandbox.openclaw_json.read_text().replace('"local"', '"remote"'))
     t_kill = time.time()
     os.kill(pid, signal.SIGKILL)  # the next boot reads the broken config
     esc = daemon.wait_event(lambda e: e["kind"] == "escalated", 120, after=t_kill)

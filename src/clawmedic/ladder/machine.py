@@ -195,6 +195,17 @@ class Ladder:
             self._maybe_forget_failures(now)
         return []
 
+    def request_restart(self, now: float, reason: str = "restart requested") -> list[Action]:
+        """A restart someone asked for (`clawmedic fix restart`, a rollback): not a failure, no backoff."""
+        if self.state in (State.MAINTENANCE, State.RESTARTING):
+            return []
+        if self.state in (State.ESCALATED, State.GAVE_UP, State.STOPPED, State.BACKOFF) or not self.running:
+            self._forget_failures()
+            return self._launch(now, reason)
+        self.restart_at = None
+        self.change_state(State.RESTARTING, now, reason)
+        return [Stop(reason, self.limits.stop_timeout_s)]
+
     def pause(self, now: float) -> list[Action]:
         self.change_state(State.MAINTENANCE, now, "paused by the user")
         return []

@@ -274,6 +274,185 @@ def init(
     )
 
 
+# --- config: check / apply / snapshot / history / diff, and rollback ---
+
+config_app = typer.Typer(
+    help="Prevention: validate, apply with probation and automatic rollback, snapshots.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", "-t", help="Target name (default: the only one).", show_default=False)
+]
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="File to check (default: the target's live openclaw.json).", show_default=False),
+    ] = None,
+    target: TargetOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Validate a config without applying it: JSON5 parse, then `openclaw config validate --json`. Exit 1 if invalid."""
+    from clawmedic.targets import openclaw
+
+    loaded = _load(config)
+    name, cfg = loaded.target(target)
+    if file is not None and not file.exists():
+        raise ConfigInvalid(f"{file} does not exist.")
+    v = openclaw.validate(loaded, name, candidate=file)
+    path = file or openclaw.config_path(cfg)
+    if json_:
+        out.print_json(json.dumps({"file": str(path), **v.to_dict()}))
+    elif v.valid:
+        out.print(
+            f"[green]valid[/]: {path}"
+            + (" (JSON5 only: the openclaw CLI could not run)" if v.stage == "unchecked" else "")
+        )
+    else:
+        out.print(f"[red]invalid[/] ({v.stage}): {path}")
+        for issue in v.issues:
+            out.print(f"  - {issue}", highlight=False)
+    if not v.valid:
+        raise typer.Exit(defaults.EXIT_FAILURE)
+
+
+@config_app.command("apply")
+def config_apply(
+    new_file: Annotated[Path, typer.Argument(help="The new openclaw.json to apply.")],
+    target: TargetOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    probation: Annotated[float, typer.Option(help="Seconds the gateway must stay healthy.")] = (
+        defaults.APPLY_PROBATION_S
+    ),
+) -> None:
+    """Validate → snapshot → apply → probation → automatic rollback if the gateway is not healthy."""
+    from clawmedic import runbook
+
+    loaded = _load(config)
+    name, _ = loaded.target(target)
+    if not new_file.is_file():
+        raise ConfigInvalid(f"{new_file} does not exist.")
+    progress = (lambda _m: None) if json_ else (lambda m: err.print(f"[dim]…[/] {m}", highlight=False))
+    report = runbook.apply_config(loaded, name, new_file, probation_s=probation, progress=progress)
+    if json_:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        verdict = (
+            "[green]applied and healthy[/]"
+            if report.healthy
+            else "[yellow]rolled back[/]"
+            if report.rolled_back
+            else "[red]refused[/]"
+            if not report.applied
+            else "[red]applied, unhealthy[/]"
+        )
+        out.print(f"{verdict}: {report.reason}", highlight=False)
+        for step in report.steps:
+            out.print(f"  - {step}", highlight=False)
+        if report.incident:
+            out.print(f"recorded as incident #{report.incident}")
+    if not report.healthy:
+        raise typer.Exit(defaults.EXIT_FAILURE)
+
+
+@config_app.command("snapshot")
+def config_snapshot(
+    target: TargetArg = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    known_good: Annotated[
+        bool, typer.Option("--known-good", help="Mark it known-good (the config must validate).")
+    ] = False,
+) -> None:
+    """Snapshot the target's boot-critical files now."""
+    from clawmedic import runbook
+
+    loaded = _load(config)
+    name, _ = loaded.target(target)
+    snap = runbook.snapshot(loaded, name, known_good=known_good)
+    if json_:
+        out.print_json(json.dumps(snap.to_dict() if snap else None))
+    elif snap is None:
+        out.print("nothing changed since the last snapshot")
+    else:
+        out.print(
+            f"snapshot {snap.short} of {name}"
+            + (" [green](known-good)[/]" if snap.known_good else "")
+            + f": {', '.join(snap.files)}"
+        )
+
+
+@config_app.command("history")
+def config_history(
+    target: TargetArg = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 30,
+) -> None:
+    """List snapshots of the boot-critical files: when, why, health, known-good."""
+    from clawmedic import runbook
+
+    loaded = _load(config)
+    name, _ = loaded.target(target)
+    snaps = runbook._store(loaded).history(name, limit)
+    if json_:
+        out.print_json(json.dumps([s.to_dict() for s in snaps]))
+        return
+    table = Table("rev", "when", "reason", "health", "known-good", "files")
+    for s in snaps:
+        table.add_row(
+            s.short, _fmt_time(s.at), s.reason, s.health, "[green]yes[/]" if s.known_good else "", ", ".join(s.files)
+        )
+    out.print(table)
+
+
+@config_app.command("diff")
+def config_diff(
+    rev: Annotated[str | None, typer.Argument(help="Snapshot (default: known-good).", show_default=False)] = None,
+    target: TargetOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Show what changed in the live config since a snapshot (default: the known-good one)."""
+    from clawmedic import runbook
+    from clawmedic.targets import openclaw
+
+    loaded = _load(config)
+    name, cfg = loaded.target(target)
+    text = runbook._store(loaded).diff(name, openclaw.CONFIG_KEY, openclaw.config_path(cfg), rev)
+    out.print(text or "no differences", highlight=False, markup=False)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    target: TargetArg = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Snapshot to restore (default: known-good).", show_default=False)
+    ] = None,
+) -> None:
+    """Put the boot-critical files back from a snapshot (the replaced ones are kept) and restart the gateway."""
+    from clawmedic import runbook
+
+    loaded = _load(config)
+    name, _ = loaded.target(target)
+    progress = (lambda _m: None) if json_ else (lambda m: err.print(f"[dim]…[/] {m}", highlight=False))
+    result = runbook.rollback(loaded, name, to, progress=progress)
+    if json_:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(
+            ("[green]rolled back, healthy[/]" if result["healthy"] else "[red]rolled back, not healthy[/]")
+            + f" (incident #{result['incident']})"
+        )
+    if not result["healthy"]:
+        raise typer.Exit(defaults.EXIT_FAILURE)
+
+
 # --- sandbox --------------------------------------------------------------------------------------------------------
 
 DirOpt = Annotated[

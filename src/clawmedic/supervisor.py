@@ -72,6 +72,7 @@ class TargetSupervisor:
         self._valid_digest: str | None = None  # content last found valid: skip the 2 s CLI when unchanged
         self._known_good_digest: str | None = None
         self.latent_incident: int | None = None
+        self._files_changed_at = 0.0  # known-good needs the files themselves to have served healthy long enough
         self._pending: list[Transition] = []
         self._probe_now = asyncio.Event()
         self._tick_now = asyncio.Event()
@@ -394,8 +395,10 @@ class TargetSupervisor:
             await asyncio.sleep(1.0)
             now = self.ctx.clock()
             since = self.ladder.healthy_since
-            if since is not None and now - since >= self.cfg.limits.known_good_after_s:
-                await self._maybe_mark_known_good(now - since)
+            if since is not None:
+                since = max(since, self._files_changed_at)
+                if now - since >= self.cfg.limits.known_good_after_s:
+                    await self._maybe_mark_known_good(now - since)
             if now - last_scheduled >= self.cfg.limits.snapshot_interval_s:
                 last_scheduled = now
                 snap = await asyncio.to_thread(
@@ -451,6 +454,8 @@ class TargetSupervisor:
 
     def _on_config_change(self, v: openclaw.Validation, initial: bool = False) -> None:
         path = openclaw.config_path(self.cfg)
+        if not initial:
+            self._files_changed_at = self.ctx.clock()
         if not v.valid:
             if self.latent_incident is not None:
                 return

@@ -69,9 +69,9 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(10)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [CLAWMEDIC, *args, "--config", str(self.sb.config_path)], capture_output=True, text=True, timeout=60
+            [CLAWMEDIC, *args, "--config", str(self.sb.config_path)], capture_output=True, text=True, timeout=timeout
         )
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:

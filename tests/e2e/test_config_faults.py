@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,45 @@ def test_config_fault_is_latent_then_restored_from_known_good(daemon: Daemon, sa
     daemon.wait_event(lambda e: e["kind"] == "latent_config_resolved", 30, after=t_kill)
     exits = [e for e in daemon.events("exited") if e["ts"] >= t_kill]
     assert all(e["code"] != 78 for e in exits), "the gateway never booted on the broken config"
+
+
+def test_config_apply_of_an_invalid_file_is_refused_and_nothing_changes(
+    daemon: Daemon, sandbox: gw.Sandbox, tmp_path: Path
+) -> None:
+    daemon.start()
+    daemon.wait_healthy()
+    before = sandbox.openclaw_json.read_bytes()
+    listing = sorted(p.name for p in sandbox.openclaw_json.parent.glob("openclaw.json*"))
+    bad = tmp_path / "new.json"
+    bad.write_text(before.decode().replace('"mode": "local"', '"mode": "local", "bogusField": 1'))
+    r = daemon.cli("config", "apply", str(bad), "--json")
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert report["applied"] is False and report["rolled_back"] is False
+    assert "bogusField" in report["reason"]
+    assert sandbox.openclaw_json.read_bytes() == before
+    assert sorted(p.name for p in sandbox.openclaw_json.parent.glob("openclaw.json*")) == listing, "no file touched"
+    assert gw.health(sandbox.port)
+
+
+def test_config_apply_that_fails_at_runtime_is_rolled_back(daemon: Daemon, sandbox: gw.Sandbox, tmp_path: Path) -> None:
+    daemon.start()
+    daemon.wait_healthy()
+    good = sandbox.openclaw_json.read_text()
+    new = tmp_path / "remote.json"
+    # valid for the schema, but the gateway refuses to run with it (exit 78 at its next boot)
+    new.write_text(good.replace('"mode": "local"', '"mode": "remote"'))
+    assert daemon.cli("config", "check", str(new)).returncode == 0
+    r = daemon.cli("config", "apply", str(new), "--probation", "60", "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["applied"] is True and report["rolled_back"] is True and report["healthy"] is False
+    assert "78" in report["reason"] or "not live" in report["reason"]
+    assert sandbox.openclaw_json.read_text() == good
+    kept = [p for p in sandbox.openclaw_json.parent.iterdir() if p.name.startswith("openclaw.json.broken-")]
+    assert any(p.read_text() == good for p in kept), "the file that apply replaced is kept beside the config"
+    assert new.exists(), "the user's new file is never consumed"
+    daemon.wait_healthy(after=time.time() - 1)
+    assert gw.health(sandbox.port)
+    history = json.loads(daemon.cli("config", "history", "--json").stdout)
+    assert report["snapshot"] in [h["rev"] for h in history], "the change was snapshotted before it was applied"

@@ -27,7 +27,7 @@ from dulwich.repo import Repo
 from clawmedic import defaults
 from clawmedic.errors import ClawmedicError
 from clawmedic.paths import ensure_private_dir
-from clawmedic.store.files import atomic_write, move_aside
+from clawmedic.store.files import atomic_write, keep_copy
 
 _IDENTITY = b"clawmedic <clawmedic@localhost>"
 
@@ -213,7 +213,7 @@ class KnownGoodStore:
         if dest.exists() or dest.is_symlink():
             if dest.is_file() and dest.read_bytes() == data:
                 return Restored(key, dest, snap.rev, None)  # already that content: nothing to do (idempotent)
-            aside = move_aside(dest, "broken")
+            aside = keep_copy(dest, "broken") if dest.is_file() else None
         mode = 0o600
         atomic_write(dest, data, mode=mode)
         return Restored(key, dest, snap.rev, aside)

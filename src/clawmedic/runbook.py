@@ -22,7 +22,7 @@ from clawmedic.daemon import incidents_path, status_path
 from clawmedic.errors import ClawmedicError
 from clawmedic.knowngood import KnownGoodStore, Snapshot
 from clawmedic.paths import ensure_private_dir
-from clawmedic.store.files import atomic_write, move_aside
+from clawmedic.store.files import atomic_write, keep_copy
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.store.lock import holder_pid
 from clawmedic.targets import openclaw
@@ -163,9 +163,10 @@ def apply_config(
     incident = incidents.open(name, f"config apply of {new_file}", t_apply, t_apply)
     incidents.update(incident, cause="config_apply")
     report.incident = incident
+    log_offset = _log_size(cfg.log_file)
     if live_path.exists():
-        report.moved_aside = str(move_aside(live_path, "broken"))
-    atomic_write(live_path, new_file.read_bytes())
+        report.moved_aside = str(keep_copy(live_path, "broken"))
+    atomic_write(live_path, new_file.read_bytes())  # one rename: the gateway's watcher sees one change
     report.applied = True
     report.steps.append(
         f"applied to {live_path}" + (f" (previous kept as {report.moved_aside})" if report.moved_aside else "")
@@ -175,7 +176,17 @@ def apply_config(
         "action",
         {"action": "apply", "file": str(new_file), "moved_aside": report.moved_aside, "snapshot": rev},
     )
-    progress(f"applied; probation {probation_s:g} s (the gateway reloads it, or asks clawmedic for a restart)")
+    how = _await_reload(cfg.log_file, log_offset)
+    if how == "hot":
+        report.steps.append("the gateway hot-reloaded it (no restart needed)")
+    elif how == "restart" and _restarted_since(loaded, name, t_apply, wait_s=20.0):
+        report.steps.append("the gateway restarted itself to load it")
+    elif restart_via_daemon(loaded, name):
+        report.steps.append(f"the change did not load live ({how}): asked the daemon to restart the gateway")
+    else:
+        report.steps.append(f"the change did not load live ({how}) and no clawmedic daemon runs to restart it")
+    incidents.add(incident, "reload", {"how": how})
+    progress(f"applied ({report.steps[-1]}); probation {probation_s:g} s")
     failure = _probation(loaded, name, probation_s, t_apply, progress)
     if failure is None:
         report.healthy = True
@@ -213,6 +224,53 @@ def apply_config(
     incidents.update(incident, status="rolled_back" if healthy else "gave_up", closed_at=time.time())
     report.took_s = time.monotonic() - t0
     return report
+
+
+_RELOAD_MARKERS = (
+    ("hot reload applied", "hot"),
+    ("requires gateway restart", "restart"),
+    ("reload skipped", "skipped"),
+    ("superseded", "superseded"),
+)
+RELOAD_WAIT_S = 15.0  # OpenClaw notices a config change within a second or two
+
+
+def _log_size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
+def _await_reload(log_file: Path | None, offset: int, wait_s: float = RELOAD_WAIT_S) -> str:
+    """How the gateway took the change, from its own JSON-lines log: hot, restart, skipped, superseded, unknown."""
+    if log_file is None:
+        return "unknown"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            with log_file.open("rb") as f:
+                f.seek(offset)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        for marker, how in _RELOAD_MARKERS:
+            if marker in text:
+                return how
+        time.sleep(0.3)
+    return "unknown"
+
+
+def _restarted_since(loaded: LoadedConfig, name: str, since: float, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        st = daemon_status(loaded, name)
+        if st is None:
+            return False
+        if (st.get("last_exit") or {}).get("at", 0) >= since:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _probation(loaded: LoadedConfig, name: str, probation_s: float, since: float, progress: Progress) -> str | None:

@@ -49,3 +49,15 @@ def move_aside(path: Path, label: str = "broken", now: float | None = None) -> P
     path.rename(dest)
     dest.chmod(defaults.FILE_MODE)
     return dest
+
+
+def keep_copy(path: Path, label: str = "broken", now: float | None = None) -> Path:
+    """Copy `path` to `NAME.<label>-<timestamp>` (0600) beside it, leaving `path` in place, so the caller can then
+    replace it with one atomic rename: a watcher of `path` (OpenClaw's own) sees a single change."""
+    base = path.with_name(f"{path.name}.{label}-{timestamp(now)}")
+    dest, n = base, 1
+    while dest.exists():
+        dest = base.with_name(f"{base.name}.{n}")
+        n += 1
+    atomic_write(dest, path.read_bytes())
+    return dest

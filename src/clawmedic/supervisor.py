@@ -190,9 +190,11 @@ class TargetSupervisor:
         log.info("%s: incident #%d closed: %s", self.name, self.incident_id, a.outcome)
         self.incident_id = None
 
-    def _incident_note(self, kind: str, detail: dict[str, Any], duration_s: float | None = None) -> None:
+    def _incident_note(
+        self, kind: str, detail: dict[str, Any], duration_s: float | None = None, ts: float | None = None
+    ) -> None:
         if self.incident_id is not None:
-            self.ctx.incidents.add(self.incident_id, kind, detail, duration_s=duration_s)
+            self.ctx.incidents.add(self.incident_id, kind, detail, duration_s=duration_s, ts=ts)
 
     # --- actions ------------------------------------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class TargetSupervisor:
             assert start.restart_command is not None
             cmd = [self.ctx.loaded.resolve(x, "restart_command") for x in start.restart_command]
             code, out = await run_command(cmd, env, _EXTERNAL_COMMAND_TIMEOUT_S)
+            out = self.ctx.loaded.redactor.text(out)  # redact before any cut
             self._incident_note(
                 "action", {"action": "restart_command", "exit": code, "output": out[-500:]}, self.ctx.clock() - t0
             )
@@ -223,14 +226,17 @@ class TargetSupervisor:
             ours = self.handle is not None and owner.pid in inspect.tree_pids(self.handle.pid)
             if not ours:
                 detail = f"port {self.cfg.port} is held by {owner.describe()}, not by clawmedic's {self.name}"
-                self._incident_note(
-                    "preflight", {"port": self.cfg.port, "owner_pid": owner.pid, "owner_cmdline": owner.cmdline}
-                )
+                seen = self.ctx.clock()
                 self.ctx.events.emit(
                     "port_conflict", self.name, port=self.cfg.port, owner_pid=owner.pid, owner_cmdline=owner.cmdline
                 )
                 log.error("%s: %s; not starting, not touching it", self.name, detail)
-                self._feed(self.ladder.exited, ExitKind.PORT_IN_USE, detail)
+                self._feed(self.ladder.exited, ExitKind.PORT_IN_USE, detail)  # opens the incident if needed
+                self._incident_note(
+                    "preflight",
+                    {"port": self.cfg.port, "owner_pid": owner.pid, "owner_cmdline": owner.cmdline},
+                    ts=seen,
+                )
                 return
         assert start.command is not None
         cmd = [self.ctx.loaded.resolve(x, "command") for x in start.command]
@@ -258,6 +264,7 @@ class TargetSupervisor:
                 self.launcher.forget()
             last = next((ln for ln in reversed(tail) if ln.strip() and not ln.startswith("---")), "")
             says = kind != ExitKind.REQUESTED and code is not None and 0 < code < 128 and last
+            last = self.ctx.loaded.redactor.text(last)  # redact before cutting: a cut secret would not match
             detail = describe_exit(code) + (f": {last[-300:]}" if says else "")
             self.last_exit = {"code": code, "kind": kind.value, "at": now, "pid": handle.pid}
             self.ctx.events.emit(
@@ -265,10 +272,10 @@ class TargetSupervisor:
             )
             if kind != ExitKind.REQUESTED:
                 log.warning("%s: pid %d %s", self.name, handle.pid, self.ctx.loaded.redactor.text(detail))
+            self._feed(self.ladder.exited, kind, detail)  # may open the incident: note the exit after, dated `now`
             self._incident_note(
-                "exit", {"pid": handle.pid, "code": code, "kind": kind.value, "output_tail": tail[-20:]}
+                "exit", {"pid": handle.pid, "code": code, "kind": kind.value, "output_tail": tail[-20:]}, ts=now
             )
-            self._feed(self.ladder.exited, kind, detail)
 
         self._spawn(watch())
 

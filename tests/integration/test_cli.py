@@ -134,12 +134,6 @@ def test_a_bad_config_is_one_sentence_and_exit_2(tmp_path: Path, home: Path, tex
     assert not (path.parent / "state").exists()  # nothing was started or written
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli.main() prints errors through Rich's Console(stderr=True), which wraps at 80 columns when "
-    "stderr is not a terminal (a service log, a pipe) and folds long tokens, splitting the sentence and the "
-    "config path itself over several lines",
-)
 def test_a_config_error_is_one_line(tmp_path: Path, home: Path) -> None:
     path = _write_bad(tmp_path, _TARGET.replace('kind = "http"', 'kind = "http"\nbogus = 1'))
     result = cli(home, "status", "--config", str(path))

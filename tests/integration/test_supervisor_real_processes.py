@@ -5,7 +5,6 @@ Each test drives one fault with `asyncio.run(...)` and then asserts on what the 
 the incidents, status.json — never on how long things took. The only fixed waits are short "nothing happens"
 windows (`holds`). Every process a test starts is ended by its PID (the rig's `cleanup`, and `finally` blocks).
 
-Tests marked `xfail(strict=True, reason="BUG: ...")` show a bug in `src/` that is not fixed yet.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import pytest
 from clawmedic import control
 from clawmedic.config import load_config
 from clawmedic.daemon import Daemon, events_path, incidents_path, status_path
-from clawmedic.errors import AlreadyRunning, NotOurProcess
+from clawmedic.errors import AlreadyRunning
 from tests.helpers.rig import (
     FAST_LIMITS,
     Rig,
@@ -377,11 +376,6 @@ def test_a_foreign_listener_is_not_live_and_escalates_as_port_in_use(
     assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: supervisor._launch notes the preflight (owner pid, cmdline) with _incident_note() before "
-    "_feed(exited, PORT_IN_USE) opens the incident, so on a first start the 'preflight' entry is dropped",
-)
 def test_a_preflight_conflict_is_recorded_in_the_incident_timeline(
     rig: Rig, foreign: tuple[subprocess.Popen[bytes], int]
 ) -> None:
@@ -395,11 +389,6 @@ def test_a_preflight_conflict_is_recorded_in_the_incident_timeline(
     assert "http.server" in preflight[0]["owner_cmdline"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: supervisor._watch notes the exit (code, kind, output_tail) with _incident_note() before "
-    "_feed(ladder.exited) opens the incident, so the exit that opens an incident is missing from its timeline",
-)
 def test_the_exit_that_opens_an_incident_is_in_its_timeline(rig: Rig) -> None:
     message = "Config invalid: gateway.mode is required"
     rig.write_config(
@@ -565,12 +554,6 @@ _SIGCONT_RACE = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotOurProcess,
-    reason=_SIGCONT_RACE + "; in TargetSupervisor.shutdown() it escapes Daemon.run(), which then skips the rest "
-    "of its cleanup (other targets, daemon_stopped, status, stores, lock)",
-)
 def test_stopping_a_child_that_dies_at_once_on_sigterm(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     target = StandinTarget()
     rig.write_config(target)
@@ -586,12 +569,6 @@ def test_stopping_a_child_that_dies_at_once_on_sigterm(rig: Rig, monkeypatch: py
     assert only(rig.events("daemon_stopped", target=None))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=_SIGCONT_RACE + "; TargetSupervisor._stop() takes it for the exit and relaunches, then _watch() "
-    "reports the real exit, a second exited(REQUESTED) that moves the fresh launch to `stopped`: the new "
-    "child runs unsupervised",
-)
 def test_a_wedged_child_that_dies_at_once_on_sigterm_is_replaced_and_supervised(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -770,11 +747,6 @@ def test_a_secret_from_the_env_file_never_reaches_the_records(rig: Rig, monkeypa
     assert _files_holding(rig.state_dir, SECRET, skip=output) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: supervisor._watch cuts the exit detail to last[-300:] before EventLog/IncidentStore redact it, "
-    "so a secret straddling the cut loses its head, no longer matches, and its tail is stored in the clear",
-)
 def test_a_secret_cut_by_truncation_is_still_masked(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     # One long line whose last 300 characters begin in the middle of the secret.
     suffix = "." * (300 - len(SECRET) + len(SECRET) // 2)
@@ -796,11 +768,6 @@ def test_a_secret_cut_by_truncation_is_still_masked(rig: Rig, monkeypatch: pytes
 # --- classification of exits --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Handle.output_tail() reads the last lines of output.log, which is appended across launches, so "
-    "classify_exit() sees the previous child's EADDRINUSE line and calls a plain crash port_in_use",
-)
 def test_an_exit_is_classified_by_its_own_output_not_the_previous_childs(rig: Rig) -> None:
     port = free_port()
     crash = rig.tmp_path / "crash"

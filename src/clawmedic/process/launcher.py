@@ -34,6 +34,7 @@ class ProcessRecord:
     command: list[str]
     started_at: float
     log_path: str
+    log_offset: int = 0  # where this launch's output starts in the (shared, appended) log file
 
 
 class Handle:
@@ -65,7 +66,8 @@ class Handle:
         return None
 
     def output_tail(self, lines: int = defaults.LOG_TAIL_LINES) -> list[str]:
-        return tail_lines(Path(self.record.log_path), lines)
+        """The last lines this very launch printed (not an earlier launch's)."""
+        return tail_lines(Path(self.record.log_path), lines, start=self.record.log_offset)
 
     def signal_group(self, sig: signal.Signals) -> None:
         if not self.is_ours():
@@ -84,15 +86,18 @@ class Handle:
         waiter = asyncio.ensure_future(self.wait())
         try:
             self.signal_group(signal.SIGTERM)
-            self.signal_group(signal.SIGCONT)
         except NotOurProcess:
             waiter.cancel()
             raise
+        # From here on "not ours" can only mean "already gone": it died of the SIGTERM and was reaped.
+        with contextlib.suppress(NotOurProcess):
+            self.signal_group(signal.SIGCONT)
         try:
             code = await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
             return code, False
         except TimeoutError:
-            self.signal_group(signal.SIGKILL)
+            with contextlib.suppress(NotOurProcess):
+                self.signal_group(signal.SIGKILL)
             return await waiter, True
 
 
@@ -121,13 +126,13 @@ async def _wait_foreign(pid: int) -> None:
         await asyncio.sleep(0.2)
 
 
-def tail_lines(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of a file, reading only its end."""
+def tail_lines(path: Path, lines: int, start: int = 0) -> list[str]:
+    """The last `lines` lines of a file after byte `start`, reading only its end."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - 256 * 1024))
+            f.seek(max(start, size - 256 * 1024))
             data = f.read()
     except OSError:
         return []
@@ -150,6 +155,7 @@ class Launcher:
         with self.log_path.open("ab") as out:
             out.write(f"\n--- clawmedic: starting at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
             out.flush()
+            offset = out.tell()
             proc = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -160,7 +166,7 @@ class Launcher:
                 start_new_session=True,
             )
         ct = inspect.create_time(proc.pid) or time.time()
-        record = ProcessRecord(proc.pid, ct, command, time.time(), str(self.log_path))
+        record = ProcessRecord(proc.pid, ct, command, time.time(), str(self.log_path), offset)
         atomic_write(self.record_path, json.dumps(asdict(record)))
         return Handle(record, proc)
 

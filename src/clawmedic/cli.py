@@ -19,7 +19,7 @@ from rich.table import Table
 
 from clawmedic import control, defaults, paths
 from clawmedic.config import LoadedConfig, load_config
-from clawmedic.errors import ClawmedicError, ConfigInvalid
+from clawmedic.errors import ClawmedicError, ConfigInvalid, EnvironmentMissing
 from clawmedic.store.files import atomic_write, move_aside
 from clawmedic.store.lock import holder_pid
 
@@ -451,6 +451,137 @@ def rollback_cmd(
         )
     if not result["healthy"]:
         raise typer.Exit(defaults.EXIT_FAILURE)
+
+
+# --- the runbook: fix …, and safe-start ---
+
+fix_app = typer.Typer(
+    help="Runbook for humans at 3 a.m.: each step idempotent, with --dry-run and --json, each recorded as an incident.",
+    no_args_is_help=True,
+)
+app.add_typer(fix_app, name="fix")
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+
+
+def _run_fix(
+    action: str, target: str | None, config: Path | None, json_: bool, dry_run: bool, kill_foreign: bool = False
+) -> None:
+    from clawmedic import runbook
+
+    loaded = _load(config)
+    name, _ = loaded.target(target)
+    progress = (lambda _m: None) if json_ else (lambda m: err.print(f"[dim]…[/] {m}", highlight=False))
+    report = runbook.run_fix(loaded, name, action, dry_run=dry_run, kill_foreign=kill_foreign, progress=progress)
+    if json_:
+        out.print_json(json.dumps(report.to_dict(), default=str))
+    else:
+        colours = {"ok": "green", "fixed": "green", "planned": "cyan", "refused": "yellow", "failed": "red"}
+        for step in report.steps:
+            out.print(
+                f"[{colours.get(step.status, 'white')}]{step.status:>8}[/]  {step.name:<10} {step.detail}",
+                highlight=False,
+            )
+        if report.incident:
+            out.print(f"recorded as incident #{report.incident}")
+    if not report.ok:
+        raise typer.Exit(defaults.EXIT_FAILURE)
+
+
+@fix_app.command("status")
+def fix_status(
+    target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False, dry_run: DryRunOpt = False
+) -> None:
+    """Check everything (daemon, liveness, config, known-good, dependencies, port) without changing anything."""
+    _run_fix("status", target, config, json_, dry_run)
+
+
+@fix_app.command("config")
+def fix_config(
+    target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False, dry_run: DryRunOpt = False
+) -> None:
+    """Validate the gateway config; if invalid, restore known-good (the broken file is kept beside it)."""
+    _run_fix("config", target, config, json_, dry_run)
+
+
+@fix_app.command("deps")
+def fix_deps(
+    target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False, dry_run: DryRunOpt = False
+) -> None:
+    """Find missing or broken npm packages of the install and restore them from the pristine copy (or npm)."""
+    _run_fix("deps", target, config, json_, dry_run)
+
+
+KillForeignOpt = Annotated[
+    bool, typer.Option("--kill-foreign", help="Allow stopping a process clawmedic did not start that holds the port.")
+]
+
+
+@fix_app.command("port")
+def fix_port(
+    target: TargetArg = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    dry_run: DryRunOpt = False,
+    kill_foreign: KillForeignOpt = False,
+) -> None:
+    """Free the gateway's port from a stale gateway of this target; a foreign holder is named, not touched."""
+    _run_fix("port", target, config, json_, dry_run, kill_foreign)
+
+
+@fix_app.command("restart")
+def fix_restart(
+    target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False, dry_run: DryRunOpt = False
+) -> None:
+    """Restart the gateway through the daemon (or the service manager) and wait until it is healthy."""
+    _run_fix("restart", target, config, json_, dry_run)
+
+
+@fix_app.command("nuclear")
+def fix_nuclear(
+    target: TargetArg = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    dry_run: DryRunOpt = False,
+    kill_foreign: KillForeignOpt = False,
+) -> None:
+    """config → deps → port → restart, in order, verifying after each step."""
+    _run_fix("nuclear", target, config, json_, dry_run, kill_foreign)
+
+
+@app.command("safe-start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def safe_start(
+    ctx: typer.Context,
+    target: Annotated[
+        str | None, typer.Argument(help="Target name, then `--` and the command to exec.", show_default=False)
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check dependencies (restore missing ones), validate the config (restore known-good), check the port, then
+    exec the command — so a service manager keeps the PID. Use as systemd `ExecStart=` or launchd
+    `ProgramArguments`: `clawmedic safe-start gateway -- openclaw gateway run --port 18789`."""
+    import os
+
+    from clawmedic import runbook
+
+    command = list(ctx.args)
+    if target is not None and target.startswith("-"):
+        target = None
+    loaded = _load(config)
+    name, cfg = loaded.target(target)
+    if not command:
+        if not cfg.start.command:
+            raise ConfigInvalid("safe-start needs a command after `--` (the target has no start.command).")
+        command = [loaded.resolve(x, "command") for x in cfg.start.command]
+    steps = runbook.safe_start_checks(loaded, name, progress=lambda m: err.print(f"safe-start: {m}", highlight=False))
+    if not all(s.good for s in steps):
+        bad = next(s for s in steps if not s.good)
+        err.print(f"[red]safe-start refused to start {name}:[/] {bad.detail}", highlight=False)
+        raise typer.Exit(defaults.EXIT_FAILURE)
+    env = {**os.environ, **loaded.command_env(name)}
+    try:
+        os.execvpe(command[0], command, env)  # noqa: S606 - replacing ourselves is the point: the PID is kept
+    except OSError as e:
+        raise EnvironmentMissing(f"Cannot exec {command[0]}: {e.strerror}.") from None
 
 
 # --- sandbox --------------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Every change is snapshotted first in the known-good store, every replaced file i
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -333,3 +335,312 @@ def rollback(
     )
     incidents.update(incident, status="recovered" if healthy else "open", closed_at=time.time() if healthy else None)
     return {"target": name, "restored": restored, "restarted": restarted, "healthy": healthy, "incident": incident}
+
+
+# --- the runbook: fix status|config|deps|port|restart|nuclear, and safe-start -----------------------------------
+
+StepStatus = str  # "ok" (nothing to do) | "fixed" | "planned" | "refused" | "failed"
+
+
+@dataclass
+class Step:
+    name: str
+    status: StepStatus
+    detail: str
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def good(self) -> bool:
+        return self.status in ("ok", "fixed", "planned")
+
+
+@dataclass
+class FixReport:
+    target: str
+    action: str
+    dry_run: bool
+    steps: list[Step] = field(default_factory=list)
+    incident: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(s.good for s in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "action": self.action,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "incident": self.incident,
+            "steps": [asdict(s) for s in self.steps],
+        }
+
+
+def fix_config(loaded: LoadedConfig, name: str, *, dry_run: bool) -> Step:
+    cfg = loaded.targets[name]
+    if cfg.kind != "openclaw":
+        return Step("config", "ok", f"target {name} has no OpenClaw config to check")
+    path = openclaw.config_path(cfg)
+    v = openclaw.validate(loaded, name)
+    if v.valid:
+        return Step("config", "ok", f"{path} is valid")
+    store = _store(loaded)
+    kg = store.known_good(name)
+    if kg is None:
+        return Step("config", "failed", f"{path} is invalid ({v.summary()}) and there is no known-good snapshot")
+    if dry_run:
+        return Step(
+            "config",
+            "planned",
+            f"{path} is invalid ({v.summary()}): would restore known-good {kg.short} "
+            "and keep the broken file beside it",
+        )
+    store.snapshot(name, openclaw.boot_files(cfg), "before fix config", "config invalid")
+    r = store.restore(name, openclaw.CONFIG_KEY, path)
+    again = openclaw.validate(loaded, name)
+    change = {"file": str(path), "restored_from": r.rev, "moved_aside": str(r.moved_aside) if r.moved_aside else None}
+    if not again.valid:
+        return Step("config", "failed", f"restored {kg.short} but it does not validate: {again.summary()}", [change])
+    return Step("config", "fixed", f"{path} was invalid ({v.summary()}); restored known-good {kg.short}", [change])
+
+
+def fix_deps(loaded: LoadedConfig, name: str, *, dry_run: bool) -> Step:
+    from clawmedic import deps
+
+    if loaded.targets[name].kind != "openclaw":
+        return Step("deps", "ok", f"target {name} has no npm install to check")
+    try:
+        report = deps.fix(loaded, name, dry_run=dry_run)
+    except ClawmedicError as e:
+        return Step("deps", "failed", str(e))
+    changes = [o.to_dict() for o in report.outcomes]
+    if not report.outcomes:
+        return Step("deps", "ok", "every package of the install is present")
+    names = ", ".join(o.package for o in report.outcomes)
+    if dry_run:
+        return Step("deps", "planned", f"would restore: {names}", changes)
+    if report.ok:
+        return Step("deps", "fixed", f"restored: {names}", changes)
+    failed = ", ".join(f"{o.package} ({o.detail})" for o in report.outcomes if o.status == "failed")
+    return Step("deps", "failed", f"could not restore: {failed}", changes)
+
+
+def _target_pid(loaded: LoadedConfig, name: str) -> int | None:
+    from clawmedic.process.launcher import Launcher
+
+    handle = Launcher(loaded.state_dir / "targets" / name).adopt()
+    return handle.pid if handle else None
+
+
+def is_stale_gateway_of(loaded: LoadedConfig, name: str, pid: int) -> bool:
+    """A gateway of this very instance that clawmedic no longer tracks: an openclaw gateway process whose HOME is
+    this target's gateway HOME."""
+    import psutil
+
+    cfg = loaded.targets[name]
+    try:
+        p = psutil.Process(pid)
+        cmd = " ".join(p.cmdline())
+        env = p.environ()
+    except psutil.Error:
+        return False
+    looks_like_gateway = "openclaw" in cmd or p.name() == "openclaw-gateway"
+    return looks_like_gateway and env.get("HOME") == str(openclaw.gateway_home(cfg))
+
+
+def fix_port(loaded: LoadedConfig, name: str, *, dry_run: bool, kill_foreign: bool = False) -> Step:
+    from clawmedic.process import inspect
+
+    cfg = loaded.targets[name]
+    if cfg.port is None:
+        return Step("port", "ok", f"target {name} has no port configured")
+    owner = inspect.port_owner(cfg.port)
+    if owner is None:
+        return Step("port", "ok", f"port {cfg.port} is free")
+    ours = _target_pid(loaded, name)
+    if ours is not None and owner.pid in inspect.tree_pids(ours):
+        return Step("port", "ok", f"port {cfg.port} is held by {name} itself (pid {ours})")
+    info = {"port": cfg.port, "owner_pid": owner.pid, "owner_cmdline": owner.cmdline}
+    stale = owner.pid is not None and is_stale_gateway_of(loaded, name, owner.pid)
+    if not stale and not kill_foreign:
+        return Step(
+            "port",
+            "refused",
+            f"port {cfg.port} is held by {owner.describe()}, which clawmedic did not start; "
+            "stop it yourself, or pass --kill-foreign",
+            [info],
+        )
+    what = "a stale gateway of this target" if stale else "a foreign process (allowed by --kill-foreign)"
+    if dry_run:
+        return Step("port", "planned", f"would stop {what}: {owner.describe()}", [info])
+    assert owner.pid is not None
+    _terminate(owner.pid, loaded.targets[name].limits.stop_timeout_s)
+    after = inspect.port_owner(cfg.port)
+    if after is not None:
+        return Step("port", "failed", f"port {cfg.port} is still held by {after.describe()}", [info])
+    return Step("port", "fixed", f"stopped {what}: {owner.describe()}", [info])
+
+
+def _terminate(pid: int, timeout_s: float) -> None:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        p.terminate()
+        try:
+            p.wait(timeout_s)
+        except psutil.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+    except psutil.Error:
+        return
+
+
+def fix_restart(loaded: LoadedConfig, name: str, *, dry_run: bool, progress: Progress) -> Step:
+    cfg = loaded.targets[name]
+    st = daemon_status(loaded, name)
+    if st is None:
+        if cfg.start.mode == "external" and cfg.start.restart_command:
+            if dry_run:
+                return Step("restart", "planned", f"would run {' '.join(cfg.start.restart_command)}")
+            cmd = [loaded.resolve(x, "restart_command") for x in cfg.start.restart_command]
+            r = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                env={**os.environ, **loaded.command_env(name)},
+            )
+            if r.returncode != 0:
+                return Step("restart", "failed", f"the restart command exited {r.returncode}")
+        else:
+            return Step(
+                "restart",
+                "failed",
+                "no clawmedic daemon is running to relaunch the managed gateway: start "
+                "it with `clawmedic run` (or `systemctl --user start clawmedic`)",
+            )
+    else:
+        if dry_run:
+            return Step("restart", "planned", f"would ask the daemon to restart {name} (now {st.get('state')})")
+        restart_via_daemon(loaded, name)
+    if wait_healthy(loaded, name, cfg.limits.startup_timeout_s + 30, progress):
+        return Step("restart", "fixed", f"{name} restarted and is healthy")
+    return Step("restart", "failed", f"{name} is not healthy after the restart")
+
+
+def fix_status(loaded: LoadedConfig, name: str) -> list[Step]:
+    from clawmedic import deps
+    from clawmedic.process import inspect
+
+    cfg = loaded.targets[name]
+    st = daemon_status(loaded, name)
+    steps = [
+        Step(
+            "daemon",
+            "ok" if st is not None else "failed",
+            f"daemon running, {name} is {st.get('state')}" if st is not None else "no clawmedic daemon is running",
+        ),
+        Step("liveness", "ok" if live(loaded, name) else "failed", cfg.liveness.url or ""),
+    ]
+    if cfg.kind == "openclaw":
+        v = openclaw.validate(loaded, name)
+        steps.append(Step("config", "ok" if v.valid else "failed", v.summary()))
+        kg = _store(loaded).known_good(name)
+        steps.append(
+            Step(
+                "known-good",
+                "ok" if kg else "failed",
+                f"known-good snapshot {kg.short}" if kg else "no known-good snapshot yet",
+            )
+        )
+        try:
+            problems = deps.check(loaded, name)
+            steps.append(
+                Step(
+                    "deps",
+                    "ok" if not problems else "failed",
+                    "all packages present" if not problems else "; ".join(f"{p.package}: {p.kind}" for p in problems),
+                )
+            )
+        except ClawmedicError as e:
+            steps.append(Step("deps", "failed", str(e)))
+    if cfg.port is not None:
+        owner = inspect.port_owner(cfg.port)
+        ours = _target_pid(loaded, name)
+        held_by_us = owner is not None and ours is not None and owner.pid in inspect.tree_pids(ours)
+        steps.append(
+            Step(
+                "port",
+                "ok" if owner is None or held_by_us else "failed",
+                "free" if owner is None else f"held by {owner.describe()}" + (" (the target)" if held_by_us else ""),
+            )
+        )
+    return steps
+
+
+def run_fix(
+    loaded: LoadedConfig,
+    name: str,
+    action: str,
+    *,
+    dry_run: bool,
+    kill_foreign: bool = False,
+    progress: Progress = lambda _m: None,
+) -> FixReport:
+    """One runbook action, recorded as an incident (unless it is a dry run or changed nothing and found nothing)."""
+    report = FixReport(name, action, dry_run)
+    if action == "status":
+        report.steps = fix_status(loaded, name)
+    elif action == "config":
+        report.steps = [fix_config(loaded, name, dry_run=dry_run)]
+    elif action == "deps":
+        report.steps = [fix_deps(loaded, name, dry_run=dry_run)]
+    elif action == "port":
+        report.steps = [fix_port(loaded, name, dry_run=dry_run, kill_foreign=kill_foreign)]
+    elif action == "restart":
+        report.steps = [fix_restart(loaded, name, dry_run=dry_run, progress=progress)]
+    elif action == "nuclear":
+        plan: list[Callable[[], Step]] = [
+            lambda: fix_config(loaded, name, dry_run=dry_run),
+            lambda: fix_deps(loaded, name, dry_run=dry_run),
+            lambda: fix_port(loaded, name, dry_run=dry_run, kill_foreign=kill_foreign),
+            lambda: fix_restart(loaded, name, dry_run=dry_run, progress=progress),
+        ]
+        for step in plan:
+            s = step()
+            report.steps.append(s)
+            progress(f"{s.name}: {s.status} — {s.detail}")
+            if not s.good:
+                break  # verify after each step: do not restart on top of a failed repair
+    else:
+        raise ConfigRefused(f"Unknown fix action {action!r}.")
+    if not dry_run:
+        incidents = _incidents(loaded)
+        now = time.time()
+        inc = incidents.open(name, f"clawmedic fix {action}", now, now)
+        incidents.update(inc, cause=f"fix_{action}")
+        for s in report.steps:
+            incidents.add(inc, "action", asdict(s))
+        incidents.update(inc, status="recovered" if report.ok else "gave_up", closed_at=time.time())
+        report.incident = inc
+    return report
+
+
+def safe_start_checks(loaded: LoadedConfig, name: str, *, progress: Progress = lambda _m: None) -> list[Step]:
+    """What `clawmedic safe-start` does before exec: deps, config, port. Stops at the first failure."""
+    steps: list[Step] = []
+    plan: list[Callable[[], Step]] = [
+        lambda: fix_deps(loaded, name, dry_run=False),
+        lambda: fix_config(loaded, name, dry_run=False),
+        lambda: fix_port(loaded, name, dry_run=False),
+    ]
+    for step in plan:
+        s = step()
+        steps.append(s)
+        progress(f"{s.name}: {s.status} — {s.detail}")
+        if not s.good:
+            break
+    return steps

@@ -21,7 +21,7 @@ import watchfiles
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig, TargetConfig
 from clawmedic.doctor import Doctor, Escalation
-from clawmedic.errors import NotOurProcess
+from clawmedic.errors import ClawmedicError, NotOurProcess
 from clawmedic.knowngood import KnownGoodStore
 from clawmedic.ladder.exits import classify_exit, describe_exit
 from clawmedic.ladder.machine import Action, CloseIncident, Escalate, Ladder, Launch, OpenIncident, Stop, Transition
@@ -346,8 +346,43 @@ class TargetSupervisor:
         self.config_check = v
         return v
 
+    async def _record_deps(self) -> None:
+        """While healthy: record the install's packages and keep a pristine copy (cheap when unchanged)."""
+        from clawmedic import deps
+
+        try:
+            manifest = await asyncio.to_thread(deps.record, self.ctx.loaded, self.name)
+        except ClawmedicError as e:
+            log.warning("%s: cannot record the install's dependencies: %s", self.name, e)
+            return
+        self.ctx.events.emit("deps_recorded", self.name, packages=len(manifest.packages))
+
+    async def _deps_gate(self) -> None:
+        """Before a (re)start: restore any package missing from the install (from the pristine copy, offline)."""
+        from clawmedic import deps
+
+        if self.cfg.kind != "openclaw" or deps.load_manifest(self.ctx.loaded, self.name) is None:
+            return
+        try:
+            problems = await asyncio.to_thread(deps.check, self.ctx.loaded, self.name)
+            if not problems:
+                return
+            report = await asyncio.to_thread(deps.fix, self.ctx.loaded, self.name, allow_network=False)
+        except ClawmedicError as e:
+            log.warning("%s: dependency check failed: %s", self.name, e)
+            return
+        outcome = report.to_dict()
+        self.ctx.events.emit("deps_restored", self.name, ok=report.ok, outcomes=outcome["outcomes"])
+        self._incident_note("deps_restored", outcome)
+        log.warning(
+            "%s: restored missing packages before starting: %s",
+            self.name,
+            ", ".join(f"{o.package} ({o.status})" for o in report.outcomes),
+        )
+
     async def _config_gate(self) -> str | None:
         """Before any (re)start the config must be valid: restore known-good if it is not, or refuse."""
+        await self._deps_gate()
         if not self._uses_config_checks():
             return None
         v = await self._validate()
@@ -426,6 +461,8 @@ class TargetSupervisor:
             v = await self._validate()
             if not v.valid:
                 return  # a latent fault must never become known-good
+        if self.cfg.kind == "openclaw":
+            await self._record_deps()
         snap = await asyncio.to_thread(
             self.ctx.known_good.snapshot,
             self.name,
@@ -497,6 +534,8 @@ class TargetSupervisor:
             self._spawn(self._snapshot_changed())
 
     async def _snapshot_changed(self) -> None:
+        if self.cfg.kind == "openclaw":
+            await self._record_deps()
         snap = await asyncio.to_thread(
             self.ctx.known_good.snapshot, self.name, self.files, "changed on disk", self.ladder.state.value
         )

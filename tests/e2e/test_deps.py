@@ -123,3 +123,49 @@ def test_a_wiped_dependency_is_restored_from_the_pristine_copy(
         f"check {t_check:.3f} s, fix {t_fix:.3f} s, boot after fix {booted:.1f} s"
     )
     gw.stop_gateway(sb)
+
+
+def test_fix_deps_command_and_the_daemon_restore_a_wiped_package(
+    private_sandbox: gw.Sandbox, private_install: Install, tmp_path: Path
+) -> None:
+    """The whole path a user sees: the daemon records the install while healthy; `ws` is wiped; `clawmedic fix deps`
+    plans and restores it; wiped again, the daemon restores it on its own before restarting the killed gateway."""
+    import json
+    import os
+    import signal
+
+    sb = private_sandbox
+    d = Daemon(sb, tmp_path / "daemon.log")
+    try:
+        d.start()
+        d.wait_healthy()
+        d.wait_event(lambda e: e["kind"] == "deps_recorded", 120)
+        ws = private_install.node_modules / "ws"
+        ws.rename(tmp_path / "ws-wiped-1")
+
+        plan = d.cli("fix", "deps", "--dry-run", "--json")
+        assert plan.returncode == 0, plan.stderr
+        planned = json.loads(plan.stdout)
+        assert planned["steps"][0]["status"] == "planned" and "ws" in planned["steps"][0]["detail"]
+        assert not ws.exists(), "a dry run changes nothing"
+
+        done = d.cli("fix", "deps", "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["steps"][0]["status"] == "fixed" and report["incident"]
+        assert (ws / "package.json").exists()
+        again = json.loads(d.cli("fix", "deps", "--json").stdout)
+        assert again["steps"][0]["status"] == "ok", "idempotent: nothing left to do"
+
+        ws.rename(tmp_path / "ws-wiped-2")
+        t_kill = time.time()
+        os.kill(d.pid(), signal.SIGKILL)
+        restored = d.wait_event(lambda e: e["kind"] == "deps_restored", 60, after=t_kill)
+        assert restored["ok"] is True
+        launched = d.wait_event(lambda e: e["kind"] == "launched", 60, after=t_kill)
+        assert restored["ts"] <= launched["ts"], "restored before the restart"
+        d.wait_event(lambda e: e["kind"] == "incident_closed" and e["outcome"] == "recovered", 240, after=t_kill)
+        assert gw.health(sb.port)
+        assert not [e for e in d.events("exited") if e["ts"] >= t_kill and e["code"] == 78]
+    finally:
+        d.stop()

@@ -28,9 +28,17 @@ DEMO_PROBATION_S = 10.0  # shorter than the default 30 s so the demo takes about
 DEMO_STABLE_RESET_S = 5.0  # each fault is a fresh one: its first restart is immediate, as after any stable period
 HEAL_TIMEOUT_S = 240.0  # a fault not healed by then is reported as not healed
 
-FAULTS: list[tuple[str, str, signal.Signals]] = [
-    ("kill -9", "the gateway process is killed outright (SIGKILL)", signal.SIGKILL),
-    ("hang (SIGSTOP)", "the gateway is frozen: it still accepts TCP but never answers", signal.SIGSTOP),
+DEMO_KNOWN_GOOD_AFTER_S = 3.0  # the config is marked known-good soon after the first healthy boot
+
+FAULTS: list[tuple[str, str, signal.Signals, bool]] = [  # name, what happens, signal, corrupt the config first
+    ("kill -9", "the gateway process is killed outright (SIGKILL)", signal.SIGKILL, False),
+    ("hang (SIGSTOP)", "the gateway is frozen: it still accepts TCP but never answers", signal.SIGSTOP, False),
+    (
+        "broken config + crash",
+        "openclaw.json gets a JSON typo (the running gateway ignores it), then the gateway crashes",
+        signal.SIGKILL,
+        True,
+    ),
 ]
 
 
@@ -42,7 +50,15 @@ def run_demo(dir_: Path | None, console: Console, quiet: bool = False) -> list[d
             inst = ensure_install(progress=progress)
     root = (dir_ or paths.default_state_dir() / "sandbox" / "demo").expanduser().resolve()
     gw.ensure_dir_is_ours(root)
-    sb = gw.create(root, inst, limits={"probation_s": DEMO_PROBATION_S, "stable_reset_s": DEMO_STABLE_RESET_S})
+    sb = gw.create(
+        root,
+        inst,
+        limits={
+            "probation_s": DEMO_PROBATION_S,
+            "stable_reset_s": DEMO_STABLE_RESET_S,
+            "known_good_after_s": DEMO_KNOWN_GOOD_AFTER_S,
+        },
+    )
     gw.stop_daemon(sb)  # leftovers of an interrupted demo
     gw.stop_gateway(sb)
     loaded = load_config(sb.config_path)
@@ -66,9 +82,14 @@ async def _scenario(daemon: Daemon, sb: gw.Sandbox, console: Console) -> list[di
             f"[green]gateway healthy[/] after {time.monotonic() - t0:.1f} s (boot + {DEMO_PROBATION_S:g} s probation)"
         )
         store = IncidentStore(incidents_path(sb.state_dir))
-        for name, what, sig in FAULTS:
+        for name, what, sig, corrupt in FAULTS:
             console.rule(f"fault: {name}")
             console.print(what)
+            if corrupt:
+                await _wait_known_good(daemon)
+                sb.openclaw_json.write_text(sb.openclaw_json.read_text() + ",,,{{")
+                console.print(f"wrote ',,,{{{{' into {sb.openclaw_json}")
+                await asyncio.sleep(1.5)  # clawmedic's watcher reports the latent fault at once
             rows.append(await _inject(daemon, task, store, name, sig, console))
         store.close()
     finally:
@@ -100,6 +121,16 @@ async def _wait_incident(sup: TargetSupervisor, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise EnvironmentMissing(f"clawmedic did not detect the fault within {timeout:g} s.")
         await asyncio.sleep(0.02)
+
+
+async def _wait_known_good(daemon: Daemon, timeout: float = 60.0) -> None:
+    sup = daemon.supervisors[gw.TARGET]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(sup.ctx.known_good.known_good, gw.TARGET) is not None:
+            return
+        await asyncio.sleep(0.2)
+    raise EnvironmentMissing("No known-good snapshot was taken.")
 
 
 async def _inject(

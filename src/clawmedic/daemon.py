@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clawmedic import control, defaults
 from clawmedic.config import LoadedConfig
@@ -42,11 +42,25 @@ def incidents_path(state_dir: Path) -> Path:
     return state_dir / "incidents.sqlite"
 
 
+class DaemonPlugin(Protocol):
+    """Something that runs beside the supervisors (notifications, a heartbeat ping…)."""
+
+    def on_event(self, event: dict[str, Any]) -> None: ...  # every event, redacted; must not block
+
+    async def run(self, ctx: Context) -> None: ...  # a long-running task; cancelled when the daemon stops
+
+
 class Daemon:
     def __init__(
-        self, loaded: LoadedConfig, doctor: Doctor | None = None, *, stop_targets_on_exit: bool | None = None
+        self,
+        loaded: LoadedConfig,
+        doctor: Doctor | None = None,
+        *,
+        stop_targets_on_exit: bool | None = None,
+        plugins: list[DaemonPlugin] | None = None,
     ) -> None:
         self.loaded = loaded
+        self.plugins = list(plugins or [])
         self.stop_targets_on_exit = (
             loaded.config.daemon.stop_targets_on_exit if stop_targets_on_exit is None else stop_targets_on_exit
         )
@@ -69,6 +83,8 @@ class Daemon:
         known_good = KnownGoodStore(self.state_dir)
         ctx = Context(self.loaded, events, incidents, prober, self.doctor, known_good, on_change=self._status_dirty.set)
         loop = asyncio.get_running_loop()
+        for plugin in self.plugins:
+            events.subscribe(plugin.on_event)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         events.emit("daemon_started", pid=os.getpid(), config=str(self.loaded.source))
@@ -88,6 +104,8 @@ class Daemon:
                 self.supervisors[name] = sup
                 tasks.append(loop.create_task(sup.run(paused=name in ctl.paused), name=f"target:{name}"))
             tasks.append(loop.create_task(self._status_loop(), name="status"))
+            for plugin in self.plugins:
+                tasks.append(loop.create_task(plugin.run(ctx), name=f"plugin:{type(plugin).__name__}"))
             tasks.append(loop.create_task(self._control_loop(seen_seq, seen_restart), name="control"))
             stop = loop.create_task(self._stop.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,11 @@ class EventLog:
         self._redactor = redactor
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call `callback` with every (already redacted) event; it must not block (hand work to a task)."""
+        self._subscribers.append(callback)
 
     def emit(self, kind: str, target: str | None = None, **fields: Any) -> dict[str, Any]:
         event: dict[str, Any] = {"ts": time.time(), "kind": kind}
@@ -33,6 +39,8 @@ class EventLog:
                 private_file(self.path)
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(line)
+        for callback in self._subscribers:
+            callback(event)
         return event
 
 

@@ -189,8 +189,11 @@ def incidents_show(
     incident_id: Annotated[int, typer.Argument(help="Incident number.")],
     config: ConfigOpt = None,
     json_: JsonOpt = False,
+    report: Annotated[bool, typer.Option("--report", help="Render the recovery report.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the recovery report as raw Markdown.")] = False,
 ) -> None:
-    """Show one incident with its timeline of probes, actions, outcomes and durations."""
+    """Show one incident with its timeline of probes, actions, outcomes and durations (--report for the
+    recovery report: symptom, evidence, diagnosis, actions, verdict, advice)."""
     from clawmedic.daemon import incidents_path
     from clawmedic.store.incidents import IncidentStore
 
@@ -201,6 +204,17 @@ def incidents_show(
         raise ConfigInvalid(f"There is no incident #{incident_id} in {loaded.state_dir}.")
     if json_:
         out.print_json(json.dumps(inc.to_dict(), default=str))
+        return
+    if markdown or report:
+        from rich.markdown import Markdown
+
+        from clawmedic.doctor.report import render
+
+        text = render(inc)
+        if markdown:
+            print(text)
+        else:
+            out.print(Markdown(text))
         return
     out.print(f"[bold]Incident #{inc.id}[/] — {inc.target} — [bold]{inc.status}[/]")
     out.print(f"reason: {inc.reason}")
@@ -582,6 +596,80 @@ def safe_start(
         os.execvpe(command[0], command, env)  # noqa: S606 - replacing ourselves is the point: the PID is kept
     except OSError as e:
         raise EnvironmentMissing(f"Cannot exec {command[0]}: {e.strerror}.") from None
+
+
+# --- the doctor: diagnose, learnings ---
+
+
+@app.command()
+def diagnose(target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Collect evidence and run the diagnosis rules, read-only: nothing is changed."""
+    import psutil
+
+    from clawmedic.doctor.evidence import collect
+    from clawmedic.doctor.rules import diagnose as run_rules
+    from clawmedic.doctor.rules import signature
+    from clawmedic.process.launcher import Launcher
+
+    loaded = _load(config)
+    name, _ = loaded.target(target)
+    handle = Launcher(loaded.state_dir / "targets" / name).adopt()
+    status_entry = read_status(loaded)["targets"].get(name, {})
+    pid = handle.pid if handle and psutil.pid_exists(handle.pid) else None
+    ev = collect(loaded, name, cause="diagnose", last_exit=status_entry.get("last_exit"), pid=pid)
+    findings = run_rules(ev)
+    if json_:
+        out.print_json(
+            json.dumps(
+                {
+                    "target": name,
+                    "signature": signature(ev, findings),
+                    "findings": [f.to_dict() for f in findings],
+                    "evidence": ev.to_dict(),
+                },
+                default=str,
+            )
+        )
+        return
+    if not findings:
+        out.print(f"[green]{name}: no known fault found[/]")
+    for f in findings:
+        plan = ", ".join(c.remedy for c in f.plan) or "none (a human decides)"
+        out.print(f"[bold]{f.rule}[/] ({f.confidence * 100:.0f}%): {f.detail}", highlight=False)
+        out.print(f"  plan: {plan}\n  advice: {f.advice}", highlight=False)
+    if ev.errors:
+        out.print(f"[dim]collectors that could not tell: {ev.errors}[/]", highlight=False)
+
+
+@app.command()
+def learnings(
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write recovery-learnings.md to this path.", show_default=False)
+    ] = None,
+) -> None:
+    """What healed each kind of incident before (the doctor tries proven remedies first)."""
+    from clawmedic.daemon import learnings_path
+    from clawmedic.doctor.learnings import LearningStore, export_markdown
+
+    loaded = _load(config)
+    store = LearningStore(learnings_path(paths.ensure_private_dir(loaded.state_dir)))
+    items = store.all()
+    if export is not None:
+        atomic_write(export, export_markdown(items), mode=0o644)
+        out.print(f"wrote {export} ({len(items)} learning(s))")
+        return
+    if json_:
+        out.print_json(json.dumps([i.to_dict() for i in items], default=str))
+        return
+    if not items:
+        out.print("No learnings yet.")
+        return
+    table = Table("signature", "remedies", "healed", "failed", "last incident")
+    for i in items:
+        table.add_row(i.signature, ", ".join(i.remedies), str(i.successes), str(i.failures), f"#{i.last_incident}")
+    out.print(table)
 
 
 # --- sandbox --------------------------------------------------------------------------------------------------------

@@ -133,11 +133,23 @@ class TargetConfig(_Model):
         )
 
 
+RiskName = Literal["read_only", "reversible", "destructive"]
+
+
+class DoctorConfig(_Model):
+    """The doctor (tier 3): which remedies it may run on its own."""
+
+    enabled: bool = True
+    allow: list[RiskName] = Field(default_factory=lambda: list[RiskName](["read_only", "reversible"]))
+    allow_kill_foreign: bool = False  # may it stop a process clawmedic did not start (e.g. a port squatter)?
+
+
 class DaemonConfig(_Model):
     state_dir: Path | None = None  # default: the platform's user state folder
     env_file: Path | None = None  # secrets as NAME=value lines; relative to the config file
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stop_targets_on_exit: bool = False  # by default managed gateways outlive the daemon and are adopted again
+    doctor: DoctorConfig = Field(default_factory=DoctorConfig)
 
 
 class Config(_Model):

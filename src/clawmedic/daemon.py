@@ -16,6 +16,9 @@ from typing import Any, Protocol
 from clawmedic import control, defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.doctor import Doctor, RecordOnlyDoctor
+from clawmedic.doctor.clinic import RuleDoctor
+from clawmedic.doctor.learnings import LearningStore
+from clawmedic.doctor.remedies import Policy, Risk
 from clawmedic.knowngood import KnownGoodStore
 from clawmedic.paths import ensure_private_dir
 from clawmedic.probes import Prober
@@ -42,6 +45,10 @@ def incidents_path(state_dir: Path) -> Path:
     return state_dir / "incidents.sqlite"
 
 
+def learnings_path(state_dir: Path) -> Path:
+    return state_dir / "learnings.sqlite"
+
+
 class DaemonPlugin(Protocol):
     """Something that runs beside the supervisors (notifications, a heartbeat ping…)."""
 
@@ -65,11 +72,18 @@ class Daemon:
             loaded.config.daemon.stop_targets_on_exit if stop_targets_on_exit is None else stop_targets_on_exit
         )
         self.state_dir = ensure_private_dir(loaded.state_dir)
-        self.doctor = doctor or RecordOnlyDoctor()
+        self.doctor: Doctor | None = doctor
         self.started_at = time.time()
         self.supervisors: dict[str, TargetSupervisor] = {}
         self._status_dirty = asyncio.Event()
         self._stop = asyncio.Event()
+
+    def _default_doctor(self, incidents: IncidentStore, known_good: KnownGoodStore, learnings: LearningStore) -> Doctor:
+        cfg = self.loaded.config.daemon.doctor
+        if not cfg.enabled:
+            return RecordOnlyDoctor()
+        policy = Policy(frozenset(Risk(r) for r in cfg.allow), cfg.allow_kill_foreign)
+        return RuleDoctor(self.loaded, incidents, known_good, learnings, policy)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -81,7 +95,13 @@ class Daemon:
         incidents = IncidentStore(incidents_path(self.state_dir), self.loaded.redactor)
         prober = Prober()
         known_good = KnownGoodStore(self.state_dir)
+        learnings = LearningStore(learnings_path(self.state_dir))
+        if self.doctor is None:
+            self.doctor = self._default_doctor(incidents, known_good, learnings)
+        if (on_event := getattr(self.doctor, "on_event", None)) is not None:
+            events.subscribe(on_event)
         ctx = Context(self.loaded, events, incidents, prober, self.doctor, known_good, on_change=self._status_dirty.set)
+        self.ctx = ctx
         loop = asyncio.get_running_loop()
         for plugin in self.plugins:
             events.subscribe(plugin.on_event)
@@ -124,6 +144,7 @@ class Daemon:
             events.emit("daemon_stopped", pid=os.getpid())
             await prober.aclose()
             incidents.close()
+            learnings.close()
             lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

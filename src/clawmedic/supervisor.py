@@ -314,7 +314,7 @@ class TargetSupervisor:
         self.ctx.incidents.update(incident, status="escalated", cause=a.cause)
         self.ctx.events.emit("escalated", self.name, incident=incident, cause=a.cause, reason=a.reason)
         log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
-        evidence: dict[str, object] = {"last_exit": self.last_exit}
+        evidence: dict[str, object] = {"last_exit": self.last_exit, "pid": self.handle.pid if self.handle else None}
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
             evidence["port_owner"] = {"pid": owner.pid, "cmdline": owner.cmdline}
         evidence = self.ctx.loaded.redactor.data(evidence)

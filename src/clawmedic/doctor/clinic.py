@@ -1,0 +1,131 @@
+"""The rule-based doctor: evidence → all matching diagnoses → guarded remedies → a verdict, a report, a learning.
+
+The verdict is not the doctor's claim: after remedies it answers "healed" only in the sense of "worth a relaunch";
+the ladder relaunches and its probation decides. If the fault returns, the ladder escalates the same incident again
+and the doctor runs the next plan (remedies already tried for this incident are not repeated); when no plan is left,
+the incident goes to humans with the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from clawmedic.config import LoadedConfig
+from clawmedic.doctor import Escalation, Verdict
+from clawmedic.doctor.evidence import collect
+from clawmedic.doctor.learnings import LearningStore
+from clawmedic.doctor.remedies import Guard, Outcome, Policy, RemedyContext, Status
+from clawmedic.doctor.report import write_report
+from clawmedic.doctor.rules import RemedyCall, diagnose, signature
+from clawmedic.knowngood import KnownGoodStore
+from clawmedic.store.incidents import IncidentStore
+
+log = logging.getLogger("clawmedic")
+
+
+class RuleDoctor:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        incidents: IncidentStore,
+        known_good: KnownGoodStore,
+        learnings: LearningStore,
+        policy: Policy,
+    ) -> None:
+        self.loaded = loaded
+        self.incidents = incidents
+        self.known_good = known_good
+        self.learnings = learnings
+        self.guard = Guard(policy)
+        self._attempted: dict[int, set[str]] = {}
+        self._pending: dict[int, tuple[str, list[str], str]] = {}  # incident -> (signature, remedies, summary)
+
+    async def treat(self, esc: Escalation) -> Verdict:
+        t0 = time.monotonic()
+        last_exit = esc.evidence.get("last_exit")
+        pid = esc.evidence.get("pid")
+        ev = await asyncio.to_thread(
+            collect,
+            self.loaded,
+            esc.target,
+            cause=esc.cause,
+            reason=esc.reason,
+            last_exit=last_exit if isinstance(last_exit, dict) else None,
+            pid=pid if isinstance(pid, int) else None,
+        )
+        collected = time.monotonic() - t0
+        findings = diagnose(ev)
+        sig = signature(ev, findings)
+        inc = esc.incident_id
+        self.incidents.add(inc, "evidence", {**ev.to_dict(), "collect_s": round(collected, 2)})
+        self.incidents.add(inc, "diagnosis", {"signature": sig, "findings": [f.to_dict() for f in findings]})
+        for f in findings:
+            log.warning("%s: diagnosis %s (%.0f%%): %s", esc.target, f.rule, f.confidence * 100, f.detail)
+        attempted = self._attempted.setdefault(inc, set())
+        calls = self._plan(sig, findings, attempted)
+        ctx = RemedyContext(self.loaded, esc.target, self.known_good)
+        outcomes: list[Outcome] = []
+        for call in calls:
+            attempted.add(call.key)
+            outcome = await asyncio.to_thread(self.guard.run, ctx, call.remedy, call.params)
+            outcomes.append(outcome)
+            self.incidents.add(inc, "remedy", outcome.to_dict(), duration_s=outcome.took_s)
+            log.warning("%s: remedy %s: %s — %s", esc.target, call.remedy, outcome.status.value, outcome.detail)
+        applied = [o for o in outcomes if o.status == Status.OK]
+        remedy_s = sum(o.took_s for o in outcomes)
+        total = time.monotonic() - t0
+        summary = "; ".join(f.title for f in findings) or "no known fault matched the evidence"
+        verdict_detail: dict[str, Any] = {
+            "healed": bool(applied),
+            "remedies": [o.remedy for o in applied],
+            "took_s": round(total, 3),
+            "doctor_overhead_s": round(total - remedy_s, 3),
+            "signature": sig,
+        }
+        if applied:
+            self._pending[inc] = (sig, [c.key for c in calls if any(o.remedy == c.remedy for o in applied)], summary)
+            verdict = Verdict(True, f"{summary}: applied {', '.join(o.remedy for o in applied)}; relaunching to verify")
+        else:
+            not_run = [f"{o.remedy} ({o.status.value}: {o.detail})" for o in outcomes]
+            why = "; ".join(not_run) if not_run else "no remedy left to try" if findings else "no rule matched"
+            verdict = Verdict(False, f"{summary} — needs a human: {why}")
+            if inc in self._pending:
+                sig0, remedies, summ = self._pending.pop(inc)
+                self.learnings.record(sig0, remedies, False, inc, summ)
+        self.incidents.add(inc, "verdict", {**verdict_detail, "summary": verdict.summary})
+        await asyncio.to_thread(write_report, self.loaded, self.incidents, inc)
+        return verdict
+
+    def _plan(self, sig: str, findings: list[Any], attempted: set[str]) -> list[RemedyCall]:
+        calls: list[RemedyCall] = [c for f in findings for c in f.plan]
+        proven = self.learnings.proven(sig)
+        calls.sort(key=lambda c: proven.index(c.key) if c.key in proven else len(proven))  # proven remedies first
+        seen: set[str] = set()
+        out = []
+        for c in calls:
+            if c.key not in attempted and c.key not in seen:
+                seen.add(c.key)
+                out.append(c)
+        return out
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Learn from the ladder's verdict on our remedies: the incident closed (healed) or escalated again."""
+        inc = event.get("incident")
+        if not isinstance(inc, int) or inc not in self._pending:
+            return
+        if event.get("kind") == "incident_closed" and event.get("outcome") == "recovered":
+            sig, remedies, summary = self._pending.pop(inc)
+            self.learnings.record(sig, remedies, True, inc, summary)
+            self._attempted.pop(inc, None)
+            try:
+                write_report(self.loaded, self.incidents, inc)
+            except OSError as e:
+                log.warning("cannot write the report of incident #%d: %s", inc, e)
+
+
+def reports_dir(state_dir: Path) -> Path:
+    return state_dir / "reports"

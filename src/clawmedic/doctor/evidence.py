@@ -1,0 +1,300 @@
+"""Evidence collectors: each bounded in time and output, each passed through secret redaction.
+
+A collector that fails or times out becomes evidence of its own (`errors[name]`), never an exception: the doctor
+must work precisely when things are broken.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawmedic.config import LoadedConfig
+from clawmedic.process import inspect
+from clawmedic.process.launcher import Launcher, tail_lines
+from clawmedic.targets import openclaw
+
+COLLECTOR_TIMEOUT_S = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; the whole set runs in parallel
+MAX_LINES = 60  # lines of output/log kept as evidence
+MAX_LINE = 400  # characters per line
+LOW_DISK_MB = 200  # below this, a gateway that writes logs and SQLite will fail in odd ways
+
+
+@dataclass
+class Evidence:
+    target: str
+    cause: str = ""  # why the ladder escalated: an ExitKind value or "crash_loop"
+    reason: str = ""
+    last_exit: dict[str, Any] | None = None
+    output_tail: list[str] = field(default_factory=list)  # the gateway's console output, last launch
+    log_events: list[dict[str, Any]] = field(default_factory=list)  # its JSON-lines log, parsed (errors/warnings)
+    process: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] | None = None  # a Validation as a dict
+    known_good: str | None = None  # rev of the known-good snapshot, if any
+    config_differs_from_known_good: bool = False
+    port_owner: dict[str, Any] | None = None  # pid, cmdline, ours, stale_gateway
+    deps_problems: list[dict[str, Any]] = field(default_factory=list)
+    node: dict[str, Any] = field(default_factory=dict)
+    disk_free_mb: float | None = None
+    state_db: dict[str, Any] = field(default_factory=dict)
+    stability_bundles: list[str] = field(default_factory=list)
+    lint_findings: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)  # other gateways on the same HOME
+    errors: dict[str, str] = field(default_factory=dict)  # collector -> why it could not tell
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        """Everything the gateway printed or logged, for pattern rules."""
+        return "\n".join([*self.output_tail, *(str(e.get("message", "")) for e in self.log_events)])
+
+
+def _cut(lines: list[str]) -> list[str]:
+    return [ln[:MAX_LINE] for ln in lines[-MAX_LINES:]]
+
+
+def collect(
+    loaded: LoadedConfig,
+    name: str,
+    *,
+    cause: str = "",
+    reason: str = "",
+    last_exit: dict[str, Any] | None = None,
+    pid: int | None = None,
+    lint: bool = True,
+) -> Evidence:
+    """Run every collector (in parallel, each bounded) and return redacted evidence."""
+    cfg = loaded.targets[name]
+    ev = Evidence(name, cause, reason, last_exit)
+    collectors: dict[str, Callable[[], None]] = {
+        "output": lambda: _output(loaded, name, ev),
+        "log": lambda: _log(cfg.log_file, ev),
+        "process": lambda: _process(pid, ev),
+        "port": lambda: _port(loaded, name, pid, ev),
+        "disk": lambda: _disk(loaded, ev),
+    }
+    if cfg.kind == "openclaw":
+        collectors |= {
+            "config": lambda: _config(loaded, name, ev),
+            "deps": lambda: _deps(loaded, name, ev),
+            "node": lambda: _node(loaded, name, ev),
+            "state_db": lambda: _state_db(loaded, name, ev),
+            "stability": lambda: _stability(loaded, name, ev),
+            "duplicates": lambda: _duplicates(loaded, name, pid, ev),
+        }
+        if lint:
+            collectors["lint"] = lambda: _lint(loaded, name, ev)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(collectors), thread_name_prefix="evidence")
+    futures = {pool.submit(fn): key for key, fn in collectors.items()}
+    done, pending = concurrent.futures.wait(futures, timeout=COLLECTOR_TIMEOUT_S)
+    for f in done:
+        if (exc := f.exception()) is not None:
+            ev.errors[futures[f]] = f"{type(exc).__name__}: {exc}"
+    for f in pending:
+        ev.errors[futures[f]] = f"timed out after {COLLECTOR_TIMEOUT_S:g} s"
+    pool.shutdown(wait=False, cancel_futures=True)
+    redacted: dict[str, Any] = loaded.redactor.data(ev.to_dict())
+    return Evidence(**redacted)
+
+
+# --- collectors --------------------------------------------------------------------------------------------------
+
+
+def _output(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    launcher = Launcher(loaded.state_dir / "targets" / name)
+    text = tail_lines(launcher.log_path, MAX_LINES * 4)
+    # only the last launch: output after the last "--- clawmedic: starting" marker
+    last = max((i for i, ln in enumerate(text) if ln.startswith("--- clawmedic: starting")), default=-1)
+    ev.output_tail = _cut([ln for ln in text[last + 1 :] if ln.strip()])
+
+
+def _log(log_file: Path | None, ev: Evidence) -> None:
+    if log_file is None:
+        return
+    events = []
+    for line in tail_lines(log_file, 400):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        meta = rec.get("_meta", {}) if isinstance(rec, dict) else {}
+        level = str(meta.get("logLevelName", "")).upper()
+        if level not in ("WARN", "ERROR", "FATAL"):
+            continue
+        msg = rec.get("2") if isinstance(rec.get("2"), str) else rec.get("1") if isinstance(rec.get("1"), str) else ""
+        structured = rec.get("1") if isinstance(rec.get("1"), dict) else {}
+        events.append(
+            {
+                "time": rec.get("time") or meta.get("date"),
+                "level": level,
+                "subsystem": rec.get("0", ""),
+                "message": str(msg)[:MAX_LINE],
+                "event": structured.get("event"),
+            }
+        )
+    ev.log_events = events[-MAX_LINES:]
+
+
+def _process(pid: int | None, ev: Evidence) -> None:
+    if pid is None:
+        ev.process = {"pid": None, "alive": False}
+        return
+    ev.process = {
+        "pid": pid,
+        "alive": inspect.is_alive(pid),
+        "stopped": inspect.is_stopped(pid),
+        "rss_mb": round(inspect.tree_rss(pid) / 2**20, 1),
+    }
+
+
+def _port(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> None:
+    from clawmedic.runbook import is_stale_gateway_of
+
+    port = loaded.targets[name].port
+    if port is None:
+        return
+    owner = inspect.port_owner(port)
+    if owner is None:
+        ev.port_owner = None
+        return
+    ours = pid is not None and owner.pid in inspect.tree_pids(pid)
+    stale = owner.pid is not None and not ours and is_stale_gateway_of(loaded, name, owner.pid)
+    ev.port_owner = {"port": port, "pid": owner.pid, "cmdline": owner.cmdline, "ours": ours, "stale_gateway": stale}
+
+
+def _disk(loaded: LoadedConfig, ev: Evidence) -> None:
+    usage = shutil.disk_usage(loaded.state_dir if loaded.state_dir.exists() else Path.home())
+    ev.disk_free_mb = round(usage.free / 2**20, 1)
+
+
+def _config(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    from clawmedic.knowngood import KnownGoodStore
+
+    v = openclaw.validate(loaded, name)
+    ev.config = v.to_dict()
+    store = KnownGoodStore(loaded.state_dir)
+    kg = store.known_good(name)
+    if kg is not None:
+        ev.known_good = kg.rev
+        data = store.read(name, openclaw.CONFIG_KEY, kg.rev)
+        path = openclaw.config_path(loaded.targets[name])
+        ev.config_differs_from_known_good = data is not None and (not path.exists() or path.read_bytes() != data)
+
+
+def _deps(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    from clawmedic import deps
+
+    ev.deps_problems = [p.to_dict() for p in deps.check(loaded, name)]
+
+
+def _node(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    cli = openclaw.cli_command(loaded.targets[name])
+    if not cli:
+        return
+    node = cli[0] if len(cli) > 1 else shutil.which("node")
+    if node is None:
+        ev.node = {"found": False}
+        return
+    r = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    version = r.stdout.strip().lstrip("v")
+    engines = ""
+    entry = next((Path(a) for a in cli if a.endswith("openclaw.mjs")), None)
+    if entry is not None:
+        try:
+            engines = json.loads((entry.parent / "package.json").read_text()).get("engines", {}).get("node", "")
+        except (OSError, ValueError):
+            engines = ""
+    ev.node = {"found": True, "version": version, "engines": engines, "satisfied": _satisfies(version, engines)}
+
+
+def _satisfies(version: str, spec: str) -> bool | None:
+    """Enough of npm's semver ranges for `engines.node` (`>=a.b.c <d || >=e.f.g`); None when unsure."""
+    try:
+        v = tuple(int(x) for x in version.split(".")[:3])
+    except ValueError:
+        return None
+    if not spec:
+        return None
+    for alt in spec.split("||"):
+        ok = True
+        for cond in alt.split():
+            m = re.fullmatch(r"(>=|<=|>|<|=)?v?(\d+)(?:\.(\d+))?(?:\.(\d+))?", cond)
+            if m is None:
+                return None
+            op = m.group(1) or "="
+            want = tuple(int(g or 0) for g in m.group(2, 3, 4))
+            ok = (
+                ok and {">=": v >= want, "<=": v <= want, ">": v > want, "<": v < want, "=": v[: len(want)] == want}[op]
+            )
+        if ok:
+            return True
+    return False
+
+
+def _state_db(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    db = openclaw.gateway_home(loaded.targets[name]) / ".openclaw" / "state" / "openclaw.sqlite"
+    if not db.exists():
+        ev.state_db = {"path": str(db), "exists": False}
+        return
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        try:
+            con.execute("PRAGMA schema_version").fetchone()
+        finally:
+            con.close()
+        ev.state_db = {"path": str(db), "exists": True, "ok": True}
+    except sqlite3.DatabaseError as e:
+        ev.state_db = {"path": str(db), "exists": True, "ok": False, "error": str(e)}
+
+
+def _stability(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    folder = openclaw.gateway_home(loaded.targets[name]) / ".openclaw" / "logs" / "stability"
+    if folder.is_dir():
+        ev.stability_bundles = sorted(p.name for p in folder.glob("*.json"))[-20:]
+
+
+def _duplicates(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> None:
+    """Other gateway processes running on this target's HOME (a duplicate instance fights over the state DB)."""
+    import psutil
+
+    from clawmedic.runbook import is_stale_gateway_of
+
+    ours = inspect.tree_pids(pid) if pid else set()
+    for p in psutil.process_iter(["pid", "name"]):
+        if p.pid in ours or p.pid == os.getpid():
+            continue
+        if p.info.get("name") == "openclaw-gateway" and is_stale_gateway_of(loaded, name, p.pid):
+            ev.duplicates.append({"pid": p.pid, "cmdline": inspect.cmdline(p.pid)})
+
+
+def _lint(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    cli = openclaw.cli_command(loaded.targets[name])
+    if not cli:
+        return
+    r = subprocess.run(
+        [*cli, "doctor", "--lint", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=COLLECTOR_TIMEOUT_S - 2,
+        env=openclaw.cli_env(loaded, name),
+        check=False,
+    )
+    try:
+        out = json.loads(r.stdout)
+    except ValueError:
+        return
+    ev.lint_findings = [
+        {k: f.get(k) for k in ("checkId", "severity", "message", "fixHint")}
+        for f in out.get("findings", [])
+        if isinstance(f, dict)
+    ][:30]

@@ -1,0 +1,299 @@
+"""Remedies: declared (name, description, typed parameters, risk class) and returning their outcome as data.
+
+Every remedy runs through `Guard.run`, which enforces the policy: an allowlist of risk classes; a process that
+clawmedic did not start and that is not this target's own gateway is never signalled unless the user allowed it;
+files are snapshotted first and moved aside, never deleted; security settings and secrets are never touched
+(no remedy here edits them).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import psutil
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from clawmedic.config import LoadedConfig
+from clawmedic.knowngood import KnownGoodStore
+from clawmedic.store.files import move_aside
+from clawmedic.targets import openclaw
+
+
+class Risk(StrEnum):
+    READ_ONLY = "read_only"
+    REVERSIBLE = "reversible"
+    DESTRUCTIVE = "destructive"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    REFUSED = "refused"
+    NEEDS_APPROVAL = "needs_approval"
+
+
+@dataclass
+class Outcome:
+    remedy: str
+    status: Status
+    detail: str
+    params: dict[str, Any] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    took_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status.value
+        return d
+
+
+@dataclass(frozen=True)
+class RemedyContext:
+    loaded: LoadedConfig
+    target: str
+    known_good: KnownGoodStore
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PidParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pid: int
+
+
+@dataclass(frozen=True)
+class Remedy:
+    name: str
+    description: str
+    risk: Risk
+    params: type[BaseModel]
+    run: Callable[[RemedyContext, Any], Outcome]
+    signals_foreign: bool = False  # signals a process clawmedic did not start
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowed: frozenset[Risk] = frozenset({Risk.READ_ONLY, Risk.REVERSIBLE})
+    allow_kill_foreign: bool = False
+
+
+def _snapshot(ctx: RemedyContext, why: str) -> str | None:
+    snap = ctx.known_good.snapshot(ctx.target, openclaw.boot_files(ctx.loaded.targets[ctx.target]), why, "escalated")
+    return snap.rev if snap else None
+
+
+# --- the remedies ----------------------------------------------------------------------------------------------
+
+
+def _restore_known_good(ctx: RemedyContext, _: NoParams) -> Outcome:
+    path = openclaw.config_path(ctx.loaded.targets[ctx.target])
+    kg = ctx.known_good.known_good(ctx.target)
+    if kg is None:
+        return Outcome("restore_known_good", Status.FAILED, "there is no known-good snapshot")
+    before = _snapshot(ctx, "before the doctor restores known-good")
+    r = ctx.known_good.restore(ctx.target, openclaw.CONFIG_KEY, path)
+    change = {
+        "file": str(path),
+        "restored_from": r.rev,
+        "kept": str(r.moved_aside) if r.moved_aside else None,
+        "snapshot_before": before,
+    }
+    return Outcome("restore_known_good", Status.OK, f"restored {path} from known-good {r.rev[:10]}", changes=[change])
+
+
+def _restore_deps(ctx: RemedyContext, _: NoParams) -> Outcome:
+    from clawmedic import deps
+
+    report = deps.fix(ctx.loaded, ctx.target, allow_network=True)
+    changes = [o.to_dict() for o in report.outcomes]
+    if not report.outcomes:
+        return Outcome("restore_deps", Status.FAILED, "no missing package found to restore")
+    names = ", ".join(o.package for o in report.outcomes)
+    status = Status.OK if report.ok else Status.FAILED
+    return Outcome(
+        "restore_deps",
+        status,
+        f"restored {names}" if report.ok else f"could not restore all of {names}",
+        changes=changes,
+    )
+
+
+def _terminate(pid: int) -> str:
+    try:
+        p = psutil.Process(pid)
+        p.terminate()
+        try:
+            p.wait(15)
+            return "stopped with SIGTERM"
+        except psutil.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+            return "stopped with SIGKILL after 15 s"
+    except psutil.NoSuchProcess:
+        return "already gone"
+
+
+def _stop_stale_gateway(ctx: RemedyContext, params: PidParams) -> Outcome:
+    from clawmedic.runbook import is_stale_gateway_of
+
+    if not is_stale_gateway_of(ctx.loaded, ctx.target, params.pid):
+        return Outcome(
+            "stop_stale_gateway",
+            Status.REFUSED,
+            f"pid {params.pid} is not a gateway of {ctx.target} (its HOME differs): not touching it",
+        )
+    how = _terminate(params.pid)
+    return Outcome(
+        "stop_stale_gateway", Status.OK, f"stale gateway pid {params.pid} {how}", changes=[{"stopped_pid": params.pid}]
+    )
+
+
+def _kill_port_holder(ctx: RemedyContext, params: PidParams) -> Outcome:
+    how = _terminate(params.pid)
+    return Outcome(
+        "kill_port_holder", Status.OK, f"port holder pid {params.pid} {how}", changes=[{"stopped_pid": params.pid}]
+    )
+
+
+def _move_aside_state_db(ctx: RemedyContext, _: NoParams) -> Outcome:
+    db = openclaw.gateway_home(ctx.loaded.targets[ctx.target]) / ".openclaw" / "state" / "openclaw.sqlite"
+    if not db.exists():
+        return Outcome("move_aside_state_db", Status.FAILED, f"{db} does not exist")
+    moved = [
+        str(move_aside(p, "broken"))
+        for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
+        if p.exists()
+    ]
+    return Outcome(
+        "move_aside_state_db",
+        Status.OK,
+        f"moved the unreadable state database aside ({moved[0]}); the gateway starts with fresh state",
+        changes=[{"moved": moved}],
+    )
+
+
+def _openclaw_doctor_fix(ctx: RemedyContext, _: NoParams) -> Outcome:
+    cli = openclaw.cli_command(ctx.loaded.targets[ctx.target])
+    if not cli:
+        return Outcome("openclaw_doctor_fix", Status.FAILED, "the openclaw CLI is not known for this target")
+    before = _snapshot(ctx, "before openclaw doctor --fix")
+    r = subprocess.run(
+        [*cli, "doctor", "--fix", "--non-interactive"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=openclaw.cli_env(ctx.loaded, ctx.target),
+        check=False,
+    )
+    v = openclaw.validate(ctx.loaded, ctx.target)
+    status = Status.OK if v.valid else Status.FAILED
+    return Outcome(
+        "openclaw_doctor_fix",
+        status,
+        f"openclaw doctor --fix exited {r.returncode}; config {v.summary()}",
+        changes=[{"snapshot_before": before}],
+    )
+
+
+REMEDIES: dict[str, Remedy] = {
+    r.name: r
+    for r in (
+        Remedy(
+            "restore_known_good",
+            "Put openclaw.json back from the known-good snapshot (the broken one is kept)",
+            Risk.REVERSIBLE,
+            NoParams,
+            _restore_known_good,
+        ),
+        Remedy(
+            "restore_deps",
+            "Restore missing npm packages from the pristine copy (npm install as fallback)",
+            Risk.REVERSIBLE,
+            NoParams,
+            _restore_deps,
+        ),
+        Remedy(
+            "stop_stale_gateway",
+            "Stop a gateway of this very target (same HOME) that clawmedic no longer tracks",
+            Risk.REVERSIBLE,
+            PidParams,
+            _stop_stale_gateway,
+        ),
+        Remedy(
+            "kill_port_holder",
+            "Stop a foreign process that holds the gateway's port",
+            Risk.DESTRUCTIVE,
+            PidParams,
+            _kill_port_holder,
+            signals_foreign=True,
+        ),
+        Remedy(
+            "move_aside_state_db",
+            "Move an unreadable state database aside so the gateway starts fresh",
+            Risk.REVERSIBLE,
+            NoParams,
+            _move_aside_state_db,
+        ),
+        Remedy(
+            "openclaw_doctor_fix",
+            "Run `openclaw doctor --fix --non-interactive` (snapshot first)",
+            Risk.REVERSIBLE,
+            NoParams,
+            _openclaw_doctor_fix,
+        ),
+    )
+}
+
+
+class Guard:
+    """Enforces the policy on every remedy call, from a rule or from a model."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def check(self, name: str, params: dict[str, Any]) -> Outcome | None:
+        """None if the call may run; otherwise the refusal, as data."""
+        remedy = REMEDIES.get(name)
+        if remedy is None:
+            return Outcome(name, Status.REFUSED, f"{name!r} is not a declared remedy", params)
+        try:
+            remedy.params.model_validate(params)
+        except ValidationError as e:
+            return Outcome(name, Status.REFUSED, f"bad parameters: {e.errors()[0]['msg']}", params)
+        if remedy.signals_foreign and not self.policy.allow_kill_foreign:
+            return Outcome(
+                name,
+                Status.NEEDS_APPROVAL,
+                "it would signal a process clawmedic did not start; allow it "
+                "with `allow_kill_foreign = true` under [daemon.doctor], or stop it yourself",
+                params,
+            )
+        if remedy.risk not in self.policy.allowed:
+            return Outcome(
+                name,
+                Status.NEEDS_APPROVAL,
+                f"risk class {remedy.risk.value} is not in the allowlist ([daemon.doctor] allow)",
+                params,
+            )
+        return None
+
+    def run(self, ctx: RemedyContext, name: str, params: dict[str, Any]) -> Outcome:
+        refusal = self.check(name, params)
+        if refusal is not None:
+            return refusal
+        remedy = REMEDIES[name]
+        t0 = time.monotonic()
+        try:
+            outcome = remedy.run(ctx, remedy.params.model_validate(params))
+        except Exception as e:
+            outcome = Outcome(name, Status.FAILED, f"{type(e).__name__}: {e}")
+        outcome.params = params
+        outcome.took_s = round(time.monotonic() - t0, 3)
+        return outcome

@@ -1,0 +1,108 @@
+"""Recovery reports in Markdown: symptom, evidence (redacted), diagnosis, actions and results, verdict, time to
+recover, and advice. Rendered from the incident's own timeline, so every incident has one, healed or not."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from clawmedic.config import LoadedConfig
+from clawmedic.store.files import atomic_write
+from clawmedic.store.incidents import Incident, IncidentStore
+
+
+def _t(ts: float | None) -> str:
+    return "—" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def report_path(state_dir: Path, incident_id: int) -> Path:
+    return state_dir / "reports" / f"incident-{incident_id}.md"
+
+
+def render(inc: Incident) -> str:
+    lines = [f"# Incident #{inc.id} — {inc.target}: {inc.status}", ""]
+    lines += [
+        "## Symptom",
+        "",
+        inc.reason,
+        "",
+        f"- first failure: {_t(inc.first_failure_at)}; detected: {_t(inc.detected_at)}",
+        f"- live again: {_t(inc.live_at)}"
+        + (f" ({inc.time_to_recover_s:.1f} s after the first failure)" if inc.time_to_recover_s is not None else ""),
+        f"- closed: {_t(inc.closed_at)}; restarts: {inc.restarts}; cause: {inc.cause or '—'}",
+        "",
+    ]
+    evidence = [e for e in inc.timeline if e.kind == "evidence"]
+    diagnoses = [e for e in inc.timeline if e.kind == "diagnosis"]
+    if evidence:
+        ev = evidence[-1].detail
+        lines += ["## Evidence", ""]
+        if ev.get("last_exit"):
+            lines.append(f"- last exit: `{json.dumps(ev['last_exit'])}`")
+        for key in ("config", "port_owner", "process", "state_db", "node"):
+            if ev.get(key):
+                lines.append(f"- {key}: `{json.dumps(ev[key])}`")
+        if ev.get("deps_problems"):
+            lines.append("- missing packages: " + ", ".join(str(p.get("package")) for p in ev["deps_problems"]))
+        if ev.get("duplicates"):
+            lines.append(f"- other gateways on the same HOME: `{json.dumps(ev['duplicates'])}`")
+        if ev.get("disk_free_mb") is not None:
+            lines.append(f"- free disk: {ev['disk_free_mb']} MB")
+        if ev.get("errors"):
+            lines.append(f"- collectors that could not tell: `{json.dumps(ev['errors'])}`")
+        tail = ev.get("output_tail") or []
+        if tail:
+            lines += ["", "Gateway output (last lines, redacted):", "", "```", *tail[-15:], "```"]
+        lines.append("")
+    advice: list[str] = []
+    if diagnoses:
+        lines += ["## Diagnosis", ""]
+        for d in diagnoses[-1].detail.get("findings", []):
+            lines.append(f"- **{d['rule']}** ({d['confidence'] * 100:.0f}%): {d['detail']}")
+            advice.append(d["advice"])
+        if not diagnoses[-1].detail.get("findings"):
+            lines.append("- no known fault matched the evidence")
+        lines.append("")
+    actions = [
+        e
+        for e in inc.timeline
+        if e.kind in ("action", "remedy", "config_restored", "deps_restored", "exit", "preflight")
+    ]
+    if actions:
+        lines += ["## Actions and results", "", "| time | what | result |", "|---|---|---|"]
+        for e in actions:
+            lines.append(f"| {_t(e.ts)} | {e.kind} | {_summarise(e.detail)} |")
+        lines.append("")
+    verdicts = [e for e in inc.timeline if e.kind == "verdict"]
+    lines += ["## Verdict", ""]
+    if inc.status == "recovered":
+        lines.append(f"Recovered: the gateway passed its probation ({_t(inc.closed_at)}).")
+    elif verdicts:
+        lines.append(str(verdicts[-1].detail.get("summary", inc.status)))
+    else:
+        lines.append(inc.status)
+    for v in verdicts:
+        if "took_s" in v.detail:
+            lines.append(f"- doctor run: {v.detail['took_s']} s (own overhead {v.detail.get('doctor_overhead_s')} s)")
+    lines.append("")
+    if advice:
+        lines += ["## To prevent a recurrence", "", *(f"- {a}" for a in dict.fromkeys(advice)), ""]
+    return "\n".join(lines)
+
+
+def _summarise(detail: dict[str, Any]) -> str:
+    if "status" in detail and "remedy" in detail:
+        return f"{detail['remedy']}: {detail['status']} — {detail.get('detail', '')}".replace("|", "/")
+    text = ", ".join(f"{k}={v}" for k, v in detail.items() if k not in ("output_tail",))
+    return text.replace("|", "/")[:300]
+
+
+def write_report(loaded: LoadedConfig, incidents: IncidentStore, incident_id: int) -> Path | None:
+    inc = incidents.get(incident_id)
+    if inc is None:
+        return None
+    path = report_path(loaded.state_dir, incident_id)
+    atomic_write(path, render(inc))
+    return path

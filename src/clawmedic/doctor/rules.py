@@ -1,0 +1,300 @@
+"""Diagnosis rules, declared: an id, what evidence they match, a confidence, the remedy plan, advice.
+
+Rules are pure functions of `Evidence` (unit-tested over recorded fixtures). `diagnose()` returns every rule
+that matches, not the first: a broken config and a wiped dependency can be present at once. They cover every row
+of the fault matrix in shared/openclaw/FACTS.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clawmedic.doctor.evidence import LOW_DISK_MB, Evidence
+
+
+@dataclass(frozen=True)
+class RemedyCall:
+    remedy: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.remedy + "".join(f":{k}={v}" for k, v in sorted(self.params.items()))
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    title: str
+    confidence: float
+    detail: str
+    plan: list[RemedyCall]
+    advice: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "title": self.title,
+            "confidence": self.confidence,
+            "detail": self.detail,
+            "plan": [{"remedy": c.remedy, "params": c.params} for c in self.plan],
+            "advice": self.advice,
+        }
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    confidence: float
+    matches: Callable[[Evidence], str | None]  # the finding's detail, or None
+    plan: Callable[[Evidence], list[RemedyCall]]
+    advice: str
+
+
+def _exit_code(ev: Evidence) -> int | None:
+    code = (ev.last_exit or {}).get("code")
+    return code if isinstance(code, int) else None
+
+
+def _search(ev: Evidence, pattern: str) -> str | None:
+    m = re.search(pattern, ev.text())
+    if m is None:
+        return None
+    line = next((ln for ln in ev.text().splitlines() if m.group(0) in ln), m.group(0))
+    return line.strip()[:300]
+
+
+# --- matchers ---------------------------------------------------------------------------------------------------
+
+
+def _config_invalid(ev: Evidence) -> str | None:
+    if ev.config is None or ev.config.get("valid", True):
+        return None
+    issues = "; ".join(ev.config.get("issues", [])) or str(ev.config.get("stage"))
+    return f"openclaw.json is invalid ({ev.config.get('stage')}): {issues}"
+
+
+def _config_plan(ev: Evidence) -> list[RemedyCall]:
+    if ev.known_good:
+        return [RemedyCall("restore_known_good")]
+    issues = " ".join((ev.config or {}).get("issues", []))
+    if "Unrecognized key" in issues:
+        return [RemedyCall("openclaw_doctor_fix")]  # FACTS: doctor --fix strips unknown keys
+    return []
+
+
+def _config_blocked(ev: Evidence) -> str | None:
+    if _exit_code(ev) != 78 or (ev.config or {}).get("valid") is False:
+        return None
+    return _search(ev, r"Gateway start blocked[^\n]*|gateway\.maintenance_required")
+
+
+def _missing_dependency(ev: Evidence) -> str | None:
+    if ev.deps_problems:
+        return "missing or broken packages: " + ", ".join(
+            f"{p.get('package')} ({p.get('kind')})" for p in ev.deps_problems[:10]
+        )
+    return _search(ev, r"Cannot find (?:module|package) '[^']+'|ERR_MODULE_NOT_FOUND")
+
+
+def _port_foreign(ev: Evidence) -> str | None:
+    o = ev.port_owner
+    if not o or o.get("ours") or o.get("stale_gateway"):
+        return None
+    return f"port {o.get('port')} is held by pid {o.get('pid')} ({o.get('cmdline')}), a process clawmedic did not start"
+
+
+def _port_stale(ev: Evidence) -> str | None:
+    o = ev.port_owner
+    if not o or not o.get("stale_gateway"):
+        return None
+    return f"port {o.get('port')} is held by a stale gateway of this target: pid {o.get('pid')}"
+
+
+def _duplicate(ev: Evidence) -> str | None:
+    said = _search(ev, r"StateDatabaseCoordinatorContentionError[^\n]*|another OpenClaw process owns[^\n]*")
+    if ev.duplicates:
+        pids = ", ".join(str(d.get("pid")) for d in ev.duplicates)
+        return f"another gateway runs on the same state directory (pid {pids})" + (f": {said}" if said else "")
+    return f"{said} (the other process was not found)" if said else None
+
+
+def _state_db(ev: Evidence) -> str | None:
+    if ev.state_db.get("ok") is False:
+        return f"the state database cannot be read: {ev.state_db.get('error')}"
+    return _search(ev, r"file is not a database|database disk image is malformed")
+
+
+def _node(ev: Evidence) -> str | None:
+    if ev.node.get("satisfied") is False:
+        return f"Node {ev.node.get('version')} does not satisfy openclaw's engines {ev.node.get('engines')!r}"
+    return None
+
+
+def _disk(ev: Evidence) -> str | None:
+    if ev.disk_free_mb is not None and ev.disk_free_mb < LOW_DISK_MB:
+        return f"only {ev.disk_free_mb:.0f} MB free on the state disk"
+    return None
+
+
+def _breaker(ev: Evidence) -> str | None:
+    bundles = [b for b in ev.stability_bundles if "crash_loop_breaker" in b]
+    said = _search(ev, r"restart-loop breaker tripped[^\n]*")
+    if said or bundles:
+        return said or f"crash-loop breaker bundle {bundles[-1]}"
+    return None
+
+
+def _channel(ev: Evidence) -> str | None:
+    return _search(ev, r"channel[^\n]*(?:failed|stuck|timed out|error)[^\n]*|telegram[^\n]*(?:error|failed)[^\n]*")
+
+
+def _model(ev: Evidence) -> str | None:
+    hits = [e for e in ev.log_events if e.get("event") in ("model_fallback_decision", "embedded_run_agent_end")]
+    if hits:
+        return f"{len(hits)} model fallback/failure event(s), last: {hits[-1].get('message')}"
+    return _search(ev, r"reason=(?:rate_limit|auth|billing|overloaded)[^\n]*|chain_exhausted")
+
+
+def _cron(ev: Evidence) -> str | None:
+    return _search(ev, r"cron: job run returned error status[^\n]*|\[cron\] failed to start[^\n]*")
+
+
+def _hang(ev: Evidence) -> str | None:
+    return "the gateway process is stopped (SIGSTOP)" if ev.process.get("stopped") else None
+
+
+def _none(_: Evidence) -> list[RemedyCall]:
+    return []
+
+
+RULES: list[Rule] = [
+    Rule(
+        "config-invalid",
+        "openclaw.json does not validate",
+        0.95,
+        _config_invalid,
+        _config_plan,
+        "Change openclaw.json with `clawmedic config apply NEW_FILE`: it validates first and rolls back on failure.",
+    ),
+    Rule(
+        "config-blocked",
+        "the config validates but the gateway refuses to start with it",
+        0.9,
+        _config_blocked,
+        lambda ev: [RemedyCall("restore_known_good")] if ev.config_differs_from_known_good else [],
+        "A schema-valid config can still block the start (e.g. gateway.mode other than local); "
+        "`clawmedic config apply` catches this with its probation.",
+    ),
+    Rule(
+        "missing-dependency",
+        "a package of the install is missing or broken",
+        0.95,
+        _missing_dependency,
+        lambda ev: [RemedyCall("restore_deps")],
+        "Update OpenClaw with a complete `npm install`; clawmedic re-records the install once it is healthy.",
+    ),
+    Rule(
+        "port-taken-by-foreign-process",
+        "another program holds the gateway's port",
+        0.95,
+        _port_foreign,
+        lambda ev: (
+            [RemedyCall("kill_port_holder", {"pid": ev.port_owner["pid"]})]
+            if ev.port_owner and ev.port_owner.get("pid")
+            else []
+        ),
+        "Stop the program that holds the port, or move the gateway to another port (`gateway.port`).",
+    ),
+    Rule(
+        "port-taken-by-stale-gateway",
+        "an old gateway of this target still holds the port",
+        0.95,
+        _port_stale,
+        lambda ev: [RemedyCall("stop_stale_gateway", {"pid": ev.port_owner["pid"]})] if ev.port_owner else [],
+        "Run the gateway only under clawmedic (or `clawmedic safe-start`) so no copy is left behind.",
+    ),
+    Rule(
+        "duplicate-instance",
+        "two gateways share one state directory",
+        0.9,
+        _duplicate,
+        lambda ev: [RemedyCall("stop_stale_gateway", {"pid": d["pid"]}) for d in ev.duplicates],
+        "Start the gateway in one place only (one service unit, or clawmedic).",
+    ),
+    Rule(
+        "state-db-corrupt",
+        "the gateway's state database is unreadable",
+        0.9,
+        _state_db,
+        lambda ev: [RemedyCall("move_aside_state_db")],
+        "Keep `openclaw backup create` on a schedule so state can be restored, not just reset.",
+    ),
+    Rule(
+        "node-engine-mismatch",
+        "the Node version does not satisfy OpenClaw's engines",
+        0.8,
+        _node,
+        _none,
+        "Install a Node version inside openclaw's `engines` range.",
+    ),
+    Rule("disk-full", "the disk is almost full", 0.8, _disk, _none, "Free disk space; logs and backups grow."),
+    Rule(
+        "crash-loop-breaker",
+        "OpenClaw's crash-loop breaker suppressed channels",
+        0.6,
+        _breaker,
+        _none,
+        "After the cause is fixed, channels come back after 300 s, or with `gateway call channels.start`.",
+    ),
+    Rule(
+        "channel-down",
+        "a channel is failing",
+        0.5,
+        _channel,
+        _none,
+        "Check the channel's credentials and network; `config set channels.<id>.enabled false` clears /ready.",
+    ),
+    Rule(
+        "model-failures",
+        "model calls fail (rate limit, auth, timeout)",
+        0.5,
+        _model,
+        _none,
+        "Add fallbacks (`models fallbacks add`) and clear stale session model pins.",
+    ),
+    Rule("cron-failing", "a cron job fails", 0.5, _cron, _none, "Disable the job with `openclaw cron disable <id>`."),
+    Rule(
+        "process-hang",
+        "the gateway is frozen",
+        0.7,
+        _hang,
+        _none,
+        "A hang that returns after restarts points at a stuck dependency; see the gateway log.",
+    ),
+]
+
+
+def diagnose(ev: Evidence) -> list[Finding]:
+    """Every matching rule, most confident first."""
+    found = []
+    for rule in RULES:
+        detail = rule.matches(ev)
+        if detail is not None:
+            found.append(Finding(rule.id, rule.title, rule.confidence, detail, rule.plan(ev), rule.advice))
+    return sorted(found, key=lambda f: -f.confidence)
+
+
+def signature(ev: Evidence, findings: list[Finding]) -> str:
+    """Normalised evidence: what kind of incident this is, independent of PIDs, paths and times."""
+    parts = [f"cause={ev.cause}", f"exit={_exit_code(ev)}", *sorted(f"rule={f.rule}" for f in findings)]
+    missing = sorted(str(p.get("package")) for p in ev.deps_problems)
+    if missing:
+        parts.append("deps=" + ",".join(missing[:5]))
+    if ev.config is not None:
+        parts.append(f"config={ev.config.get('stage')}")
+    return "|".join(parts)

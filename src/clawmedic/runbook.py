@@ -24,6 +24,7 @@ from clawmedic.daemon import incidents_path, status_path
 from clawmedic.errors import ClawmedicError
 from clawmedic.knowngood import KnownGoodStore, Snapshot
 from clawmedic.paths import ensure_private_dir
+from clawmedic.process.launcher import stop_pid
 from clawmedic.store.files import atomic_write, keep_copy
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.store.lock import holder_pid
@@ -475,26 +476,11 @@ def fix_port(loaded: LoadedConfig, name: str, *, dry_run: bool, kill_foreign: bo
     if dry_run:
         return Step("port", "planned", f"would stop {what}: {owner.describe()}", [info])
     assert owner.pid is not None
-    _terminate(owner.pid, loaded.targets[name].limits.stop_timeout_s)
+    stop_pid(owner.pid, loaded.targets[name].limits.stop_timeout_s)
     after = inspect.port_owner(cfg.port)
     if after is not None:
         return Step("port", "failed", f"port {cfg.port} is still held by {after.describe()}", [info])
     return Step("port", "fixed", f"stopped {what}: {owner.describe()}", [info])
-
-
-def _terminate(pid: int, timeout_s: float) -> None:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        p.terminate()
-        try:
-            p.wait(timeout_s)
-        except psutil.TimeoutExpired:
-            p.kill()
-            p.wait(10)
-    except psutil.Error:
-        return
 
 
 def fix_restart(loaded: LoadedConfig, name: str, *, dry_run: bool, progress: Progress) -> Step:

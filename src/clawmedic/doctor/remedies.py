@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import psutil
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clawmedic.config import LoadedConfig
 from clawmedic.knowngood import KnownGoodStore
+from clawmedic.process.launcher import stop_pid
 from clawmedic.store.files import move_aside
 from clawmedic.targets import openclaw
 
@@ -125,21 +125,6 @@ def _restore_deps(ctx: RemedyContext, _: NoParams) -> Outcome:
     )
 
 
-def _terminate(pid: int) -> str:
-    try:
-        p = psutil.Process(pid)
-        p.terminate()
-        try:
-            p.wait(15)
-            return "stopped with SIGTERM"
-        except psutil.TimeoutExpired:
-            p.kill()
-            p.wait(10)
-            return "stopped with SIGKILL after 15 s"
-    except psutil.NoSuchProcess:
-        return "already gone"
-
-
 def _stop_stale_gateway(ctx: RemedyContext, params: PidParams) -> Outcome:
     from clawmedic.runbook import is_stale_gateway_of
 
@@ -149,14 +134,14 @@ def _stop_stale_gateway(ctx: RemedyContext, params: PidParams) -> Outcome:
             Status.REFUSED,
             f"pid {params.pid} is not a gateway of {ctx.target} (its HOME differs): not touching it",
         )
-    how = _terminate(params.pid)
+    how = stop_pid(params.pid, 15.0)
     return Outcome(
         "stop_stale_gateway", Status.OK, f"stale gateway pid {params.pid} {how}", changes=[{"stopped_pid": params.pid}]
     )
 
 
 def _kill_port_holder(ctx: RemedyContext, params: PidParams) -> Outcome:
-    how = _terminate(params.pid)
+    how = stop_pid(params.pid, 15.0)
     return Outcome(
         "kill_port_holder", Status.OK, f"port holder pid {params.pid} {how}", changes=[{"stopped_pid": params.pid}]
     )

@@ -201,3 +201,30 @@ async def run_command(command: list[str], env: dict[str, str], timeout_s: float)
         await proc.wait()
         return None, ""
     return proc.returncode, out.decode("utf-8", "replace")[-2000:]
+
+
+def stop_pid(pid: int, timeout_s: float) -> str:
+    """SIGTERM a single process (the caller has checked it may), SIGKILL after `timeout_s`; returns what happened.
+
+    A zombie counts as stopped: whoever started it reaps it, not us."""
+    import psutil
+
+    def gone(deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if not inspect.is_alive(pid):
+                return True
+            time.sleep(0.1)
+        return not inspect.is_alive(pid)
+
+    try:
+        p = psutil.Process(pid)
+        p.send_signal(signal.SIGTERM)
+        p.send_signal(signal.SIGCONT)
+        if gone(time.monotonic() + timeout_s):
+            return "stopped with SIGTERM"
+        p.kill()
+        if gone(time.monotonic() + 10):
+            return f"stopped with SIGKILL after {timeout_s:g} s"
+        return "still running after SIGKILL"
+    except psutil.NoSuchProcess:
+        return "already gone"

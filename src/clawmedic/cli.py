@@ -616,7 +616,7 @@ def diagnose(target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt 
     handle = Launcher(loaded.state_dir / "targets" / name).adopt()
     status_entry = read_status(loaded)["targets"].get(name, {})
     pid = handle.pid if handle and psutil.pid_exists(handle.pid) else None
-    ev = collect(loaded, name, cause="diagnose", last_exit=status_entry.get("last_exit"), pid=pid)
+    ev = collect(loaded, name, cause="diagnose", last_exit=status_entry.get("last_exit"), pid=pid, budget_s=25.0)
     findings = run_rules(ev)
     if json_:
         out.print_json(

@@ -93,6 +93,7 @@ class TargetConfig(_Model):
     openclaw_command: list[str] | None = (
         None  # the openclaw CLI, e.g. ["openclaw"]; default: start.command before "gateway"
     )
+    notify: TargetNotifyConfig | None = None  # extra notification URLs for this target (see NotifyConfig)
 
     @model_validator(mode="after")
     def _derive_probes(self) -> TargetConfig:
@@ -150,6 +151,10 @@ class DaemonConfig(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stop_targets_on_exit: bool = False  # by default managed gateways outlive the daemon and are adopted again
     doctor: DoctorConfig = Field(default_factory=DoctorConfig)
+    notify: NotifyConfig = Field(default_factory=lambda: NotifyConfig())  # tier 4: telling humans (Apprise)
+    heartbeat: HeartbeatConfig = Field(default_factory=lambda: HeartbeatConfig())  # dead-man's switch, off by default
+    guardian: GuardianConfig = Field(default_factory=lambda: GuardianConfig())  # `clawmedic guardian`
+    logfile: LogFileConfig = Field(default_factory=lambda: LogFileConfig())  # the daemon's own rotating log file
 
 
 class Config(_Model):
@@ -255,3 +260,133 @@ def _resolve_secrets(config: Config, source: Path) -> dict[str, str]:
                     )
                 secrets[ref] = found
     return secrets
+
+
+# --- tier 4 and the watcher watched: notifications, heartbeat, guardian, log files ---------------------------------
+# Defaults of these sections, each with its reason (candidates for defaults.py).
+
+NOTIFY_REPEAT_INTERVAL_S = 3600.0  # still down: one reminder an hour reaches a human without becoming noise
+NOTIFY_GROUP_WAIT_S = 30.0  # the doctor's verdict usually lands within 30 s of an escalation: one message, whole story
+NOTIFY_LOG_TAIL_LINES = 20  # enough to see the crash, short enough for a phone screen
+NOTIFY_RETRY_INITIAL_S = 10.0  # a receiver that failed once is retried soon ...
+NOTIFY_RETRY_MAX_S = 900.0  # ... then at most every 15 minutes
+NOTIFY_GIVE_UP_AFTER_S = 86400.0  # a day-old alert is stale; the incident and its report stay on disk
+HEARTBEAT_INTERVAL_S = 60.0  # healthchecks.io and Uptime Kuma periods are minutes; one ping a minute is plenty
+HEARTBEAT_TIMEOUT_S = 10.0  # a ping is one small request; a slow monitor must not pile requests up
+GUARDIAN_STALE_AFTER_S = 60.0  # status.json is refreshed every 5 s: 12 missed ones mean hung, not slow
+GUARDIAN_START_WAIT_S = 30.0  # a (re)started daemon writes its first status in well under a second
+LOG_KEEP_DAYS = 14  # the daemon's log rotates at midnight; two weeks covers "what happened last weekend"
+
+Severity = Literal["critical", "warning", "info"]
+NotifyKind = Literal["escalated", "gave_up", "still_down", "recovered", "latent_config_fault", "latent_config_resolved"]
+ALL_SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+ALL_NOTIFY_KINDS: tuple[NotifyKind, ...] = (
+    "escalated",
+    "gave_up",
+    "still_down",
+    "recovered",
+    "latent_config_fault",
+    "latent_config_resolved",
+)
+
+
+class NotifyConfig(_Model):
+    """`[daemon.notify]`: where and when humans are told (tier 4), through Apprise URLs of any scheme.
+
+    Messages: `escalated` (the doctor is still working on it after `group_wait_s`), `gave_up` (a human is needed),
+    `still_down` (a reminder every `repeat_interval_s`), `recovered` (after a message about the incident),
+    `latent_config_fault` / `latent_config_resolved`. Severity tags: critical (escalated, gave up), warning (latent
+    fault); a follow-up goes wherever the first message went. One message per incident and kind.
+    """
+
+    urls: list[str] = Field(default_factory=list)  # Apprise URLs; write tokens as "${NAME}" (a secret)
+    severities: list[Severity] = Field(default_factory=lambda: list(ALL_SEVERITIES))  # what `urls` receive
+    events: list[NotifyKind] = Field(default_factory=lambda: list(ALL_NOTIFY_KINDS))  # which messages exist at all
+    repeat_interval_s: NonNegFloat = NOTIFY_REPEAT_INTERVAL_S  # 0: never remind
+    group_wait_s: NonNegFloat = NOTIFY_GROUP_WAIT_S
+    log_tail_lines: Annotated[int, Field(ge=0, le=200)] = NOTIFY_LOG_TAIL_LINES
+    retry_initial_s: PositiveFloat = NOTIFY_RETRY_INITIAL_S
+    retry_max_s: PositiveFloat = NOTIFY_RETRY_MAX_S
+    give_up_after_s: PositiveFloat = NOTIFY_GIVE_UP_AFTER_S
+
+
+class TargetNotifyConfig(_Model):
+    """`[targets.NAME.notify]`: extra URLs for this target's messages only (e.g. the phone of whoever owns it)."""
+
+    urls: list[str] = Field(default_factory=list)
+    severities: list[Severity] = Field(default_factory=lambda: list(ALL_SEVERITIES))
+    daemon_urls: bool = True  # also send this target's messages to `daemon.notify.urls`
+
+
+class HeartbeatConfig(_Model):
+    """`[daemon.heartbeat]`: a dead-man's switch. The daemon pings `url` every `interval_s` (healthchecks.io, Uptime
+    Kuma push…), so its own death is noticed from outside the machine; `fail_url`, if set, is pinged instead while a
+    target waits for a human (gave up)."""
+
+    url: str | None = None  # None: off; "${NAME}" secrets allowed
+    fail_url: str | None = None
+    method: Literal["GET", "POST"] = "GET"
+    interval_s: PositiveFloat = HEARTBEAT_INTERVAL_S
+    timeout_s: PositiveFloat = HEARTBEAT_TIMEOUT_S
+
+
+class GuardianConfig(_Model):
+    """`[daemon.guardian]`: how `clawmedic guardian` judges the daemon."""
+
+    stale_after_s: Annotated[float, Field(ge=10)] = GUARDIAN_STALE_AFTER_S  # twice the 5 s status refresh at least
+    start_wait_s: PositiveFloat = GUARDIAN_START_WAIT_S
+
+
+class LogFileConfig(_Model):
+    """`[daemon.logfile]`: the daemon's own log, rotated at midnight, `keep_days` old files kept, all 0600."""
+
+    enabled: bool = True
+    path: Path | None = None  # default: <state>/logs/clawmedic.log; relative to the config file
+    keep_days: Annotated[int, Field(ge=1)] = LOG_KEEP_DAYS
+
+
+TargetConfig.model_rebuild()
+DaemonConfig.model_rebuild()
+Config.model_rebuild()
+
+
+def notify_url_refs(config: Config) -> list[tuple[str, str]]:
+    """(key, value) of every config value that may hold a "${NAME}" secret besides the targets' commands."""
+    d = config.daemon
+    refs = [(f"daemon.notify.urls[{i}]", u) for i, u in enumerate(d.notify.urls)]
+    refs += [
+        (f"daemon.heartbeat.{k}", v) for k, v in (("url", d.heartbeat.url), ("fail_url", d.heartbeat.fail_url)) if v
+    ]
+    for name, t in config.targets.items():
+        if t.notify is not None:
+            refs += [(f"targets.{name}.notify.urls[{i}]", u) for i, u in enumerate(t.notify.urls)]
+    return refs
+
+
+_resolve_target_secrets = _resolve_secrets
+
+
+def _resolve_all_secrets(config: Config, source: Path) -> dict[str, str]:
+    """`_resolve_secrets`, extended to notification and heartbeat URLs (`notify_url_refs`): same sources, same
+    one-sentence error, and every value found is registered for redaction like the others."""
+    secrets = _resolve_target_secrets(config, source)
+    refs = notify_url_refs(config)
+    if not any(_SECRET_REF.search(v) for _, v in refs):
+        return secrets
+    env_file = config.daemon.env_file
+    file_values: dict[str, str] = {}
+    if env_file is not None:
+        file_values = {k: v for k, v in dotenv_values(_relative_to(source, env_file)).items() if v is not None}
+    for key, value in refs:
+        for ref in _SECRET_REF.findall(value):
+            found = os.environ.get(ref, file_values.get(ref))
+            if found is None:
+                where = f" or in {env_file}" if env_file else ""
+                raise ConfigInvalid(
+                    f"{source}: {key} refers to ${{{ref}}}, which is not set in the environment{where}."
+                )
+            secrets[ref] = found
+    return secrets
+
+
+_resolve_secrets = _resolve_all_secrets  # load_config looks the name up when it runs: notify URLs are resolved too

@@ -315,6 +315,8 @@ class TargetSupervisor:
         self.ctx.events.emit("escalated", self.name, incident=incident, cause=a.cause, reason=a.reason)
         log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
         evidence: dict[str, object] = {"last_exit": self.last_exit, "pid": self.handle.pid if self.handle else None}
+        if self._uses_config_checks():
+            evidence["config"] = (await self._validate()).to_dict()  # cached by content: free when unchanged
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
             evidence["port_owner"] = {"pid": owner.pid, "cmdline": owner.cmdline}
         evidence = self.ctx.loaded.redactor.data(evidence)

@@ -23,7 +23,8 @@ from clawmedic.process import inspect
 from clawmedic.process.launcher import Launcher, tail_lines
 from clawmedic.targets import openclaw
 
-COLLECTOR_TIMEOUT_S = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; the whole set runs in parallel
+COLLECTOR_BUDGET_S = 4.0  # all collectors run in parallel; whatever is not done by then is recorded as timed out
+LINT_TIMEOUT_S = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; a late answer is simply not waited for
 MAX_LINES = 60  # lines of output/log kept as evidence
 MAX_LINE = 400  # characters per line
 LOW_DISK_MB = 200  # below this, a gateway that writes logs and SQLite will fail in odd ways
@@ -72,6 +73,8 @@ def collect(
     last_exit: dict[str, Any] | None = None,
     pid: int | None = None,
     lint: bool = True,
+    config: dict[str, Any] | None = None,
+    budget_s: float = COLLECTOR_BUDGET_S,
 ) -> Evidence:
     """Run every collector (in parallel, each bounded) and return redacted evidence."""
     cfg = loaded.targets[name]
@@ -85,7 +88,7 @@ def collect(
     }
     if cfg.kind == "openclaw":
         collectors |= {
-            "config": lambda: _config(loaded, name, ev),
+            "config": lambda: _config(loaded, name, ev, config),
             "deps": lambda: _deps(loaded, name, ev),
             "node": lambda: _node(loaded, name, ev),
             "state_db": lambda: _state_db(loaded, name, ev),
@@ -96,12 +99,12 @@ def collect(
             collectors["lint"] = lambda: _lint(loaded, name, ev)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(collectors), thread_name_prefix="evidence")
     futures = {pool.submit(fn): key for key, fn in collectors.items()}
-    done, pending = concurrent.futures.wait(futures, timeout=COLLECTOR_TIMEOUT_S)
+    done, pending = concurrent.futures.wait(futures, timeout=budget_s)
     for f in done:
         if (exc := f.exception()) is not None:
             ev.errors[futures[f]] = f"{type(exc).__name__}: {exc}"
     for f in pending:
-        ev.errors[futures[f]] = f"timed out after {COLLECTOR_TIMEOUT_S:g} s"
+        ev.errors[futures[f]] = f"timed out after {budget_s:g} s"
     pool.shutdown(wait=False, cancel_futures=True)
     redacted: dict[str, Any] = loaded.redactor.data(ev.to_dict())
     return Evidence(**redacted)
@@ -177,11 +180,11 @@ def _disk(loaded: LoadedConfig, ev: Evidence) -> None:
     ev.disk_free_mb = round(usage.free / 2**20, 1)
 
 
-def _config(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+def _config(loaded: LoadedConfig, name: str, ev: Evidence, known: dict[str, Any] | None) -> None:
+    """`known`: the supervisor's own validation of the current file (it validates before every start)."""
     from clawmedic.knowngood import KnownGoodStore
 
-    v = openclaw.validate(loaded, name)
-    ev.config = v.to_dict()
+    ev.config = known if known is not None else openclaw.validate(loaded, name).to_dict()
     store = KnownGoodStore(loaded.state_dir)
     kg = store.known_good(name)
     if kg is not None:
@@ -285,7 +288,7 @@ def _lint(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
         [*cli, "doctor", "--lint", "--json"],
         capture_output=True,
         text=True,
-        timeout=COLLECTOR_TIMEOUT_S - 2,
+        timeout=LINT_TIMEOUT_S,
         env=openclaw.cli_env(loaded, name),
         check=False,
     )

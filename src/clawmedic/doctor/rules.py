@@ -90,7 +90,7 @@ def _config_plan(ev: Evidence) -> list[RemedyCall]:
 def _config_blocked(ev: Evidence) -> str | None:
     if _exit_code(ev) != 78 or (ev.config or {}).get("valid") is False:
         return None
-    return _search(ev, r"Gateway start blocked[^\n]*|gateway\.maintenance_required")
+    return _search(ev, r"Gateway start blocked[^\n]*")
 
 
 def _missing_dependency(ev: Evidence) -> str | None:

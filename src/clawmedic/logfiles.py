@@ -1,0 +1,101 @@
+"""The daemon's own log file: rotated at midnight, `keep_days` old files kept (14 by default), every file 0600,
+every line redacted. Configured by `[daemon.logfile]`; `clawmedic run` calls `setup_file_logging` after
+`setup_logging`, so the file gets the same lines as the console.
+
+The managed gateway's console output (`<state>/targets/NAME/output.log`) is not rotated here: the running gateway
+holds it open, and the supervisor reads this launch's output from a recorded offset to classify an exit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.handlers
+import os
+from pathlib import Path
+
+from clawmedic import defaults
+from clawmedic.config import LoadedConfig
+from clawmedic.paths import ensure_private_dir
+from clawmedic.redact import Redactor
+
+HANDLER_NAME = "clawmedic-logfile"
+
+
+class _Redact(logging.Filter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor.text(record.getMessage())
+        record.args = None
+        return True
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class PrivateTimedRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
+    """A `TimedRotatingFileHandler` whose every file (the live one and each rotated one) is 0600."""
+
+    def _open(self) -> io.TextIOWrapper:
+        path = Path(self.baseFilename)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, defaults.FILE_MODE)
+        os.close(fd)
+        path.chmod(defaults.FILE_MODE)
+        return super()._open()
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        for p in Path(self.baseFilename).parent.glob(Path(self.baseFilename).name + ".*"):
+            if p.is_file():
+                p.chmod(defaults.FILE_MODE)
+
+
+def log_file_path(loaded: LoadedConfig) -> Path | None:
+    """Where the daemon logs, or None when `[daemon.logfile] enabled = false`."""
+    cfg = loaded.config.daemon.logfile
+    if not cfg.enabled:
+        return None
+    if cfg.path is None:
+        return loaded.state_dir / "logs" / "clawmedic.log"
+    p = cfg.path.expanduser()
+    return p if p.is_absolute() else (loaded.source.parent / p).resolve()
+
+
+def setup_file_logging(loaded: LoadedConfig, logger_name: str = "clawmedic") -> Path | None:
+    """Add the rotating file handler to the `clawmedic` logger (once); return the file, or None when disabled.
+
+    Lines are JSON objects (ts, level, logger, message), redacted with the config's redactor.
+    """
+    path = log_file_path(loaded)
+    if path is None:
+        return None
+    ensure_private_dir(path.parent)
+    logger = logging.getLogger(logger_name)
+    for h in list(logger.handlers):
+        if h.get_name() == HANDLER_NAME:
+            logger.removeHandler(h)
+            h.close()
+    handler = PrivateTimedRotatingFileHandler(
+        path, when="midnight", backupCount=loaded.config.daemon.logfile.keep_days, encoding="utf-8"
+    )
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(_JsonLines())
+    handler.addFilter(_Redact(loaded.redactor))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(loaded.config.daemon.log_level.upper())
+    return path

@@ -654,6 +654,7 @@ class Notifier:
         self._wake_policy: asyncio.Event | None = None
         self._wake_delivery: asyncio.Event | None = None
         self._failing: dict[str, str] = {}  # dest -> error, for logging on change
+        self._last_error = ""
 
     # DaemonPlugin
     def on_event(self, event: dict[str, Any]) -> None:
@@ -667,19 +668,31 @@ class Notifier:
         self._wake_policy = asyncio.Event()
         self._wake_delivery = asyncio.Event()
         incidents: IncidentStore | None = getattr(ctx, "incidents", None)
-        now = self.clock()
-        self.open()
-        await asyncio.to_thread(self.outbox.prune, now)
-        await asyncio.to_thread(self.outbox.retry_now, now)
+        try:
+            now = self.clock()
+            outbox = self.open()
+            await asyncio.to_thread(outbox.prune, now)
+            await asyncio.to_thread(outbox.retry_now, now)
+        except Exception as e:  # an unusable queue must not stop the daemon; the loops keep trying and saying so
+            self._internal_error("opening the queue", e)
         self._wake_delivery.set()
         try:
             await asyncio.gather(self._policy_loop(incidents), self._delivery_loop())
         finally:
-            self.outbox.close()
+            if self._outbox is not None:
+                self._outbox.close()
+
+    def _internal_error(self, doing: str, e: Exception) -> None:
+        """Log an internal error once per distinct error (a broken disk would otherwise log twice a second)."""
+        key = f"{doing}: {e!r}"
+        if key != self._last_error:
+            log.error("notify: internal error while %s: %r", doing, e, exc_info=e)
+        self._last_error = key
 
     async def _policy_loop(self, incidents: IncidentStore | None) -> None:
         assert self._wake_policy is not None and self._wake_delivery is not None
         while True:
+            self._wake_policy.clear()
             try:
                 now = self.clock()
                 alerts: list[Alert] = []
@@ -690,8 +703,7 @@ class Notifier:
                 if queued:
                     self._wake_delivery.set()
             except Exception as e:  # never up into the daemon
-                log.error("notify: internal error while preparing messages: %r", e, exc_info=e)
-            self._wake_policy.clear()
+                self._internal_error("preparing messages", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_policy.wait(), self.tick_s)
 
@@ -705,8 +717,8 @@ class Notifier:
                 next_due = await asyncio.to_thread(self.outbox.next_due)
                 if next_due is not None:
                     wait = min(max(0.05, next_due - self.clock()), 60.0)
-            except Exception as e:
-                log.error("notify: internal error while delivering: %r", e, exc_info=e)
+            except Exception as e:  # never up into the daemon
+                self._internal_error("delivering", e)
             else:
                 if next_due is None:
                     wait = 3600.0

@@ -57,6 +57,12 @@ CASES: list[tuple[str, Evidence, str, list[str]]] = [
         "config-blocked",
         ["restore_known_good"],
     ),
+    (
+        "blocked start, file already good again",
+        ev(last_exit={"code": 78}, output_tail=BLOCKED, known_good="a", config={"valid": True, "stage": "ok"}),
+        "config-blocked",
+        ["retry_start"],
+    ),
     ("ws missing (output)", ev(last_exit={"code": 78}, output_tail=WS_MISSING), "missing-dependency", ["restore_deps"]),
     (
         "croner missing (manifest)",

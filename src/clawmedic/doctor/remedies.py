@@ -187,6 +187,15 @@ def _openclaw_doctor_fix(ctx: RemedyContext, _: NoParams) -> Outcome:
     )
 
 
+def _retry_start(ctx: RemedyContext, _: NoParams) -> Outcome:
+    return Outcome(
+        "retry_start",
+        Status.OK,
+        "the cause is already gone (e.g. OpenClaw restored its own last-good "
+        "config): relaunching without changing anything",
+    )
+
+
 REMEDIES: dict[str, Remedy] = {
     r.name: r
     for r in (

@@ -186,7 +186,11 @@ RULES: list[Rule] = [
         "the config validates but the gateway refuses to start with it",
         0.9,
         _config_blocked,
-        lambda ev: [RemedyCall("restore_known_good")] if ev.config_differs_from_known_good else [],
+        lambda ev: (
+            [RemedyCall("restore_known_good" if ev.config_differs_from_known_good else "retry_start")]
+            if ev.known_good
+            else []
+        ),
         "A schema-valid config can still block the start (e.g. gateway.mode other than local); "
         "`clawmedic config apply` catches this with its probation.",
     ),

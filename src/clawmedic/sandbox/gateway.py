@@ -258,10 +258,17 @@ def ensure_dir_is_ours(root: Path) -> None:
 
 
 def pids_using(root: Path) -> list[int]:
-    """Processes whose command line mentions the sandbox folder (for `down` to report leftovers)."""
+    """Processes of this sandbox: a command line that mentions its folder, or a HOME inside it (the gateway renames
+    its process to `openclaw-gateway`, so its command line no longer shows the path)."""
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid == os.getpid():
+            continue
         cmd = " ".join(p.info.get("cmdline") or [])
-        if str(root) in cmd and p.pid != os.getpid():
+        try:
+            home = p.environ().get("HOME", "")
+        except psutil.Error:
+            home = ""
+        if str(root) in cmd or (home and Path(home).is_relative_to(root)):
             out.append(p.pid)
     return out

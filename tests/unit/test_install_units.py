@@ -1,0 +1,81 @@
+"""`install` talking to a service manager, through the runner seam: the commands it runs, in order, and the clear
+message when the manager cannot be reached (a container has systemctl but no user manager)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from clawmedic.config import LoadedConfig, load_config
+from clawmedic.install_units import _systemd_arg, build_plan, install, strip_cron_block, uninstall
+from tests.helpers.rig import StandinTarget, render_config
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LoadedConfig:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    path = tmp_path / "c.toml"
+    path.write_text(render_config([StandinTarget()], state_dir=tmp_path / "state"))
+    return load_config(path)
+
+
+class Manager:
+    """A fake systemctl: records each call, answers with the next scripted exit code."""
+
+    def __init__(self, *codes: int, output: str = "") -> None:
+        self.codes = list(codes)
+        self.output = output
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str], stdin: str | None) -> tuple[int, str]:
+        self.calls.append(argv)
+        return (self.codes.pop(0) if self.codes else 0), self.output
+
+
+def which(name: str) -> str | None:
+    return f"/usr/bin/{name}"
+
+
+def test_units_are_enabled_with_systemctl_user_in_order(loaded: LoadedConfig) -> None:
+    manager = Manager()
+    report = install(loaded, build_plan(loaded, "systemd", exe=["/opt/cm"]), dry_run=False, runner=manager, which=which)
+    assert report.ok
+    assert manager.calls == [
+        ["/usr/bin/systemctl", "--user", "daemon-reload"],
+        ["/usr/bin/systemctl", "--user", "enable", "--now", "clawmedic.service", "clawmedic-guardian.timer"],
+    ]
+    manager.calls.clear()
+    assert uninstall(loaded, dry_run=False, runner=manager, which=which).ok
+    assert manager.calls[0] == [
+        "/usr/bin/systemctl",
+        "--user",
+        "disable",
+        "--now",
+        "clawmedic-guardian.timer",
+        "clawmedic.service",
+    ]
+
+
+def test_an_unreachable_user_manager_skips_enabling_with_a_clear_message(loaded: LoadedConfig) -> None:
+    manager = Manager(1, output="Failed to connect to bus: No medium found")
+    report = install(loaded, build_plan(loaded, "systemd", exe=["/opt/cm"]), dry_run=False, runner=manager, which=which)
+    assert report.ok  # the files are written; enabling is the part a container cannot do
+    skip = [s for s in report.steps if s.action == "skip"]
+    assert len(skip) == 1
+    assert "Failed to connect to bus" in skip[0].detail and "systemctl --user enable --now" in skip[0].detail
+    assert len(manager.calls) == 1
+
+
+@pytest.mark.parametrize("arg", ["/opt/my tools/clawmedic", "50%", "$HOME", 'say "hi"', "back\\slash", "plain"])
+def test_execstart_arguments_survive_quoting(arg: str) -> None:
+    quoted = _systemd_arg(arg)
+    assert shlex.split(quoted.replace("%%", "%").replace("$$", "$")) == [arg]
+
+
+def test_strip_cron_block_keeps_every_other_line() -> None:
+    table = "A=1\n# >>> clawmedic >>>\n@reboot x\n# <<< clawmedic <<<\n0 1 * * * y\n"
+    assert strip_cron_block(table) == "A=1\n0 1 * * * y\n"
+    assert strip_cron_block("") == ""

@@ -72,14 +72,18 @@ def run(
     json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object a line on stderr.")] = False,
 ) -> None:
     """Run the daemon in the foreground: supervise every target of the config until SIGTERM or Ctrl-C."""
+    from clawmedic.cli_ops import plugins_for
     from clawmedic.daemon import Daemon
+    from clawmedic.logfiles import setup_file_logging
     from clawmedic.logs import setup_logging
 
     loaded = _load(config)
     setup_logging(loaded.config.daemon.log_level, json_logs, loaded.redactor)
+    plugins = plugins_for(loaded)  # a URL Apprise rejects is a config error (exit 2) before anything starts
+    setup_file_logging(loaded)
 
     async def main() -> None:
-        await Daemon(loaded).run()
+        await Daemon(loaded, plugins=plugins).run()
 
     asyncio.run(main())
 
@@ -791,6 +795,9 @@ def demo(
         out.print_json(json.dumps(rows))
     if not all(r["healed"] for r in rows):
         raise typer.Exit(defaults.EXIT_FAILURE)
+
+
+import clawmedic.cli_ops  # noqa: E402, F401 - registers guardian, install, uninstall and notify on `app`
 
 
 def main() -> None:

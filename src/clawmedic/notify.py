@@ -483,8 +483,8 @@ class AppriseSender:
                     ap.notify(
                         body=body,
                         title=title,
-                        notify_type=apprise.NotifyType(notify_type),
-                        body_format=apprise.NotifyFormat.TEXT,
+                        notify_type=notify_type,  # Apprise's own names: info, success, warning, failure
+                        body_format="text",  # plain text, line breaks kept (an email is not reflowed as HTML)
                     )
                 )
             finally:

@@ -48,6 +48,7 @@ class RuleDoctor:
         t0 = time.monotonic()
         last_exit = esc.evidence.get("last_exit")
         pid = esc.evidence.get("pid")
+        config = esc.evidence.get("config")  # the supervisor validated the current file already
         ev = await asyncio.to_thread(
             collect,
             self.loaded,
@@ -56,6 +57,7 @@ class RuleDoctor:
             reason=esc.reason,
             last_exit=last_exit if isinstance(last_exit, dict) else None,
             pid=pid if isinstance(pid, int) else None,
+            config=config if isinstance(config, dict) else None,
         )
         collected = time.monotonic() - t0
         findings = diagnose(ev)

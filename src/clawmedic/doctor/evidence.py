@@ -181,10 +181,10 @@ def _disk(loaded: LoadedConfig, ev: Evidence) -> None:
 
 
 def _config(loaded: LoadedConfig, name: str, ev: Evidence, known: dict[str, Any] | None) -> None:
-    """`known`: the supervisor's own validation of the current file (it validates before every start)."""
+    """`known`: the supervisor's own validation of the current file (it validates before every start).
+    Known-good facts first: they are cheap, and the slow validation must not take them down with it."""
     from clawmedic.knowngood import KnownGoodStore
 
-    ev.config = known if known is not None else openclaw.validate(loaded, name).to_dict()
     store = KnownGoodStore(loaded.state_dir)
     kg = store.known_good(name)
     if kg is not None:
@@ -192,6 +192,7 @@ def _config(loaded: LoadedConfig, name: str, ev: Evidence, known: dict[str, Any]
         data = store.read(name, openclaw.CONFIG_KEY, kg.rev)
         path = openclaw.config_path(loaded.targets[name])
         ev.config_differs_from_known_good = data is not None and (not path.exists() or path.read_bytes() != data)
+    ev.config = known if known is not None else openclaw.validate(loaded, name).to_dict()
 
 
 def _deps(loaded: LoadedConfig, name: str, ev: Evidence) -> None:

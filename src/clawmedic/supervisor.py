@@ -453,6 +453,7 @@ class TargetSupervisor:
 
     async def _maybe_mark_known_good(self, healthy_for: float) -> None:
         path = next(iter(self.files.values()))
+        changed_at = self._files_changed_at
         try:
             d = openclaw.digest(await asyncio.to_thread(path.read_bytes))
         except OSError:
@@ -461,10 +462,10 @@ class TargetSupervisor:
             return
         if self._uses_config_checks():
             v = await self._validate()
-            if not v.valid:
+            if not v.valid or v.digest != d:
                 return  # a latent fault must never become known-good
-        if self.cfg.kind == "openclaw":
-            await self._record_deps()
+        if self.ladder.state != State.HEALTHY or self._files_changed_at != changed_at:
+            return  # things moved while we looked (a crash, an edit): not a config that served healthy
         snap = await asyncio.to_thread(
             self.ctx.known_good.snapshot,
             self.name,
@@ -477,6 +478,8 @@ class TargetSupervisor:
         if snap is not None:
             self.ctx.events.emit("known_good", self.name, rev=snap.rev, files=snap.files)
             log.info("%s: boot-critical files snapshotted as known-good (%s)", self.name, snap.short)
+        if self.cfg.kind == "openclaw":
+            await self._record_deps()  # slow (a hard-link copy): after the snapshot, not between check and commit
 
     async def _watch_loop(self) -> None:
         """Validate boot-critical files as soon as they change: OpenClaw ignores an invalid edit while running,

@@ -195,3 +195,10 @@ def test_guard_refuses_as_data(remedy: str, params: dict[str, Any], policy: Poli
 def test_guard_allows_a_declared_remedy_in_policy() -> None:
     assert Guard(Policy()).check("restore_known_good", {}) is None
     assert Guard(Policy(frozenset(Risk), allow_kill_foreign=True)).check("kill_port_holder", {"pid": 1}) is None
+
+
+def test_every_planned_remedy_is_declared() -> None:
+    from clawmedic.doctor.remedies import REMEDIES
+
+    planned = {c.remedy for _, evidence, _, _ in CASES for f in diagnose(evidence) for c in f.plan}
+    assert planned <= set(REMEDIES), planned - set(REMEDIES)

@@ -229,6 +229,13 @@ REMEDIES: dict[str, Remedy] = {
             signals_foreign=True,
         ),
         Remedy(
+            "retry_start",
+            "Relaunch without changing anything, once, when the evidence shows the cause is gone",
+            Risk.READ_ONLY,
+            NoParams,
+            _retry_start,
+        ),
+        Remedy(
             "move_aside_state_db",
             "Move an unreadable state database aside so the gateway starts fresh",
             Risk.REVERSIBLE,

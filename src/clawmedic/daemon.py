@@ -19,7 +19,7 @@ from clawmedic.doctor import Doctor, RecordOnlyDoctor
 from clawmedic.doctor.clinic import RuleDoctor
 from clawmedic.doctor.learnings import LearningStore
 from clawmedic.doctor.remedies import Policy, Risk
-from clawmedic.knowngood import KnownGoodStore
+from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.paths import ensure_private_dir
 from clawmedic.probes import Prober
 from clawmedic.store.events import EventLog
@@ -78,7 +78,9 @@ class Daemon:
         self._status_dirty = asyncio.Event()
         self._stop = asyncio.Event()
 
-    def _default_doctor(self, incidents: IncidentStore, known_good: KnownGoodStore, learnings: LearningStore) -> Doctor:
+    def _default_doctor(
+        self, incidents: IncidentStore, known_good: KnownGoodClient, learnings: LearningStore
+    ) -> Doctor:
         cfg = self.loaded.config.daemon.doctor
         if not cfg.enabled:
             return RecordOnlyDoctor()
@@ -94,7 +96,7 @@ class Daemon:
         events = EventLog(events_path(self.state_dir), self.loaded.redactor)
         incidents = IncidentStore(incidents_path(self.state_dir), self.loaded.redactor)
         prober = Prober()
-        known_good = KnownGoodStore(self.state_dir)
+        known_good = KnownGoodClient(self.state_dir)
         learnings = LearningStore(learnings_path(self.state_dir))
         if self.doctor is None:
             self.doctor = self._default_doctor(incidents, known_good, learnings)

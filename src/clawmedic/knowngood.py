@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dulwich import porcelain
@@ -24,8 +23,7 @@ from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from clawmedic import defaults
-from clawmedic.errors import ClawmedicError
+from clawmedic.knowngood_client import NoKnownGood, Restored, Snapshot, UnknownRevision
 from clawmedic.paths import ensure_private_dir
 from clawmedic.store.files import atomic_write, keep_copy
 
@@ -34,48 +32,6 @@ _IDENTITY = b"clawmedic <clawmedic@localhost>"
 
 def _kg_ref(target: str) -> Ref:
     return Ref(f"refs/known-good/{target}".encode())
-
-
-class NoKnownGood(ClawmedicError):
-    """There is no snapshot to restore from: a human must repair the file."""
-
-
-class UnknownRevision(ClawmedicError):
-    exit_code = defaults.EXIT_CONFIG
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    rev: str
-    at: float
-    target: str
-    reason: str
-    health: str
-    known_good: bool
-    files: list[str] = field(default_factory=list)
-
-    @property
-    def short(self) -> str:
-        return self.rev[:10]
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "rev": self.rev,
-            "at": self.at,
-            "target": self.target,
-            "reason": self.reason,
-            "health": self.health,
-            "known_good": self.known_good,
-            "files": self.files,
-        }
-
-
-@dataclass(frozen=True)
-class Restored:
-    key: str
-    path: Path
-    rev: str
-    moved_aside: Path | None  # where the replaced file now is (None if there was none)
 
 
 class KnownGoodStore:
@@ -296,3 +252,47 @@ class KnownGoodStore:
             is_kg,
             files,
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m clawmedic.knowngood OP STATE_DIR JSON`: the store's operations in a short-lived process, so the
+    long-running daemon never imports dulwich (~15 MB) — see `knowngood_client`."""
+    import base64
+    import json
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    op, state_dir, payload = args[0], Path(args[1]), json.loads(args[2])
+    store = KnownGoodStore(state_dir)
+    try:
+        if op == "snapshot":
+            files = {k: Path(v) for k, v in payload["files"].items()}
+            snap = store.snapshot(
+                payload["target"], files, payload["reason"], payload["health"], known_good=payload["known_good"]
+            )
+            result: object = snap.to_dict() if snap else None
+        elif op == "known_good":
+            kg = store.known_good(payload["target"])
+            result = kg.to_dict() if kg else None
+        elif op == "read":
+            data = store.read(payload["target"], payload["key"], payload["rev"])
+            result = base64.b64encode(data).decode() if data is not None else None
+        elif op == "restore":
+            r = store.restore(payload["target"], payload["key"], Path(payload["dest"]), payload.get("rev"))
+            result = {
+                "key": r.key,
+                "path": str(r.path),
+                "rev": r.rev,
+                "moved_aside": str(r.moved_aside) if r.moved_aside else None,
+            }
+        else:
+            raise SystemExit(f"unknown operation {op!r}")
+    except (NoKnownGood, UnknownRevision) as e:
+        print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+        return 0
+    print(json.dumps({"result": result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -22,13 +22,16 @@ from clawmedic import control, defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.daemon import incidents_path, status_path
 from clawmedic.errors import ClawmedicError
-from clawmedic.knowngood import KnownGoodStore, Snapshot
+from clawmedic.knowngood_client import Snapshot
 from clawmedic.paths import ensure_private_dir
 from clawmedic.process.launcher import stop_pid
 from clawmedic.store.files import atomic_write, keep_copy
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.store.lock import holder_pid
 from clawmedic.targets import openclaw
+
+if TYPE_CHECKING:
+    from clawmedic.knowngood import KnownGoodStore
 
 BAD_STATES = frozenset({"escalated", "gave_up", "backoff"})
 Progress = Callable[[str], None]
@@ -59,6 +62,8 @@ class ApplyReport:
 
 
 def _store(loaded: LoadedConfig) -> KnownGoodStore:
+    from clawmedic.knowngood import KnownGoodStore  # dulwich: only in the CLI process that needs it
+
     return KnownGoodStore(ensure_private_dir(loaded.state_dir))
 
 

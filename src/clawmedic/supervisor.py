@@ -22,7 +22,7 @@ from clawmedic import defaults
 from clawmedic.config import LoadedConfig, TargetConfig
 from clawmedic.doctor import Doctor, Escalation
 from clawmedic.errors import ClawmedicError, NotOurProcess
-from clawmedic.knowngood import KnownGoodStore
+from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.ladder.exits import classify_exit, describe_exit
 from clawmedic.ladder.machine import Action, CloseIncident, Escalate, Ladder, Launch, OpenIncident, Stop, Transition
 from clawmedic.ladder.states import ExitKind, State
@@ -48,7 +48,7 @@ class Context:
     incidents: IncidentStore
     prober: Prober
     doctor: Doctor
-    known_good: KnownGoodStore
+    known_good: KnownGoodClient
     clock: Callable[[], float] = time.time
     on_change: Callable[[], None] = lambda: None  # e.g. rewrite the status file
 

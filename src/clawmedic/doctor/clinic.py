@@ -21,7 +21,7 @@ from clawmedic.doctor.learnings import LearningStore
 from clawmedic.doctor.remedies import Guard, Outcome, Policy, RemedyContext, Status
 from clawmedic.doctor.report import write_report
 from clawmedic.doctor.rules import RemedyCall, diagnose, signature
-from clawmedic.knowngood import KnownGoodStore
+from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.store.incidents import IncidentStore
 
 log = logging.getLogger("clawmedic")
@@ -32,7 +32,7 @@ class RuleDoctor:
         self,
         loaded: LoadedConfig,
         incidents: IncidentStore,
-        known_good: KnownGoodStore,
+        known_good: KnownGoodClient,
         learnings: LearningStore,
         policy: Policy,
     ) -> None:

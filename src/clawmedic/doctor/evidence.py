@@ -183,9 +183,9 @@ def _disk(loaded: LoadedConfig, ev: Evidence) -> None:
 def _config(loaded: LoadedConfig, name: str, ev: Evidence, known: dict[str, Any] | None) -> None:
     """`known`: the supervisor's own validation of the current file (it validates before every start).
     Known-good facts first: they are cheap, and the slow validation must not take them down with it."""
-    from clawmedic.knowngood import KnownGoodStore
+    from clawmedic.knowngood_client import KnownGoodClient
 
-    store = KnownGoodStore(loaded.state_dir)
+    store = KnownGoodClient(loaded.state_dir)
     kg = store.known_good(name)
     if kg is not None:
         ev.known_good = kg.rev

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clawmedic.config import LoadedConfig
-from clawmedic.knowngood import KnownGoodStore
+from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.process.launcher import stop_pid
 from clawmedic.store.files import move_aside
 from clawmedic.targets import openclaw
@@ -56,7 +56,7 @@ class Outcome:
 class RemedyContext:
     loaded: LoadedConfig
     target: str
-    known_good: KnownGoodStore
+    known_good: KnownGoodClient
 
 
 class NoParams(BaseModel):

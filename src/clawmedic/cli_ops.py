@@ -10,6 +10,7 @@ a unit could not be written); 2 bad config or usage; 3 something outside clawmed
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import socket
 import time
@@ -30,15 +31,21 @@ if TYPE_CHECKING:
 
 
 def plugins_for(loaded: LoadedConfig) -> list[DaemonPlugin]:
-    """The daemon plugins this config asks for: the notifier (`[daemon.notify]` or any `[targets.X.notify]` URL)
-    and the heartbeat (`[daemon.heartbeat] url`). Raises `ConfigInvalid` for a URL Apprise does not understand."""
-    from clawmedic import heartbeat, notify
+    """The daemon plugins this config asks for: the notifier (`[daemon.notify]` or any `[targets.X.notify]` URL),
+    the heartbeat (`[daemon.heartbeat] url`) and GitHub issues (`[daemon.github]`, its token in the environment; a
+    section that cannot work is logged as one warning). Raises `ConfigInvalid` for a URL Apprise does not understand."""
+    from clawmedic import github_issues, heartbeat, notify
 
     plugins: list[DaemonPlugin] = []
     if (notifier := notify.plugin_for(loaded)) is not None:
         plugins.append(notifier)
     if (beat := heartbeat.plugin_for(loaded)) is not None:
         plugins.append(beat)
+    issues, why_off = github_issues.plugin_for(loaded)
+    if issues is not None:
+        plugins.append(issues)
+    elif why_off:
+        logging.getLogger("clawmedic.github").warning(why_off)
     return plugins
 
 

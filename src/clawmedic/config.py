@@ -155,6 +155,7 @@ class DaemonConfig(_Model):
     heartbeat: HeartbeatConfig = Field(default_factory=lambda: HeartbeatConfig())  # dead-man's switch, off by default
     guardian: GuardianConfig = Field(default_factory=lambda: GuardianConfig())  # `clawmedic guardian`
     logfile: LogFileConfig = Field(default_factory=lambda: LogFileConfig())  # the daemon's own rotating log file
+    github: GitHubConfig | None = None  # `[daemon.github]`: issues for incidents that gave up; off by default
 
 
 class Config(_Model):
@@ -343,6 +344,29 @@ class LogFileConfig(_Model):
     enabled: bool = True
     path: Path | None = None  # default: <state>/logs/clawmedic.log; relative to the config file
     keep_days: Annotated[int, Field(ge=1)] = LOG_KEEP_DAYS
+
+
+GITHUB_MIN_INTERVAL_S = 3600.0  # one issue write an hour per incident signature: a flapping target is not spam
+GITHUB_MAX_PER_DAY = 10  # all signatures together: a bad day opens a handful of issues, not a hundred
+GITHUB_TIMEOUT_S = 15.0  # one small REST call; a slow API must not pile requests up
+GITHUB_RETRY_S = 60.0  # an API that failed (down, 5xx, network) is tried again after this, then backing off
+GITHUB_RETRY_MAX_S = 1800.0
+
+
+class GitHubConfig(_Model):
+    """`[daemon.github]`: one GitHub issue per incident signature for incidents that gave up (a repeat adds a
+    comment), through the REST API. The token is read from the environment variable `token_env` only, never from
+    this file, and is redacted everywhere."""
+
+    repo: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")  # "owner/name"
+    token_env: str = "GITHUB_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
+    api_url: str = "https://api.github.com"
+    labels: list[str] = Field(default_factory=lambda: ["clawmedic"])
+    min_interval_s: NonNegFloat = GITHUB_MIN_INTERVAL_S  # at most one write (issue or comment) per signature
+    max_per_day: Annotated[int, Field(ge=0)] = GITHUB_MAX_PER_DAY  # writes in any 24 h, all signatures together
+    timeout_s: PositiveFloat = GITHUB_TIMEOUT_S
+    retry_s: PositiveFloat = GITHUB_RETRY_S
+    retry_max_s: PositiveFloat = GITHUB_RETRY_MAX_S
 
 
 TargetConfig.model_rebuild()

@@ -49,6 +49,8 @@ FILE_MODE: Final = 0o600  # logs, reports, state and secrets are private to the 
 DIR_MODE: Final = 0o700
 LOG_TAIL_LINES: Final = 200  # lines of a managed child's output kept in memory to classify its exit
 EVENTS_MAX_BYTES: Final = 20 * 1024 * 1024  # the JSONL stream is rotated past this size
+OUTPUT_LOG_MAX_BYTES: Final = 20 * 1024 * 1024  # a managed gateway's console output, rotated between launches
+LOG_RETENTION_DAYS: Final = 14  # rotated logs clawmedic wrote are kept this long
 CONTROL_POLL_S: Final = 0.5  # how often the daemon looks at the pause/resume control file (one stat call)
 
 # --- exit codes of the clawmedic command ------------------------------------------------------------------

@@ -150,6 +150,7 @@ class Launcher:
 
     async def spawn(self, command: list[str], env: dict[str, str], cwd: Path | None) -> Handle:
         """Start the command in its own session, output appended to the target's log. Raises OSError."""
+        self._rotate_output()
         private_file(self.log_path)
         full_env = {**os.environ, **env}
         with self.log_path.open("ab") as out:
@@ -169,6 +170,21 @@ class Launcher:
         record = ProcessRecord(proc.pid, ct, command, time.time(), str(self.log_path), offset)
         atomic_write(self.record_path, json.dumps(asdict(record)))
         return Handle(record, proc)
+
+    def _rotate_output(self) -> None:
+        """Rotate the output log between launches (a running gateway holds its file open, so never during one):
+        past OUTPUT_LOG_MAX_BYTES it becomes `output.log.<timestamp>`; rotated logs older than the retention
+        are clawmedic's own files and are removed."""
+        try:
+            if self.log_path.stat().st_size > defaults.OUTPUT_LOG_MAX_BYTES:
+                self.log_path.rename(self.log_path.with_name(f"{self.log_path.name}.{time.strftime('%Y%m%dT%H%M%S')}"))
+        except OSError:
+            return
+        cutoff = time.time() - defaults.LOG_RETENTION_DAYS * 86400
+        for old in self.log_path.parent.glob(f"{self.log_path.name}.*"):
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
 
     def adopt(self) -> Handle | None:
         """The process a previous daemon started, if it is still that very process."""

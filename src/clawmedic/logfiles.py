@@ -2,14 +2,13 @@
 every line redacted. Configured by `[daemon.logfile]`; `clawmedic run` calls `setup_file_logging` after
 `setup_logging`, so the file gets the same lines as the console.
 
-The managed gateway's console output (`<state>/targets/NAME/output.log`) is not rotated here: the running gateway
-holds it open, and the supervisor reads this launch's output from a recorded offset to classify an exit.
+The managed gateway's console output (`<state>/targets/NAME/output.log`) is rotated between launches by the
+launcher (the running gateway holds it open), not here.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import logging.handlers
 import os
@@ -17,34 +16,10 @@ from pathlib import Path
 
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig
+from clawmedic.logs import JsonFormatter, RedactFilter
 from clawmedic.paths import ensure_private_dir
-from clawmedic.redact import Redactor
 
 HANDLER_NAME = "clawmedic-logfile"
-
-
-class _Redact(logging.Filter):
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor.text(record.getMessage())
-        record.args = None
-        return True
-
-
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 class PrivateTimedRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
@@ -93,8 +68,8 @@ def setup_file_logging(loaded: LoadedConfig, logger_name: str = "clawmedic") -> 
         path, when="midnight", backupCount=loaded.config.daemon.logfile.keep_days, encoding="utf-8"
     )
     handler.set_name(HANDLER_NAME)
-    handler.setFormatter(_JsonLines())
-    handler.addFilter(_Redact(loaded.redactor))
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactFilter(loaded.redactor))
     logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(loaded.config.daemon.log_level.upper())

@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from clawmedic.redact import Redactor
 
 
-class _RedactFilter(logging.Filter):
+class RedactFilter(logging.Filter):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
@@ -24,16 +24,17 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-class _JsonFormatter(logging.Formatter):
+class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "ts": round(record.created, 3),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def setup_logging(level: str, json_logs: bool, redactor: Redactor) -> None:
@@ -44,9 +45,9 @@ def setup_logging(level: str, json_logs: bool, redactor: Redactor) -> None:
     handler: logging.Handler
     if json_logs:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
         handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False, log_time_format="%H:%M:%S")
-    handler.addFilter(_RedactFilter(redactor))
+    handler.addFilter(RedactFilter(redactor))
     root.addHandler(handler)
     logging.Formatter.converter = time.localtime

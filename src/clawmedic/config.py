@@ -251,6 +251,8 @@ def _resolve_secrets(config: Config, source: Path) -> dict[str, str]:
         for field_name in ("command", "restart_command", "stop_command"):
             for i, arg in enumerate(getattr(t.start, field_name) or []):
                 refs.append((f"targets.{name}.start.{field_name}[{i}]", arg))
+        if name == next(iter(config.targets)):
+            refs += notify_url_refs(config)  # notification and heartbeat URLs: once, with the first target
         for key, value in refs:
             for ref in _SECRET_REF.findall(value):
                 found = os.environ.get(ref, file_values.get(ref))
@@ -385,32 +387,3 @@ def notify_url_refs(config: Config) -> list[tuple[str, str]]:
         if t.notify is not None:
             refs += [(f"targets.{name}.notify.urls[{i}]", u) for i, u in enumerate(t.notify.urls)]
     return refs
-
-
-_resolve_target_secrets = _resolve_secrets
-
-
-def _resolve_all_secrets(config: Config, source: Path) -> dict[str, str]:
-    """`_resolve_secrets`, extended to notification and heartbeat URLs (`notify_url_refs`): same sources, same
-    one-sentence error, and every value found is registered for redaction like the others."""
-    secrets = _resolve_target_secrets(config, source)
-    refs = notify_url_refs(config)
-    if not any(_SECRET_REF.search(v) for _, v in refs):
-        return secrets
-    env_file = config.daemon.env_file
-    file_values: dict[str, str] = {}
-    if env_file is not None:
-        file_values = {k: v for k, v in dotenv_values(_relative_to(source, env_file)).items() if v is not None}
-    for key, value in refs:
-        for ref in _SECRET_REF.findall(value):
-            found = os.environ.get(ref, file_values.get(ref))
-            if found is None:
-                where = f" or in {env_file}" if env_file else ""
-                raise ConfigInvalid(
-                    f"{source}: {key} refers to ${{{ref}}}, which is not set in the environment{where}."
-                )
-            secrets[ref] = found
-    return secrets
-
-
-_resolve_secrets = _resolve_all_secrets  # load_config looks the name up when it runs: notify URLs are resolved too

@@ -46,8 +46,10 @@ def test_kill9_is_detected_at_once_and_healed(daemon: Daemon, sandbox: gw.Sandbo
     inc = incident(sandbox, opened["incident"])
     assert inc["status"] == "recovered"
     assert inc["restarts"] == 1
-    # detected from the exit event, not at a later poll: no probe failure came before it
-    assert not [e for e in daemon.events("liveness") if t_kill <= e["ts"] < exited["ts"] and not e["ok"]]
+    # detected from the exit event, not by failed polls (a probe may still catch the kernel tearing the process
+    # down, but the incident is opened by the exit itself)
+    assert opened["reason"].startswith("process exited"), opened["reason"]
+    assert opened["ts"] >= exited["ts"]
 
 
 def test_sigstop_hang_is_detected_killed_and_restarted(daemon: Daemon, sandbox: gw.Sandbox) -> None:

@@ -285,7 +285,8 @@ def test_an_api_that_is_down_is_retried_later_and_never_stops_the_daemon(rig: Ri
                 await wait_for(lambda: len(api.requests) >= 3, 20, what="retries against the failing API")
                 assert not api.issues and not task.done()
                 api.fail_status = None
-                await wait_for(lambda: api.issues, 20, what="the issue, once the API is back")
+                # the API records the issue a moment before the plugin has read the response: wait for both
+                await wait_for(lambda: api.issues and plugin.writes == 1, 20, what="the issue, once the API is back")
                 await holds(lambda: len(api.issues) == 1 and plugin.writes == 1, 1.0)
                 assert not task.done()
 

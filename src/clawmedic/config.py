@@ -137,12 +137,46 @@ class TargetConfig(_Model):
 RiskName = Literal["read_only", "reversible", "destructive"]
 
 
+LlmBackendName = Literal["auto", "off", "local", "openai", "anthropic", "cli"]
+
+
+class LlmConfig(_Model):
+    """`[daemon.doctor.llm]`: the LLM doctor, consulted when no rule explains an incident or its remedies failed.
+
+    `backend = "auto"` uses the embedded local model when `clawmedic[local-llm]` is installed, else none. Keys come
+    from the environment only (`api_key_env`), never from this file.
+    """
+
+    backend: LlmBackendName = "auto"
+    model: str | None = None  # openai/anthropic: the model name; local: a GGUF path (default: the embedded model)
+    base_url: str | None = None  # openai: any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio, OpenRouter…)
+    api_key_env: str | None = None  # default OPENAI_API_KEY / ANTHROPIC_API_KEY; a local endpoint may need none
+    command: list[str] | None = None  # cli: the agent CLI; "{prompt}" is replaced by the prompt file, else stdin
+    tmux: bool = False  # cli: run it in a detached tmux session (for CLIs that need a terminal)
+    max_steps: Annotated[int, Field(ge=1, le=50)] = defaults.LLM_MAX_STEPS
+    time_budget_s: PositiveFloat = defaults.LLM_TIME_BUDGET_S
+    request_timeout_s: PositiveFloat = defaults.LLM_REQUEST_TIMEOUT_S
+    tool_output_max_chars: Annotated[int, Field(ge=200)] = defaults.LLM_TOOL_OUTPUT_MAX_CHARS
+    max_tokens: Annotated[int, Field(ge=16)] = defaults.LLM_MAX_TOKENS
+    cli_timeout_s: PositiveFloat = defaults.LLM_CLI_TIMEOUT_S
+    threads: Annotated[int, Field(ge=1)] | None = None  # local: CPU threads (default: all cores)
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> LlmConfig:
+        if self.backend in ("openai", "anthropic") and not self.model:
+            raise ValueError(f"the {self.backend} backend needs `model` (e.g. the model's name at the endpoint)")
+        if self.backend == "cli" and not self.command:
+            raise ValueError('the cli backend needs `command` (e.g. ["claude", "-p"])')
+        return self
+
+
 class DoctorConfig(_Model):
     """The doctor (tier 3): which remedies it may run on its own."""
 
     enabled: bool = True
     allow: list[RiskName] = Field(default_factory=lambda: list[RiskName](["read_only", "reversible"]))
     allow_kill_foreign: bool = False  # may it stop a process clawmedic did not start (e.g. a port squatter)?
+    llm: LlmConfig = Field(default_factory=LlmConfig)
 
 
 class DaemonConfig(_Model):

@@ -59,3 +59,12 @@ EXIT_FAILURE: Final = 1  # the job ran and failed (a fault was not healed, a tar
 EXIT_CONFIG: Final = 2  # bad clawmedic config or usage: nothing was started
 EXIT_ENVIRONMENT: Final = 3  # something outside clawmedic is missing: a binary, the sandbox, the network
 EXIT_LOCKED: Final = 4  # another clawmedic daemon holds the state folder's lock
+
+# --- the LLM doctor -------------------------------------------------------------------------------------------
+LLM_MAX_STEPS: Final = 8  # model turns per consultation; a diagnosis + one remedy + a conclusion needs about 3
+LLM_TIME_BUDGET_S: Final = 1800.0  # 30 min: a local 1.5B model on 2 cores needs 20-35 s per decision
+LLM_REQUEST_TIMEOUT_S: Final = 180.0  # one model turn; a cloud answer takes seconds, a local one under a minute
+LLM_TOOL_OUTPUT_MAX_CHARS: Final = 3000  # per tool result; more is cut, with a notice the model can see
+LLM_MAX_TOKENS: Final = 300  # per decision: a tool call or a short conclusion, never an essay (CPU time is precious)
+LLM_CLI_TIMEOUT_S: Final = 900.0  # an agent CLI gets 15 min for its whole answer
+LOCAL_MODEL_CONTEXT: Final = 8192  # tokens: the evidence summary, the tools and a few turns fit comfortably

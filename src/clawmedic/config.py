@@ -170,6 +170,17 @@ class LlmConfig(_Model):
         return self
 
 
+class GatewayChecksConfig(_Model):
+    """`[daemon.doctor.gateway_checks]`: while a target is healthy, read the gateway's own state (cron jobs,
+    channels, /ready, model fallbacks, session pins) every `interval_s` and heal what does not take it down."""
+
+    enabled: bool = True
+    interval_s: PositiveFloat = defaults.GATEWAY_CHECK_INTERVAL_S
+    cooldown_s: NonNegFloat = defaults.GATEWAY_REMEDY_COOLDOWN_S
+    verify_timeout_s: PositiveFloat = defaults.GATEWAY_VERIFY_TIMEOUT_S
+    command_timeout_s: PositiveFloat = defaults.GATEWAY_CHECK_COMMAND_TIMEOUT_S
+
+
 class DoctorConfig(_Model):
     """The doctor (tier 3): which remedies it may run on its own."""
 
@@ -177,6 +188,7 @@ class DoctorConfig(_Model):
     allow: list[RiskName] = Field(default_factory=lambda: list[RiskName](["read_only", "reversible"]))
     allow_kill_foreign: bool = False  # may it stop a process clawmedic did not start (e.g. a port squatter)?
     llm: LlmConfig = Field(default_factory=LlmConfig)
+    gateway_checks: GatewayChecksConfig = Field(default_factory=GatewayChecksConfig)
 
 
 class DaemonConfig(_Model):

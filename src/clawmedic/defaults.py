@@ -30,6 +30,15 @@ CRASH_LOOP_FAILURES: Final = 5  # this many failures ...
 CRASH_LOOP_WINDOW_S: Final = 600.0  # ... within this window is a crash loop: escalate instead of restarting
 PROBATION_S: Final = 30.0  # after a restart the target must stay live this long before it counts as healed
 
+# --- gateway checks while healthy (faults that do not take the gateway down) ----------------------------
+GATEWAY_CHECK_INTERVAL_S: Final = 60.0  # a check runs 2-3 openclaw CLIs (3-7 s, ~150 MB each): a minute is cheap
+GATEWAY_CHECK_COMMAND_TIMEOUT_S: Final = 45.0  # the CLI answers in 3-7 s, 15 s under load; a hung one is killed
+GATEWAY_REMEDY_COOLDOWN_S: Final = 600.0  # a remedy that did not help is not retried sooner: no flapping
+GATEWAY_REMEDY_MAX_TRIES: Final = 2  # per remedy and incident; then the incident goes to humans
+GATEWAY_VERIFY_TIMEOUT_S: Final = 90.0  # re-check after a remedy this long: `config set` hot-reloads in ~5 s (FACTS §7)
+GATEWAY_VERIFY_POLL_S: Final = 3.0  # between re-checks while verifying (each costs a few CLI calls)
+CRON_ERRORS_BEFORE_DISABLE: Final = 2  # one failed run can be a blip; two in a row is a failing job
+
 # --- stopping ---------------------------------------------------------------------------------------
 STOP_TIMEOUT_S: Final = 30.0  # SIGTERM, then SIGKILL: OpenClaw may drain for 325 s; FACTS advises 15-30 s
 HUNG_STOP_TIMEOUT_S: Final = 5.0  # a process that failed liveness cannot drain anything; do not wait long

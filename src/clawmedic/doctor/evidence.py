@@ -50,6 +50,7 @@ class Evidence:
     stability_bundles: list[str] = field(default_factory=list)
     lint_findings: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # other gateways on the same HOME
+    gateway: dict[str, Any] = field(default_factory=dict)  # a running gateway's own state (gateway_checks)
     errors: dict[str, str] = field(default_factory=dict)  # collector -> why it could not tell
 
     def to_dict(self) -> dict[str, Any]:

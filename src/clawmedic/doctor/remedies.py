@@ -8,6 +8,7 @@ files are snapshotted first and moved aside, never deleted; security settings an
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clawmedic.config import LoadedConfig
 from clawmedic.knowngood_client import KnownGoodClient
@@ -66,6 +67,21 @@ class NoParams(BaseModel):
 class PidParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pid: int
+
+
+class CronJobParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class ChannelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class SessionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_key: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,255}$")
 
 
 @dataclass(frozen=True)
@@ -196,6 +212,71 @@ def _retry_start(ctx: RemedyContext, _: NoParams) -> Outcome:
     )
 
 
+# --- remedies on a running gateway (faults that do not take it down) --------------------------------------------
+
+# /ready's `failing[]` also names gateway internals; none of them is a channel to disable (FACTS §2)
+NOT_CHANNELS = frozenset({"startup-sidecars", "gateway-draining", "plugin-reload", "state-database"})
+
+
+def _cli(ctx: RemedyContext, args: list[str], *, remote: bool) -> openclaw.CliAnswer:
+    timeout = ctx.loaded.config.daemon.doctor.gateway_checks.command_timeout_s
+    return openclaw.gateway_cli(ctx.loaded, ctx.target, args, remote=remote, timeout=timeout)
+
+
+def _cron_disable(ctx: RemedyContext, params: CronJobParams) -> Outcome:
+    job = params.job_id
+    r = _cli(ctx, ["cron", "disable", job, "--json"], remote=True)
+    if r.error is not None:
+        status = Status.REFUSED if "system-owned" in r.error or "cannot be edited" in r.error else Status.FAILED
+        return Outcome("cron_disable", status, f"the gateway did not disable cron job {job}: {r.error}")
+    enabled = r.data.get("enabled") if isinstance(r.data, dict) else None
+    if enabled is not False:
+        return Outcome("cron_disable", Status.FAILED, f"cron job {job} still reports enabled={enabled}")
+    name = r.data.get("name") if isinstance(r.data, dict) else None
+    return Outcome(
+        "cron_disable",
+        Status.OK,
+        f"disabled cron job {name or job} ({job}); `openclaw cron enable {job}` undoes it",
+        changes=[{"cron_job": job, "name": name, "enabled": False, "undo": f"openclaw cron enable {job}"}],
+    )
+
+
+def _channel_disable(ctx: RemedyContext, params: ChannelParams) -> Outcome:
+    ch = params.channel
+    if ch in NOT_CHANNELS or ch.startswith("agent-database"):
+        return Outcome("channel_disable", Status.REFUSED, f"{ch!r} is a gateway internal, not a channel")
+    before = _snapshot(ctx, f"before disabling channel {ch}")
+    r = _cli(ctx, ["config", "set", f"channels.{ch}.enabled", "false"], remote=False)
+    if r.rc != 0:
+        return Outcome(
+            "channel_disable",
+            Status.FAILED,
+            f"`config set channels.{ch}.enabled false` failed: {r.error}",
+            changes=[{"snapshot_before": before}],
+        )
+    return Outcome(
+        "channel_disable",
+        Status.OK,
+        f"disabled channel {ch} (config snapshot {str(before)[:10]} first); "
+        f"`openclaw config set channels.{ch}.enabled true` undoes it",
+        changes=[{"channel": ch, "enabled": False, "snapshot_before": before}],
+    )
+
+
+def _clear_session_model_pin(ctx: RemedyContext, params: SessionParams) -> Outcome:
+    key = params.session_key
+    patch = json.dumps({"key": key, "model": None})
+    r = _cli(ctx, ["gateway", "call", "sessions.patch", "--params", patch, "--json"], remote=True)
+    if r.error is not None:
+        return Outcome("clear_session_model_pin", Status.FAILED, f"sessions.patch on {key} failed: {r.error}")
+    return Outcome(
+        "clear_session_model_pin",
+        Status.OK,
+        f"cleared the model pin of session {key}: it uses the agent's default model and its fallbacks again",
+        changes=[{"session": key, "model": None}],
+    )
+
+
 REMEDIES: dict[str, Remedy] = {
     r.name: r
     for r in (
@@ -248,6 +329,27 @@ REMEDIES: dict[str, Remedy] = {
             Risk.REVERSIBLE,
             NoParams,
             _openclaw_doctor_fix,
+        ),
+        Remedy(
+            "cron_disable",
+            "Disable a failing cron job of the running gateway (`openclaw cron enable ID` undoes it)",
+            Risk.REVERSIBLE,
+            CronJobParams,
+            _cron_disable,
+        ),
+        Remedy(
+            "channel_disable",
+            "Disable a failing channel (`config set channels.<id>.enabled false`, config snapshotted first)",
+            Risk.REVERSIBLE,
+            ChannelParams,
+            _channel_disable,
+        ),
+        Remedy(
+            "clear_session_model_pin",
+            "Clear a session's model pin (`sessions.patch` model=null) so it uses the default model and fallbacks",
+            Risk.REVERSIBLE,
+            SessionParams,
+            _clear_session_model_pin,
         ),
     )
 }

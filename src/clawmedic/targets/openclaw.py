@@ -141,3 +141,55 @@ def validate(loaded: LoadedConfig, name: str, candidate: Path | None = None) -> 
     if not issues and isinstance(out.get("error"), dict):
         issues = [str(out["error"].get("message", "invalid"))]
     return Validation(False, "schema", issues or ["invalid"], first.digest)
+
+
+@dataclass(frozen=True)
+class CliAnswer:
+    """One `openclaw … --json` call on a running gateway: its exit code and parsed JSON, or why there is none."""
+
+    rc: int | None  # None: it could not run or timed out
+    data: object = None
+    error: str | None = None  # the CLI's own `error.message`, or why it could not run
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.error is None
+
+
+def gateway_cli(loaded: LoadedConfig, name: str, args: list[str], *, remote: bool, timeout: float) -> CliAnswer:
+    """Run `openclaw ARGS` against target `name`'s running gateway, bounded by `timeout`; never raises.
+
+    `remote`: the command takes `--url`/`--token` (cron, gateway call); they are passed explicitly so a broken
+    config file cannot send it elsewhere (FACTS §2). Other commands find the gateway through its config and
+    `OPENCLAW_GATEWAY_TOKEN`. Output is not redacted here: callers store it through redacting stores."""
+    cfg = loaded.targets[name]
+    cli = cli_command(cfg)
+    if not cli:
+        return CliAnswer(None, error="the openclaw CLI is not known for this target")
+    env = cli_env(loaded, name)
+    argv = [*cli, *args]
+    if remote:
+        token = env.get("OPENCLAW_GATEWAY_TOKEN")
+        if cfg.port is None or not token:
+            return CliAnswer(None, error="the gateway's port or token (OPENCLAW_GATEWAY_TOKEN) is not configured")
+        argv += ["--url", f"ws://127.0.0.1:{cfg.port}", "--token", token]
+    try:
+        r = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(gateway_home(cfg)), check=False
+        )
+    except subprocess.TimeoutExpired:
+        return CliAnswer(None, error=f"`openclaw {' '.join(args[:2])}` timed out after {timeout:g} s")
+    except OSError as e:
+        return CliAnswer(None, error=f"cannot run the openclaw CLI: {e}")
+    try:
+        data: object = json.loads(r.stdout)
+    except ValueError:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
+        return CliAnswer(r.returncode, None, f"exit {r.returncode}, not JSON: {tail[0][:300]}")
+    error = None
+    if isinstance(data, dict) and data.get("ok") is False:
+        err = data.get("error")
+        error = str(err.get("message", err)) if isinstance(err, dict) else str(err)
+    elif r.returncode != 0:
+        error = f"exit {r.returncode}"
+    return CliAnswer(r.returncode, data, error)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from clawmedic import deps
+from clawmedic.process import inspect
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
 from clawmedic.store.incidents import IncidentStore
@@ -137,3 +138,42 @@ def test_diagnose_is_read_only_and_names_a_latent_fault(daemon: Daemon, sandbox:
     assert "config-invalid" in [f["rule"] for f in out["findings"]]
     assert sandbox.openclaw_json.read_bytes() == before, "diagnose changes nothing"
     assert gw.health(sandbox.port)
+
+
+def _gateway_outside_clawmedic(sb: gw.Sandbox, install: Install, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A gateway of this very target (same HOME) started by hand, as a user or an old service unit would."""
+    env = {
+        **os.environ,
+        "HOME": str(sb.home),
+        "OPENCLAW_SUPERVISOR_MODE": "external",
+        "OPENCLAW_GATEWAY_TOKEN": sb.token,
+    }
+    cmd = install.command("gateway", "run", "--bind", "loopback", "--port", str(port))
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
+
+
+def test_stale_gateway_on_the_port_is_stopped_and_ours_starts(
+    daemon: Daemon, sandbox: gw.Sandbox, install: Install, tmp_path: Path
+) -> None:
+    stale = _gateway_outside_clawmedic(sandbox, install, sandbox.port, tmp_path / "stale.log")
+    try:
+        gw.wait_healthy(sandbox.port, pid=stale.pid)
+        daemon.start()  # the preflight finds the port taken by a gateway clawmedic did not start
+        esc = daemon.wait_event(lambda e: e["kind"] == "escalated", 180)
+        assert esc["cause"] == "port_in_use"
+        daemon.wait_event(lambda e: e["kind"] == "incident_closed" and e["outcome"] == "recovered", 240)
+        assert stale.wait(30) is not None, "the stale gateway was stopped"
+        ours = daemon.pid()
+        owner = inspect.port_owner(sandbox.port)
+        assert owner is not None and owner.pid in inspect.tree_pids(ours), "the port is now held by our gateway"
+        assert gw.health(sandbox.port)
+        rules, remedies = _rules_and_remedies(_incident(sandbox, esc["incident"]))
+        assert "port-taken-by-stale-gateway" in rules
+        assert "port-taken-by-foreign-process" not in rules, "our own target's gateway is not a foreign process"
+        assert [(r["remedy"], r["params"], r["status"]) for r in remedies] == [
+            ("stop_stale_gateway", {"pid": stale.pid}, "ok")
+        ]
+    finally:
+        _kill_tree(stale.pid)
+        stale.wait(10)

@@ -9,6 +9,8 @@ import pytest
 from clawmedic.doctor.evidence import Evidence, _satisfies
 from clawmedic.doctor.remedies import Guard, Policy, Risk, Status
 from clawmedic.doctor.rules import RULES, diagnose, signature
+from clawmedic.ladder.exits import classify_exit
+from clawmedic.ladder.states import FATAL_EXITS, ExitKind
 
 WS_MISSING = [
     "Error: Cannot find module 'ws/package.json'",
@@ -18,6 +20,19 @@ WS_MISSING = [
 BLOCKED = ["Gateway start blocked: set gateway.mode=local (current: remote) or pass --allow-unconfigured."]
 CONTENTION = ["StateDatabaseCoordinatorContentionError: another OpenClaw process owns gateway-lifecycle"]
 NOT_A_DB = ["SqliteError: file is not a database", "gateway.maintenance_required"]
+# recorded on OpenClaw 2026.9.6: started with Node 22 (exit 1 at once), and with its HOME on a full tmpfs (exit 78)
+NODE_22 = [
+    "(node:4635) ExperimentalWarning: SQLite is an experimental feature and might change at any time",
+    "openclaw: Node 22.22.0: node:sqlite truncates TEXT at embedded NUL (nodejs/node#61954); use 24.16+/26.1+ "
+    "or a build with the fix",
+    "If you use nvm, run:",
+    "  nvm install 26",
+]
+DISK_FULL = [
+    "Gateway failed to start: Doctor cannot repair this state: shared state database is unreadable at "
+    "/h/.openclaw/state/openclaw.sqlite: database or disk is full (SQLite errcode=13); snapshot staging root "
+    "/h/.cache/openclaw: free disk space/quota or set XDG_CACHE_HOME to a writable filesystem | ERR_SQLITE_ERROR.",
+]
 
 
 def ev(**kw: Any) -> Evidence:
@@ -107,9 +122,26 @@ CASES: list[tuple[str, Evidence, str, list[str]]] = [
         "node-engine-mismatch",
         [],
     ),
+    (
+        "refused node (output only)",
+        ev(cause="unsupported_runtime", last_exit={"code": 1}, output_tail=NODE_22),
+        "node-engine-mismatch",
+        [],
+    ),
     ("disk full", ev(cause="diagnose", disk_free_mb=12.0), "disk-full", []),
+    (
+        "full tmpfs, exit 78",
+        ev(last_exit={"code": 78}, output_tail=DISK_FULL, disk_free_mb=0.0, disk_total_mb=64.0, disk_path="/h"),
+        "disk-full",
+        [],
+    ),
     ("breaker", ev(cause="diagnose", stability_bundles=["2026-x-crash_loop_breaker.json"]), "crash-loop-breaker", []),
-    ("hang", ev(cause="crash_loop", process={"pid": 1, "alive": True, "stopped": True}), "process-hang", []),
+    (
+        "hang that returns",
+        ev(cause="crash_loop", process={"pid": 1, "alive": True, "stopped": True}),
+        "process-hang",
+        ["resume_stopped_gateway"],
+    ),
     (
         "model 429",
         ev(cause="diagnose", log_events=[{"event": "model_fallback_decision", "message": "rate_limit"}]),
@@ -145,6 +177,31 @@ def test_healthy_evidence_matches_nothing() -> None:
         )
         == []
     )
+
+
+def test_a_small_filesystem_with_room_is_not_full() -> None:
+    roomy = ev(cause="diagnose", disk_free_mb=58.0, disk_total_mb=64.0, disk_path="/h")
+    assert "disk-full" not in {f.rule for f in diagnose(roomy)}
+    assert "disk-full" in {f.rule for f in diagnose(ev(cause="diagnose", disk_free_mb=150.0, disk_total_mb=9e5))}
+
+
+def test_the_full_disk_is_not_mistaken_for_a_corrupt_state_database() -> None:
+    rules = {f.rule for f in diagnose(ev(last_exit={"code": 78}, output_tail=DISK_FULL, state_db={"ok": True}))}
+    assert "state-db-corrupt" not in rules and "disk-full" in rules
+
+
+@pytest.mark.parametrize(
+    ("code", "tail", "kind"),
+    [
+        (1, NODE_22, ExitKind.UNSUPPORTED_RUNTIME),
+        (1, ["Error: boom"], ExitKind.CRASH),
+        (78, DISK_FULL, ExitKind.FATAL_CONFIG),
+        (1, ["listen EADDRINUSE: address already in use 127.0.0.1:1"], ExitKind.PORT_IN_USE),
+    ],
+)
+def test_exit_classification_of_recorded_output(code: int, tail: list[str], kind: ExitKind) -> None:
+    assert classify_exit(code, requested=False, output_tail=tail) == kind
+    assert (kind in FATAL_EXITS) == (kind != ExitKind.CRASH), "a refused runtime is not fixed by a restart"
 
 
 def test_several_faults_are_all_found() -> None:

@@ -28,6 +28,7 @@ LINT_TIMEOUT_S = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; a late
 MAX_LINES = 60  # lines of output/log kept as evidence
 MAX_LINE = 400  # characters per line
 LOW_DISK_MB = 200  # below this, a gateway that writes logs and SQLite will fail in odd ways
+LOW_DISK_FRACTION = 0.05  # ... but a small filesystem is only "full" below 5 % of its size (a 64 MB one is not)
 
 
 @dataclass
@@ -45,7 +46,9 @@ class Evidence:
     port_owner: dict[str, Any] | None = None  # pid, cmdline, ours, stale_gateway
     deps_problems: list[dict[str, Any]] = field(default_factory=list)
     node: dict[str, Any] = field(default_factory=dict)
-    disk_free_mb: float | None = None
+    disk_free_mb: float | None = None  # on the fullest of the disks that matter (gateway HOME, clawmedic state)
+    disk_total_mb: float | None = None
+    disk_path: str = ""
     state_db: dict[str, Any] = field(default_factory=dict)
     stability_bundles: list[str] = field(default_factory=list)
     lint_findings: list[dict[str, Any]] = field(default_factory=list)
@@ -85,7 +88,7 @@ def collect(
         "log": lambda: _log(cfg.log_file, ev),
         "process": lambda: _process(pid, ev),
         "port": lambda: _port(loaded, name, pid, ev),
-        "disk": lambda: _disk(loaded, ev),
+        "disk": lambda: _disk(loaded, name, ev),
     }
     if cfg.kind == "openclaw":
         collectors |= {
@@ -176,9 +179,25 @@ def _port(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> Non
     ev.port_owner = {"port": port, "pid": owner.pid, "cmdline": owner.cmdline, "ours": ours, "stale_gateway": stale}
 
 
-def _disk(loaded: LoadedConfig, ev: Evidence) -> None:
-    usage = shutil.disk_usage(loaded.state_dir if loaded.state_dir.exists() else Path.home())
-    ev.disk_free_mb = round(usage.free / 2**20, 1)
+def _disk(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    """Free space where the gateway writes (its HOME: state database, logs) and where clawmedic does; the fuller
+    one is the evidence."""
+    cfg = loaded.targets[name]
+    places = [loaded.state_dir]
+    if cfg.kind == "openclaw":
+        places.insert(0, openclaw.gateway_home(cfg))
+    if cfg.log_file is not None:
+        places.append(cfg.log_file.parent)
+    worst: tuple[float, float, Path] | None = None
+    for place in places:
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        usage = shutil.disk_usage(place)
+        free, total = usage.free / 2**20, usage.total / 2**20
+        if worst is None or free < worst[0]:
+            worst = (free, total, place)
+    if worst is not None:
+        ev.disk_free_mb, ev.disk_total_mb, ev.disk_path = round(worst[0], 1), round(worst[1], 1), str(worst[2])
 
 
 def _config(loaded: LoadedConfig, name: str, ev: Evidence, known: dict[str, Any] | None) -> None:

@@ -9,6 +9,7 @@ files are snapshotted first and moved aside, never deleted; security settings an
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clawmedic.config import LoadedConfig
 from clawmedic.knowngood_client import KnownGoodClient
-from clawmedic.process.launcher import stop_pid
+from clawmedic.process import inspect
+from clawmedic.process.launcher import Launcher, stop_pid
 from clawmedic.store.files import move_aside
 from clawmedic.targets import openclaw
 
@@ -153,6 +155,32 @@ def _stop_stale_gateway(ctx: RemedyContext, params: PidParams) -> Outcome:
     how = stop_pid(params.pid, 15.0)
     return Outcome(
         "stop_stale_gateway", Status.OK, f"stale gateway pid {params.pid} {how}", changes=[{"stopped_pid": params.pid}]
+    )
+
+
+def _resume_stopped_gateway(ctx: RemedyContext, params: PidParams) -> Outcome:
+    """SIGCONT to our own gateway's process group: a stopped process cannot answer, and a restart did not help
+    (something stops it again). Only the very process clawmedic started, checked by its recorded start time."""
+    handle = Launcher(ctx.loaded.state_dir / "targets" / ctx.target).adopt()
+    if handle is None or params.pid not in inspect.tree_pids(handle.pid):
+        return Outcome(
+            "resume_stopped_gateway",
+            Status.REFUSED,
+            f"pid {params.pid} is not the gateway clawmedic started for {ctx.target}: not signalling it",
+        )
+    if not inspect.is_stopped(params.pid):
+        return Outcome("resume_stopped_gateway", Status.FAILED, f"pid {params.pid} is not stopped (anymore)")
+    handle.signal_group(signal.SIGCONT)  # the whole group: the gateway and its same-group workers
+    deadline = time.monotonic() + 5.0
+    while inspect.is_stopped(params.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if inspect.is_stopped(params.pid):
+        return Outcome("resume_stopped_gateway", Status.FAILED, f"pid {params.pid} is still stopped after SIGCONT")
+    return Outcome(
+        "resume_stopped_gateway",
+        Status.OK,
+        f"resumed pid {params.pid} with SIGCONT; something keeps stopping it (SIGSTOP): find what",
+        changes=[{"resumed_pid": params.pid}],
     )
 
 
@@ -300,6 +328,13 @@ REMEDIES: dict[str, Remedy] = {
             Risk.REVERSIBLE,
             PidParams,
             _stop_stale_gateway,
+        ),
+        Remedy(
+            "resume_stopped_gateway",
+            "Resume (SIGCONT) the gateway clawmedic started when it is stopped (SIGSTOP) and restarts did not help",
+            Risk.REVERSIBLE,
+            PidParams,
+            _resume_stopped_gateway,
         ),
         Remedy(
             "kill_port_holder",

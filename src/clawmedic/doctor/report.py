@@ -49,7 +49,9 @@ def render(inc: Incident) -> str:
         if ev.get("duplicates"):
             lines.append(f"- other gateways on the same HOME: `{json.dumps(ev['duplicates'])}`")
         if ev.get("disk_free_mb") is not None:
-            lines.append(f"- free disk: {ev['disk_free_mb']} MB")
+            total = f" of {ev['disk_total_mb']} MB" if ev.get("disk_total_mb") is not None else ""
+            where = f" on {ev['disk_path']}" if ev.get("disk_path") else ""
+            lines.append(f"- free disk: {ev['disk_free_mb']} MB{total}{where}")
         if ev.get("errors"):
             lines.append(f"- collectors that could not tell: `{json.dumps(ev['errors'])}`")
         tail = ev.get("output_tail") or []

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clawmedic.doctor.evidence import LOW_DISK_MB, Evidence
+from clawmedic.doctor.evidence import LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
 
 
 @dataclass(frozen=True)
@@ -132,13 +132,18 @@ def _state_db(ev: Evidence) -> str | None:
 def _node(ev: Evidence) -> str | None:
     if ev.node.get("satisfied") is False:
         return f"Node {ev.node.get('version')} does not satisfy openclaw's engines {ev.node.get('engines')!r}"
-    return None
+    said = _search(ev, r"openclaw: Node \d+\.\d+\.\d+: [^\n]*")  # the gateway's own refusal at boot
+    return f"the gateway refuses its Node: {said}" if said else None
 
 
 def _disk(ev: Evidence) -> str | None:
-    if ev.disk_free_mb is not None and ev.disk_free_mb < LOW_DISK_MB:
-        return f"only {ev.disk_free_mb:.0f} MB free on the state disk"
-    return None
+    where = f" ({ev.disk_path})" if ev.disk_path else ""
+    if ev.disk_free_mb is not None:
+        low = LOW_DISK_MB if ev.disk_total_mb is None else min(LOW_DISK_MB, LOW_DISK_FRACTION * ev.disk_total_mb)
+        if ev.disk_free_mb < low:
+            return f"only {ev.disk_free_mb:.1f} MB free on the gateway's disk{where}"
+    said = _search(ev, r"database or disk is full[^\n]*|ENOSPC[^\n]*|no space left on device[^\n]*")
+    return f"the gateway reports a full disk{where}: {said}" if said else None
 
 
 def _breaker(ev: Evidence) -> str | None:
@@ -246,7 +251,15 @@ RULES: list[Rule] = [
         _none,
         "Install a Node version inside openclaw's `engines` range.",
     ),
-    Rule("disk-full", "the disk is almost full", 0.8, _disk, _none, "Free disk space; logs and backups grow."),
+    Rule(
+        "disk-full",
+        "the disk is almost full",
+        0.8,
+        _disk,
+        _none,
+        "Free disk space on the gateway's filesystem (or move its HOME to a larger one); logs, caches and backups "
+        "grow. clawmedic deletes nothing of yours, so this needs a human.",
+    ),
     Rule(
         "crash-loop-breaker",
         "OpenClaw's crash-loop breaker suppressed channels",
@@ -277,8 +290,9 @@ RULES: list[Rule] = [
         "the gateway is frozen",
         0.7,
         _hang,
-        _none,
-        "A hang that returns after restarts points at a stuck dependency; see the gateway log.",
+        lambda ev: [RemedyCall("resume_stopped_gateway", {"pid": ev.process["pid"]})] if ev.process.get("pid") else [],
+        "Something stops the gateway with SIGSTOP (a debugger, job control, a cgroup freezer, a watchdog) even after "
+        "restarts: find it; clawmedic resumes the process it started, but the stopper will strike again.",
     ),
 ]
 

@@ -39,6 +39,7 @@ class ExitKind(StrEnum):
     RESTART_REQUEST = "restart_request"  # unrequested exit 0: in external mode OpenClaw asks for a relaunch
     FATAL_CONFIG = "fatal_config"  # exit 78 (EX_CONFIG): config invalid or maintenance needed
     PORT_IN_USE = "port_in_use"  # another process holds the port (exit 1 + EADDRINUSE, or seen before launch)
+    UNSUPPORTED_RUNTIME = "unsupported_runtime"  # the target refuses the Node it runs on (exit 1 at boot)
     CRASH = "crash"  # anything else: a restart may fix it
 
 
@@ -47,7 +48,7 @@ LIVE_STATES: Final = frozenset({State.PROBATION, State.HEALTHY, State.SUSPECT})
 # States in which clawmedic takes no action of its own.
 HANDS_OFF_STATES: Final = frozenset({State.ESCALATED, State.GAVE_UP, State.MAINTENANCE, State.STOPPED})
 # Exit kinds a restart cannot fix: escalate at once instead of looping.
-FATAL_EXITS: Final = frozenset({ExitKind.FATAL_CONFIG, ExitKind.PORT_IN_USE})
+FATAL_EXITS: Final = frozenset({ExitKind.FATAL_CONFIG, ExitKind.PORT_IN_USE, ExitKind.UNSUPPORTED_RUNTIME})
 
 _ANY: Final = frozenset(State)
 

@@ -18,13 +18,17 @@ from clawmedic.config import LoadedConfig
 from clawmedic.doctor import Escalation, Verdict
 from clawmedic.doctor.evidence import collect
 from clawmedic.doctor.learnings import LearningStore
+from clawmedic.doctor.llm.agent import Consultation
+from clawmedic.doctor.llm.backends import backend_name
+from clawmedic.doctor.llm.run import consult_in_child
 from clawmedic.doctor.remedies import Guard, Outcome, Policy, RemedyContext, Status
 from clawmedic.doctor.report import write_report
-from clawmedic.doctor.rules import RemedyCall, diagnose, signature
+from clawmedic.doctor.rules import Finding, RemedyCall, diagnose, signature
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.store.incidents import IncidentStore
 
 log = logging.getLogger("clawmedic")
+LLM_CONSULTATIONS_PER_INCIDENT = 2  # a second look after the first one's remedies did not hold; then humans
 
 
 class RuleDoctor:
@@ -43,6 +47,8 @@ class RuleDoctor:
         self.guard = Guard(policy)
         self._attempted: dict[int, set[str]] = {}
         self._pending: dict[int, tuple[str, list[str], str]] = {}  # incident -> (signature, remedies, summary)
+        self._tried: dict[int, list[dict[str, Any]]] = {}  # incident -> every remedy outcome so far
+        self._consulted: dict[int, int] = {}  # incident -> LLM consultations so far
 
     async def treat(self, esc: Escalation) -> Verdict:
         t0 = time.monotonic()
@@ -77,10 +83,25 @@ class RuleDoctor:
             outcomes.append(outcome)
             self.incidents.add(inc, "remedy", outcome.to_dict(), duration_s=outcome.took_s)
             log.warning("%s: remedy %s: %s — %s", esc.target, call.remedy, outcome.status.value, outcome.detail)
+        tried = self._tried.setdefault(inc, [])
+        tried += [o.to_dict() for o in outcomes]
         applied = [o for o in outcomes if o.status == Status.OK]
         remedy_s = sum(o.took_s for o in outcomes)
-        total = time.monotonic() - t0
         summary = "; ".join(f.title for f in findings) or "no known fault matched the evidence"
+        llm_note = ""
+        if not applied and self._should_consult(inc, findings):
+            consultation = await self._consult(esc, ev.to_dict(), [f.to_dict() for f in findings], tried)
+            remedy_s += consultation.took_s  # the model's thinking is the remedy's time, not the doctor's overhead
+            llm_calls = [RemedyCall(r["remedy"], r.get("params") or {}) for r in consultation.remedies]
+            for r in consultation.remedies:
+                attempted.add(RemedyCall(r["remedy"], r.get("params") or {}).key)
+                outcomes.append(Outcome(r["remedy"], Status(r["status"]), r["detail"], r.get("params") or {}))
+            tried += consultation.remedies
+            applied = [o for o in outcomes if o.status == Status.OK]
+            calls = [*calls, *llm_calls]
+            llm_note = _llm_note(consultation)
+            summary = f"{summary}; {llm_note}" if findings else llm_note
+        total = time.monotonic() - t0
         verdict_detail: dict[str, Any] = {
             "healed": bool(applied),
             "remedies": [o.remedy for o in applied],
@@ -102,9 +123,36 @@ class RuleDoctor:
         await asyncio.to_thread(write_report, self.loaded, self.incidents, inc)
         return verdict
 
+    def _should_consult(self, inc: int, findings: list[Finding]) -> bool:
+        """The LLM doctor is for what the rules cannot do: no rule explains the incident, or the rules' planned
+        remedies are spent. Findings with no remedy at all (a full disk, an old Node) are for humans."""
+        cfg = self.loaded.config.daemon.doctor.llm
+        if self._consulted.get(inc, 0) >= LLM_CONSULTATIONS_PER_INCIDENT or backend_name(cfg) is None:
+            return False
+        return not findings or any(f.plan for f in findings)
+
+    async def _consult(
+        self, esc: Escalation, evidence: dict[str, Any], findings: list[dict[str, Any]], tried: list[dict[str, Any]]
+    ) -> Consultation:
+        inc = esc.incident_id
+        self._consulted[inc] = self._consulted.get(inc, 0) + 1
+        log.warning("%s: consulting the LLM doctor for incident #%d", esc.target, inc)
+
+        def record(kind: str, detail: dict[str, Any]) -> None:
+            self.incidents.add(inc, kind, detail)
+
+        payload = {"evidence": evidence, "findings": findings, "tried": tried}
+        result = await consult_in_child(self.loaded, esc.target, payload, on_record=record)
+        for r in result.remedies:
+            self.incidents.add(inc, "remedy", {**r, "by": "llm"}, duration_s=r.get("took_s"))
+        log.warning("%s: LLM doctor %s: %s", esc.target, result.ended, result.conclusion or result.error or "")
+        return result
+
     def _plan(self, sig: str, findings: list[Any], attempted: set[str]) -> list[RemedyCall]:
         calls: list[RemedyCall] = [c for f in findings for c in f.plan]
         proven = self.learnings.proven(sig)
+        planned = {c.key for c in calls}
+        calls += [RemedyCall(k) for k in proven if k not in planned and ":" not in k]  # learned from the LLM doctor
         calls.sort(key=lambda c: proven.index(c.key) if c.key in proven else len(proven))  # proven remedies first
         seen: set[str] = set()
         out = []
@@ -123,10 +171,21 @@ class RuleDoctor:
             sig, remedies, summary = self._pending.pop(inc)
             self.learnings.record(sig, remedies, True, inc, summary)
             self._attempted.pop(inc, None)
+            self._tried.pop(inc, None)
+            self._consulted.pop(inc, None)
             try:
                 write_report(self.loaded, self.incidents, inc)
             except OSError as e:
                 log.warning("cannot write the report of incident #%d: %s", inc, e)
+
+
+def _llm_note(c: Consultation) -> str:
+    if c.ended == "unavailable":
+        return f"LLM doctor unavailable: {c.error}"
+    if c.ended in ("backend_failed", "time_budget") and not c.remedies:
+        return f"LLM doctor ({c.backend}) failed: {c.error or c.ended}"
+    said = c.conclusion or "no conclusion"
+    return f"LLM doctor ({c.backend}): {said}" + (f" [{c.fault}]" if c.fault else "")
 
 
 def reports_dir(state_dir: Path) -> Path:

@@ -67,6 +67,7 @@ def render(inc: Incident) -> str:
         if not diagnoses[-1].detail.get("findings"):
             lines.append("- no known fault matched the evidence")
         lines.append("")
+    lines += _llm_section(inc)
     actions = [
         e
         for e in inc.timeline
@@ -92,6 +93,36 @@ def render(inc: Incident) -> str:
     if advice:
         lines += ["## To prevent a recurrence", "", *(f"- {a}" for a in dict.fromkeys(advice)), ""]
     return "\n".join(lines)
+
+
+def _llm_section(inc: Incident) -> list[str]:
+    """What the LLM doctor was shown, what it called (with each call's status) and what it concluded."""
+    started = [e for e in inc.timeline if e.kind == "llm_started"]
+    ended = [e for e in inc.timeline if e.kind == "llm_conclusion"]
+    errors = [e for e in inc.timeline if e.kind == "llm_error"]
+    if not (started or ended or errors):
+        return []
+    out = ["## LLM doctor", ""]
+    for e in started:
+        out.append(f"- consulted {e.detail.get('backend')} at {_t(e.ts)}")
+    calls = [e.detail for e in inc.timeline if e.kind == "llm_tool"]
+    if calls:
+        out += ["", "| step | tool | arguments | status |", "|---|---|---|---|"]
+        for c in calls:
+            args = json.dumps(c.get("arguments", {})).replace("|", "/")[:120]
+            note = " (output truncated)" if c.get("truncated") else ""
+            out.append(f"| {c.get('step')} | {c.get('name')} | `{args}` | {c.get('status')}{note} |")
+        out.append("")
+    for e in errors:
+        out.append(f"- backend problem: {e.detail.get('error')}")
+    for e in ended:
+        d = e.detail
+        fault = f" (fault: {d['fault']})" if d.get("fault") else ""
+        out.append(f"- ended: {d.get('ended')} after {d.get('steps')} step(s), {d.get('took_s')} s{fault}")
+        if d.get("conclusion"):
+            out += ["", f"> {d['conclusion']}"]
+    out += ["", "The verdict is clawmedic's own health check, not the model's claim.", ""]
+    return out
 
 
 def _summarise(detail: dict[str, Any]) -> str:

@@ -1,0 +1,166 @@
+"""One LLM consultation, in a process of its own: `python -m clawmedic.doctor.llm.run`.
+
+The daemon never loads a model or an SDK: it starts this process per consultation, reads its JSON lines (every
+message and tool call, then the result) into the incident as they come, and kills it when the time budget is
+spent. A backend that crashes (a native library's segfault included) takes this process down, not the daemon.
+
+    python -m clawmedic.doctor.llm.run --config FILE --target NAME [--read-only] < input.json
+
+Input: {"evidence": {...}, "findings": [...], "tried": [...]} (already redacted). Output: one JSON object a
+line, {"kind": ..., "detail": {...}}; the last has kind "result" and the `Consultation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clawmedic.config import LoadedConfig, load_config
+from clawmedic.doctor.llm.agent import Consultation, Limits, consult, evidence_prompt
+from clawmedic.doctor.llm.backends import make_backend
+from clawmedic.doctor.llm.tools import LiveTools
+from clawmedic.doctor.llm.types import BackendUnavailable
+from clawmedic.doctor.remedies import Guard, Policy, RemedyContext, Risk
+from clawmedic.errors import ClawmedicError
+from clawmedic.knowngood_client import KnownGoodClient
+
+KILL_GRACE_S = 15.0  # past the time budget, the child gets this long to end its last request before it is killed
+
+
+def policy_of(loaded: LoadedConfig) -> Policy:
+    cfg = loaded.config.daemon.doctor
+    return Policy(frozenset(Risk(r) for r in cfg.allow), cfg.allow_kill_foreign)
+
+
+def limits_of(loaded: LoadedConfig) -> Limits:
+    c = loaded.config.daemon.doctor.llm
+    return Limits(c.max_steps, c.time_budget_s, c.request_timeout_s, c.tool_output_max_chars)
+
+
+def run_consultation(
+    loaded: LoadedConfig,
+    target: str,
+    payload: dict[str, Any],
+    *,
+    read_only: bool,
+    emit: Callable[[str, dict[str, Any]], None],
+) -> Consultation:
+    """Make the backend, build the tools, run the loop. An unusable backend is a result, not an exception."""
+    cfg = loaded.config.daemon.doctor.llm
+    try:
+        backend = make_backend(cfg)
+    except BackendUnavailable as e:
+        emit("llm_error", {"error": str(e)})
+        return Consultation(cfg.backend, "unavailable", error=str(e))
+    guard = Guard(policy_of(loaded))
+    ctx = None if read_only else RemedyContext(loaded, target, KnownGoodClient(loaded.state_dir))
+    tools = LiveTools(loaded, target, guard, ctx, read_only=read_only)
+    prompt = evidence_prompt(payload.get("evidence", {}), payload.get("findings", []), payload.get("tried", []))
+    emit("llm_started", {"backend": backend.name, "read_only": read_only})
+    return consult(backend, tools, prompt, limits_of(loaded), loaded.redactor, record=emit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clawmedic.doctor.llm.run")
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--read-only", action="store_true")
+    args = ap.parse_args(argv)
+
+    def emit(kind: str, detail: dict[str, Any]) -> None:
+        print(json.dumps({"kind": kind, "detail": detail}, default=str), flush=True)
+
+    try:
+        loaded = load_config(args.config)
+        payload = json.loads(sys.stdin.read() or "{}")
+        result = run_consultation(loaded, args.target, payload, read_only=args.read_only, emit=emit)
+    except ClawmedicError as e:
+        result = Consultation("?", "unavailable", error=str(e))
+    emit("result", result.to_dict())
+    return 0
+
+
+async def consult_in_child(
+    loaded: LoadedConfig,
+    target: str,
+    payload: dict[str, Any],
+    *,
+    read_only: bool = False,
+    on_record: Callable[[str, dict[str, Any]], None] | None = None,
+) -> Consultation:
+    """Run one consultation in a child process, bounded by the time budget; never raises for its failures."""
+    budget = loaded.config.daemon.doctor.llm.time_budget_s
+    backend = loaded.config.daemon.doctor.llm.backend
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "clawmedic.doctor.llm.run", "--config", str(loaded.source), "--target", target]
+    if read_only:
+        cmd.append("--read-only")
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+        limit=2**22,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(payload, default=str).encode())
+    proc.stdin.close()
+    result: Consultation | None = None
+
+    async def read() -> None:
+        nonlocal result
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("kind") == "result":
+                result = _consultation(rec["detail"])
+            elif on_record is not None:
+                on_record(str(rec.get("kind")), rec.get("detail") or {})
+
+    try:
+        await asyncio.wait_for(read(), timeout=budget + KILL_GRACE_S)
+        await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return Consultation(
+            backend,
+            "time_budget",
+            error=f"the LLM doctor ran past its {budget:g} s budget and was stopped",
+            took_s=round(time.monotonic() - t0, 3),
+        )
+    if result is None:
+        code = proc.returncode
+        why = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        return Consultation(
+            backend,
+            "backend_failed",
+            error=f"the LLM doctor process died ({why}) before its verdict",
+            took_s=round(time.monotonic() - t0, 3),
+        )
+    return result
+
+
+def _consultation(d: dict[str, Any]) -> Consultation:
+    from clawmedic.doctor.llm.agent import ToolRecord
+
+    tools = [ToolRecord(**t) for t in d.pop("tools", [])]
+    return Consultation(**d, tools=tools)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,6 +41,10 @@ def plugins_for(loaded: LoadedConfig) -> list[DaemonPlugin]:
         plugins.append(notifier)
     if (beat := heartbeat.plugin_for(loaded)) is not None:
         plugins.append(beat)
+    from clawmedic.doctor import gateway_checks
+
+    if (check := gateway_checks.plugin_for(loaded)) is not None:
+        plugins.append(check)  # heals faults that leave the gateway up (cron jobs, channels, model pins)
     issues, why_off = github_issues.plugin_for(loaded)
     if issues is not None:
         plugins.append(issues)

@@ -54,6 +54,7 @@ def render(inc: Incident) -> str:
             lines.append(f"- free disk: {ev['disk_free_mb']} MB{total}{where}")
         if ev.get("errors"):
             lines.append(f"- collectors that could not tell: `{json.dumps(ev['errors'])}`")
+        lines += _gateway_lines(ev.get("gateway") or {})
         tail = ev.get("output_tail") or []
         if tail:
             lines += ["", "Gateway output (last lines, redacted):", "", "```", *tail[-15:], "```"]
@@ -71,7 +72,7 @@ def render(inc: Incident) -> str:
     actions = [
         e
         for e in inc.timeline
-        if e.kind in ("action", "remedy", "config_restored", "deps_restored", "exit", "preflight")
+        if e.kind in ("action", "remedy", "verify", "config_restored", "deps_restored", "exit", "preflight")
     ]
     if actions:
         lines += ["## Actions and results", "", "| time | what | result |", "|---|---|---|"]
@@ -80,7 +81,9 @@ def render(inc: Incident) -> str:
         lines.append("")
     verdicts = [e for e in inc.timeline if e.kind == "verdict"]
     lines += ["## Verdict", ""]
-    if inc.status == "recovered":
+    if inc.status == "recovered" and inc.cause == "gateway_check" and verdicts:
+        lines.append(f"Recovered: {verdicts[-1].detail.get('summary')} ({_t(inc.closed_at)}).")
+    elif inc.status == "recovered":
         lines.append(f"Recovered: the gateway passed its probation ({_t(inc.closed_at)}).")
     elif verdicts:
         lines.append(str(verdicts[-1].detail.get("summary", inc.status)))
@@ -125,7 +128,39 @@ def _llm_section(inc: Incident) -> list[str]:
     return out
 
 
+def _gateway_lines(gw: dict[str, Any]) -> list[str]:
+    """A running gateway's own state (doctor/gateway_checks.py): what failed, not the whole dump."""
+    lines = []
+    for j in gw.get("cron") or []:
+        if j.get("last_status") == "error":
+            lines.append(
+                f"- cron job `{j.get('name')}` ({j.get('id')}): enabled={j.get('enabled')}, last run error "
+                f"({j.get('consecutive_errors')} in a row): {j.get('last_error')}"
+            )
+    ready = gw.get("ready") or {}
+    if ready.get("status") not in (None, 200):
+        lines.append(f"- /ready: {ready.get('status')}, failing {ready.get('failing')}")
+    for ch, accounts in (gw.get("channels") or {}).items():
+        bad = [a for a in accounts if not a.get("running") or a.get("last_error")]
+        if bad:
+            lines.append(f"- channel {ch}: `{json.dumps(bad)}`")
+    events = gw.get("model_events") or []
+    if events:
+        last = events[-1]
+        lines.append(
+            f"- model fallback decisions: {len(events)}, last {last.get('provider')}/{last.get('model')} "
+            f"reason={last.get('reason')} status={last.get('status')} outcome={last.get('outcome')}"
+        )
+    if gw.get("session_pins"):
+        lines.append(f"- session model pins: `{json.dumps(gw['session_pins'])}`")
+    return lines
+
+
 def _summarise(detail: dict[str, Any]) -> str:
+    if "fault_present" in detail:
+        return ("the fault is still there" if detail["fault_present"] else "re-check: the fault is gone").replace(
+            "|", "/"
+        )
     if "status" in detail and "remedy" in detail:
         return f"{detail['remedy']}: {detail['status']} — {detail.get('detail', '')}".replace("|", "/")
     text = ", ".join(f"{k}={v}" for k, v in detail.items() if k not in ("output_tail",))

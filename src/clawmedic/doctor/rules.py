@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clawmedic import defaults
 from clawmedic.doctor.evidence import LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
 
 
@@ -154,11 +155,76 @@ def _breaker(ev: Evidence) -> str | None:
     return None
 
 
+# --- a running gateway's own state (`ev.gateway`, read by doctor/gateway_checks.py) --------------------------------
+
+_INTERNAL_READY = ("startup-sidecars", "gateway-draining", "plugin-reload", "state-database", "agent-database")
+
+
+def failing_channels(ev: Evidence) -> dict[str, str]:
+    """Channel id -> why it counts as down: named in /ready's failing[], or every account stopped with an error."""
+    out: dict[str, str] = {}
+    for name in (ev.gateway.get("ready") or {}).get("failing") or []:
+        if isinstance(name, str) and not name.startswith(_INTERNAL_READY):
+            out[name] = "/ready fails on it"
+    for ch, accounts in (ev.gateway.get("channels") or {}).items():
+        if accounts and all(not a.get("running") and a.get("last_error") for a in accounts):
+            out.setdefault(ch, f"not running: {accounts[0].get('last_error')}")
+    return out
+
+
+def failing_cron_jobs(ev: Evidence) -> list[dict[str, Any]]:
+    """Enabled jobs whose last runs failed, at least `CRON_ERRORS_BEFORE_DISABLE` in a row."""
+    return [
+        j
+        for j in ev.gateway.get("cron") or []
+        if j.get("enabled") is True
+        and j.get("last_status") == "error"
+        and int(j.get("consecutive_errors") or 1) >= defaults.CRON_ERRORS_BEFORE_DISABLE
+    ]
+
+
+def _failing_models(ev: Evidence) -> set[str]:
+    """`provider/model` and bare model names seen failing in the gateway's fallback decisions."""
+    names: set[str] = set()
+    for e in ev.gateway.get("model_events") or []:
+        provider, model = e.get("provider"), e.get("model")
+        if isinstance(model, str) and model:
+            names.add(model)
+            if isinstance(provider, str) and provider and "/" not in model:
+                names.add(f"{provider}/{model}")
+    return names
+
+
+def pins_on_failing_models(ev: Evidence) -> list[dict[str, Any]]:
+    """Sessions pinned to a model the gateway saw failing: they cannot fall back while the pin holds."""
+    failing = _failing_models(ev)
+    out = []
+    for pin in ev.gateway.get("session_pins") or []:
+        model, provider = pin.get("model"), pin.get("provider")
+        full = f"{provider}/{model}" if provider and model and "/" not in str(model) else model
+        if full in failing or model in failing:
+            out.append(pin)
+    return out
+
+
 def _channel(ev: Evidence) -> str | None:
+    down = failing_channels(ev)
+    if down:
+        return "; ".join(f"channel {ch} is down ({why})" for ch, why in down.items())
     return _search(ev, r"channel[^\n]*(?:failed|stuck|timed out|error)[^\n]*|telegram[^\n]*(?:error|failed)[^\n]*")
 
 
 def _model(ev: Evidence) -> str | None:
+    live = ev.gateway.get("model_events") or []
+    if live:
+        last = live[-1]
+        pins = pins_on_failing_models(ev)
+        return (
+            f"{len(live)} model fallback decision(s) since the last check, last: reason={last.get('reason')} "
+            f"status={last.get('status')} model={last.get('provider')}/{last.get('model')} "
+            f"outcome={last.get('outcome')}"
+            + (f"; session(s) pinned to it: {', '.join(str(p.get('key')) for p in pins)}" if pins else "")
+        )
     hits = [e for e in ev.log_events if e.get("event") in ("model_fallback_decision", "embedded_run_agent_end")]
     if hits:
         return f"{len(hits)} model fallback/failure event(s), last: {hits[-1].get('message')}"
@@ -166,6 +232,13 @@ def _model(ev: Evidence) -> str | None:
 
 
 def _cron(ev: Evidence) -> str | None:
+    jobs = failing_cron_jobs(ev)
+    if jobs:
+        return "; ".join(
+            f"cron job {j.get('name') or j.get('id')} ({j.get('id')}) failed {j.get('consecutive_errors')} time(s) "
+            f"in a row: {j.get('last_error')}"
+            for j in jobs
+        )
     return _search(ev, r"cron: job run returned error status[^\n]*|\[cron\] failed to start[^\n]*")
 
 
@@ -273,18 +346,28 @@ RULES: list[Rule] = [
         "a channel is failing",
         0.5,
         _channel,
-        _none,
-        "Check the channel's credentials and network; `config set channels.<id>.enabled false` clears /ready.",
+        lambda ev: [RemedyCall("channel_disable", {"channel": ch}) for ch in failing_channels(ev)],
+        "Check the channel's credentials and network, then `openclaw config set channels.<id>.enabled true`.",
     ),
     Rule(
         "model-failures",
         "model calls fail (rate limit, auth, timeout)",
         0.5,
         _model,
-        _none,
-        "Add fallbacks (`models fallbacks add`) and clear stale session model pins.",
+        lambda ev: [
+            RemedyCall("clear_session_model_pin", {"session_key": p["key"]}) for p in pins_on_failing_models(ev)
+        ],
+        "Add fallbacks (`openclaw models fallbacks add`), check the provider's key and quota, and avoid pinning "
+        "sessions to one model.",
     ),
-    Rule("cron-failing", "a cron job fails", 0.5, _cron, _none, "Disable the job with `openclaw cron disable <id>`."),
+    Rule(
+        "cron-failing",
+        "a cron job fails",
+        0.5,
+        _cron,
+        lambda ev: [RemedyCall("cron_disable", {"job_id": j["id"]}) for j in failing_cron_jobs(ev)],
+        "Fix the job's command, then `openclaw cron enable <id>`; `openclaw cron runs <id>` shows its failures.",
+    ),
     Rule(
         "process-hang",
         "the gateway is frozen",

@@ -1,0 +1,480 @@
+"""Gateway checks: faults that do not take the gateway down, found and healed while it is healthy.
+
+A failing cron job, a channel that fails `/ready`, a model that keeps failing under a session's pin: the gateway
+still answers `/health`, so the ladder never escalates it. `GatewayCheck` (a `DaemonPlugin`) reads the gateway's
+own state every `interval_s` while its target is healthy — `cron list --all --json`, `/ready`, `channels status
+--json` (only when channels are configured), the log's `model_fallback_decision` events since the last check and,
+when models fail, `sessions --json` pins — runs the same rules as the doctor over it, and for each fault:
+
+- opens one incident (never a second one while the first is open), recording evidence and diagnosis;
+- runs the rule's plan through the `Guard` (a remedy outside the policy is recorded as needs_approval, not run);
+- verifies with the same check: the incident closes as recovered when the fault is gone;
+- a remedy that did not help is retried only after `cooldown_s`, at most `GATEWAY_REMEDY_MAX_TRIES` times; then,
+  or when nothing is left to try, the incident escalates to humans and stays open until the fault is gone.
+
+`Healer` holds these decisions as pure logic over a clock it is given; `GatewayCheck` carries them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+import json5
+
+from clawmedic import defaults
+from clawmedic.config import GatewayChecksConfig, LoadedConfig
+from clawmedic.doctor.evidence import Evidence
+from clawmedic.doctor.remedies import Guard, Outcome, Policy, RemedyContext, Risk, Status
+from clawmedic.doctor.report import write_report
+from clawmedic.doctor.rules import Finding, RemedyCall, diagnose
+from clawmedic.process.launcher import tail_lines
+from clawmedic.targets import openclaw
+
+if TYPE_CHECKING:
+    from clawmedic.supervisor import Context
+
+log = logging.getLogger("clawmedic.gateway_checks")
+
+GATEWAY_RULES = frozenset({"cron-failing", "channel-down", "model-failures"})
+CAUSE = "gateway_check"
+LOG_TAIL_LINES = 2000  # model decisions since the last check; a busy gateway logs far fewer lines per minute
+MAX_ITEMS = 50  # jobs, accounts, events or pins kept per check
+MAX_TEXT = 300  # characters per error string
+
+
+# --- reading the gateway's state (bounded, never raises) ----------------------------------------------------------
+
+
+@dataclass
+class GatewayState:
+    cron: list[dict[str, Any]] = field(default_factory=list)
+    ready: dict[str, Any] = field(default_factory=dict)  # {"status": 200|503|None, "failing": [...]}
+    channels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    model_events: list[dict[str, Any]] = field(default_factory=list)
+    session_pins: list[dict[str, Any]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # what could not be read, and why
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cron": self.cron,
+            "ready": self.ready,
+            "channels": self.channels,
+            "model_events": self.model_events,
+            "session_pins": self.session_pins,
+            "errors": self.errors,
+        }
+
+
+def _text(v: object) -> str | None:
+    return None if v is None else str(v)[:MAX_TEXT]
+
+
+def parse_cron(data: object) -> list[dict[str, Any]]:
+    """`cron list --all --json` → one small dict per job (FACTS §7)."""
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    out = []
+    for j in jobs if isinstance(jobs, list) else []:
+        if not isinstance(j, dict):
+            continue
+        raw = j.get("state")
+        st: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        out.append(
+            {
+                "id": j.get("id"),
+                "name": j.get("name"),
+                "enabled": j.get("enabled"),
+                "last_status": st.get("lastRunStatus") or st.get("lastStatus"),
+                "last_error": _text(st.get("lastError") or j.get("lastError")),
+                "consecutive_errors": st.get("consecutiveErrors"),
+                "system": bool(j.get("declarationKey")),  # built-in jobs are declared by the gateway itself
+            }
+        )
+    return out[:MAX_ITEMS]
+
+
+def parse_channels(data: object) -> dict[str, list[dict[str, Any]]]:
+    """`channels status --json` → channel id → its accounts' running/connected/health/lastError."""
+    accounts = data.get("channelAccounts") if isinstance(data, dict) else None
+    out: dict[str, list[dict[str, Any]]] = {}
+    for ch, accs in (accounts if isinstance(accounts, dict) else {}).items():
+        out[str(ch)] = [
+            {
+                "account": a.get("accountId"),
+                "running": a.get("running"),
+                "connected": a.get("connected"),
+                "health": a.get("healthState"),
+                "last_error": _text(a.get("lastError")),
+            }
+            for a in (accs if isinstance(accs, list) else [])[:MAX_ITEMS]
+            if isinstance(a, dict)
+        ]
+    return out
+
+
+def parse_sessions(data: object) -> list[dict[str, Any]]:
+    """`sessions --json` → sessions that pin a model (`modelOverride`, FACTS §7)."""
+    sessions = data.get("sessions") if isinstance(data, dict) else None
+    return [
+        {"key": s.get("key") or s.get("sessionKey"), "provider": s.get("providerOverride"), "model": s["modelOverride"]}
+        for s in (sessions if isinstance(sessions, list) else [])
+        if isinstance(s, dict) and s.get("modelOverride")
+    ][:MAX_ITEMS]
+
+
+def _ts(value: object) -> float | None:
+    if isinstance(value, int | float):
+        return float(value) / (1000 if value > 1e11 else 1)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def parse_model_events(lines: list[str], since: float) -> list[dict[str, Any]]:
+    """`model_fallback_decision` events of the gateway's JSON-lines log logged after `since` (FACTS §8)."""
+    out = []
+    for line in lines:
+        if "model_fallback_decision" not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        obj = rec.get("1") if isinstance(rec, dict) else None
+        if not isinstance(obj, dict) or obj.get("event") != "model_fallback_decision":
+            continue
+        meta = rec.get("_meta") if isinstance(rec.get("_meta"), dict) else {}
+        at = _ts(rec.get("time") or meta.get("date"))
+        if at is not None and at <= since:
+            continue
+        out.append(
+            {
+                "at": at,
+                "decision": obj.get("decision"),
+                "reason": obj.get("reason"),
+                "status": obj.get("status"),
+                "provider": obj.get("candidateProvider") or obj.get("requestedProvider"),
+                "model": obj.get("candidateModel") or obj.get("requestedModel"),
+                "outcome": obj.get("fallbackStepFinalOutcome"),
+                "session_id": obj.get("sessionId"),
+            }
+        )
+    return out[-MAX_ITEMS:]
+
+
+def _channels_configured(loaded: LoadedConfig, name: str) -> bool:
+    """`channels status` costs a CLI run (~7 s under load); skip it when openclaw.json configures no channel."""
+    try:
+        cfg = json5.loads(openclaw.config_path(loaded.targets[name]).read_text())
+    except (OSError, ValueError):
+        return True  # cannot tell: ask the gateway
+    return isinstance(cfg, dict) and bool(cfg.get("channels"))
+
+
+def read_state(loaded: LoadedConfig, name: str, *, since: float, cfg: GatewayChecksConfig) -> GatewayState:
+    """Read target `name`'s gateway state; every source bounded by `command_timeout_s`, failures become
+    `errors[source]`. The result is redacted."""
+    target = loaded.targets[name]
+    st = GatewayState()
+    timeout = cfg.command_timeout_s
+
+    def cli(args: list[str], remote: bool) -> object:
+        r = openclaw.gateway_cli(loaded, name, args, remote=remote, timeout=timeout)
+        if r.error is not None:
+            raise RuntimeError(r.error)
+        return r.data
+
+    def ready() -> None:
+        resp = httpx.get(f"http://127.0.0.1:{target.port}/ready", timeout=min(timeout, 10.0), trust_env=False)
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        failing = body.get("failing") if isinstance(body, dict) else None
+        st.ready = {"status": resp.status_code, "failing": [str(f) for f in failing or []][:MAX_ITEMS]}
+
+    def cron() -> None:
+        st.cron = parse_cron(cli(["cron", "list", "--all", "--json"], True))
+
+    def channels() -> None:
+        if _channels_configured(loaded, name):
+            st.channels = parse_channels(cli(["channels", "status", "--json"], False))
+
+    def models() -> None:
+        if target.log_file is not None:
+            st.model_events = parse_model_events(tail_lines(target.log_file, LOG_TAIL_LINES), since)
+        if st.model_events:  # pins matter only when a model fails
+            st.session_pins = parse_sessions(cli(["sessions", "--json"], False))
+
+    sources: dict[str, Callable[[], None]] = {"cron": cron, "ready": ready, "channels": channels, "models": models}
+    if target.port is None:
+        sources.pop("ready")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="gateway-check")
+    futures = {pool.submit(fn): key for key, fn in sources.items()}
+    done, pending = concurrent.futures.wait(futures, timeout=timeout + 5)
+    for f in done:
+        if (exc := f.exception()) is not None:
+            st.errors[futures[f]] = f"{type(exc).__name__}: {exc}"[:MAX_TEXT]
+    for f in pending:
+        st.errors[futures[f]] = f"timed out after {timeout:g} s"
+    pool.shutdown(wait=False, cancel_futures=True)
+    return GatewayState(**loaded.redactor.data(st.to_dict()))
+
+
+def findings_of(target: str, state: GatewayState) -> list[Finding]:
+    """The doctor's own rules over the gateway's state; only the rules about a running gateway."""
+    ev = Evidence(target, cause=CAUSE, gateway=state.to_dict())
+    return [f for f in diagnose(ev) if f.rule in GATEWAY_RULES]
+
+
+# --- the decisions: pure, over an injected clock --------------------------------------------------------------------
+
+Phase = Literal["treating", "verifying", "escalated", "needs_approval"]
+
+
+@dataclass
+class Tracked:
+    rule: str
+    finding: Finding
+    opened_at: float
+    incident: int | None = None
+    phase: Phase = "treating"
+    next_try_at: float = 0.0
+    verify_until: float = 0.0
+    tries: dict[str, int] = field(default_factory=dict)  # remedy call key -> attempts
+    applied: list[str] = field(default_factory=list)  # remedies that ran ok
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: Literal["open", "treat", "resolved", "unverified", "escalate"]
+    rule: str
+    calls: list[RemedyCall] = field(default_factory=list)
+    why: str = ""
+    incident: int | None = None  # for `resolved`: the fault is no longer tracked
+    healed: bool = False  # for `resolved`: a remedy of ours ran ok before it went
+
+
+class Healer:
+    """One incident per fault (keyed by rule), remedies with a cooldown and a try limit, escalation instead of
+    loops. `step(findings, now)` says what to do; `record(rule, outcomes, now)` is told what happened."""
+
+    def __init__(self, cooldown_s: float, verify_timeout_s: float, max_tries: int = defaults.GATEWAY_REMEDY_MAX_TRIES):
+        self.cooldown_s = cooldown_s
+        self.verify_timeout_s = verify_timeout_s
+        self.max_tries = max_tries
+        self.tracked: dict[str, Tracked] = {}
+
+    def step(self, findings: list[Finding], now: float) -> list[Decision]:
+        out: list[Decision] = []
+        present = {f.rule: f for f in findings}
+        for rule in [r for r in self.tracked if r not in present]:
+            gone = self.tracked.pop(rule)
+            how = f"after {', '.join(gone.applied)}" if gone.applied else "without a remedy of ours"
+            out.append(
+                Decision(
+                    "resolved", rule, why=f"the fault is gone {how}", incident=gone.incident, healed=bool(gone.applied)
+                )
+            )
+        for rule, finding in present.items():
+            if rule not in self.tracked:
+                self.tracked[rule] = Tracked(rule, finding, now, next_try_at=now)
+                out.append(Decision("open", rule, why=finding.detail))
+            t = self.tracked[rule]
+            t.finding = finding
+            if t.phase in ("escalated", "needs_approval"):
+                continue  # a human decides; the incident stays open until the fault is gone
+            if t.phase == "verifying":
+                if now < t.verify_until:
+                    continue
+                t.phase = "treating"
+                out.append(
+                    Decision("unverified", rule, why=f"still present {self.verify_timeout_s:g} s after the remedy")
+                )
+            if now < t.next_try_at:
+                continue
+            calls = [c for c in finding.plan if t.tries.get(c.key, 0) < self.max_tries]
+            if calls:
+                out.append(Decision("treat", rule, calls))
+            else:
+                t.phase = "escalated"
+                why = "no remedy is known for it" if not finding.plan else "the remedies did not help"
+                out.append(Decision("escalate", rule, why=why))
+        return out
+
+    def record(self, rule: str, outcomes: list[Outcome], now: float) -> Phase:
+        t = self.tracked[rule]
+        for o in outcomes:
+            key = RemedyCall(o.remedy, o.params).key
+            # a refusal or an approval will not change by retrying: count it as used up
+            spent = o.status in (Status.REFUSED, Status.NEEDS_APPROVAL, Status.FAILED)
+            t.tries[key] = self.max_tries if spent else t.tries.get(key, 0) + 1
+        t.next_try_at = now + self.cooldown_s
+        if any(o.status == Status.NEEDS_APPROVAL for o in outcomes):
+            t.phase = "needs_approval"
+        elif any(o.status == Status.OK for o in outcomes):
+            t.applied += [o.remedy for o in outcomes if o.status == Status.OK]
+            t.phase = "verifying"
+            t.verify_until = now + self.verify_timeout_s
+        elif not any(t.tries.get(c.key, 0) < self.max_tries for c in t.finding.plan):
+            t.phase = "escalated"
+        else:
+            t.next_try_at = now  # something else in the plan is still worth a try
+        return t.phase
+
+
+# --- the plugin -------------------------------------------------------------------------------------------------------
+
+
+class GatewayCheck:
+    """The `DaemonPlugin`: checks every healthy OpenClaw target, heals through the `Guard`, records incidents."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        read: Callable[[LoadedConfig, str, float], GatewayState] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.cfg = loaded.config.daemon.doctor.gateway_checks
+        doc = loaded.config.daemon.doctor
+        self.guard = Guard(Policy(frozenset(Risk(r) for r in doc.allow), doc.allow_kill_foreign))
+        self.clock = clock
+        self._read = read or (lambda ld, name, since: read_state(ld, name, since=since, cfg=self.cfg))
+        self.targets = [n for n, t in loaded.targets.items() if t.kind == "openclaw"]
+        self.healers = {n: Healer(self.cfg.cooldown_s, self.cfg.verify_timeout_s) for n in self.targets}
+        self.states: dict[str, str] = {}
+        self._since = {n: clock() for n in self.targets}
+        self._failing_read: dict[str, str | None] = {}
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "state" and isinstance(event.get("target"), str):
+            self.states[event["target"]] = str(event.get("new", ""))
+
+    async def run(self, ctx: Context) -> None:
+        while True:
+            verifying = False
+            for name in self.targets:
+                if self.states.get(name) != "healthy":
+                    continue
+                try:
+                    await self.check(ctx, name)
+                except Exception as e:  # never up into the daemon
+                    log.error("%s: gateway check: internal error: %r", name, e, exc_info=e)
+                verifying |= any(t.phase == "verifying" for t in self.healers[name].tracked.values())
+            await asyncio.sleep(defaults.GATEWAY_VERIFY_POLL_S if verifying else self.cfg.interval_s)
+
+    async def check(self, ctx: Context, name: str) -> list[Decision]:
+        """One check of one target: read, diagnose, act on the healer's decisions."""
+        since, now = self._since[name], self.clock()
+        state = await asyncio.to_thread(self._read, self.loaded, name, since)
+        self._since[name] = now
+        self._log_read_errors(name, state)
+        findings = findings_of(name, state)
+        healer = self.healers[name]
+        decisions = healer.step(findings, self.clock())
+        inc_store, events = ctx.incidents, ctx.events
+        for d in decisions:
+            t = healer.tracked.get(d.rule)
+            if d.kind == "open" and t is not None:
+                t.incident = self._open(ctx, name, t.finding, state)
+            elif d.kind == "treat" and t is not None and t.incident is not None:
+                await self._treat(ctx, name, t, d.calls)
+            elif d.kind == "unverified" and t is not None and t.incident is not None:
+                inc_store.add(t.incident, "verify", {"fault_present": True, "detail": t.finding.detail, "why": d.why})
+                events.emit("gateway_fault_unverified", name, incident=t.incident, rule=d.rule)
+            elif d.kind == "escalate" and t is not None and t.incident is not None:
+                self._escalate(ctx, name, t, "escalated", d.why)
+        for d in decisions:  # after the loop above: `resolved` pops the fault from the healer
+            if d.kind == "resolved":
+                self._resolved(ctx, name, d, state)
+        for t in healer.tracked.values():
+            if t.phase == "verifying" and t.incident is not None:
+                inc_store.add(t.incident, "verify", {"fault_present": True, "detail": t.finding.detail})
+        return decisions
+
+    # --- carrying the decisions out ---------------------------------------------------------------------------------
+
+    def _open(self, ctx: Context, name: str, finding: Finding, state: GatewayState) -> int:
+        now = self.clock()
+        inc = ctx.incidents.open(name, f"gateway check: {finding.title} — {finding.detail}", now, now)
+        ctx.incidents.update(inc, cause=CAUSE)
+        ctx.incidents.add(inc, "evidence", {"gateway": state.to_dict(), "errors": state.errors})
+        ctx.incidents.add(
+            inc, "diagnosis", {"signature": f"cause={CAUSE}|rule={finding.rule}", "findings": [finding.to_dict()]}
+        )
+        ctx.events.emit("gateway_fault", name, incident=inc, rule=finding.rule, detail=finding.detail)
+        log.warning("%s: gateway check found %s: %s (incident #%d)", name, finding.rule, finding.detail, inc)
+        return inc
+
+    async def _treat(self, ctx: Context, name: str, t: Tracked, calls: list[RemedyCall]) -> None:
+        assert t.incident is not None
+        rctx = RemedyContext(self.loaded, name, ctx.known_good)
+        outcomes: list[Outcome] = []
+        for call in calls:
+            o = await asyncio.to_thread(self.guard.run, rctx, call.remedy, call.params)
+            outcomes.append(o)
+            ctx.incidents.add(t.incident, "remedy", o.to_dict(), duration_s=o.took_s)
+            ctx.events.emit(
+                "gateway_remedy", name, incident=t.incident, remedy=o.remedy, status=o.status.value, detail=o.detail
+            )
+            log.warning("%s: remedy %s: %s — %s", name, o.remedy, o.status.value, o.detail)
+        phase = self.healers[name].record(t.rule, outcomes, self.clock())
+        if phase in ("needs_approval", "escalated"):
+            why = "; ".join(f"{o.remedy}: {o.status.value} — {o.detail}" for o in outcomes if o.status != Status.OK)
+            self._escalate(ctx, name, t, phase, why)
+
+    def _escalate(self, ctx: Context, name: str, t: Tracked, status: str, why: str) -> None:
+        assert t.incident is not None
+        summary = f"{t.finding.title} — needs a human ({status}): {why}"
+        ctx.incidents.update(t.incident, status=status)
+        ctx.incidents.add(t.incident, "verdict", {"healed": False, "summary": summary})
+        ctx.events.emit("gateway_fault_escalated", name, incident=t.incident, rule=t.rule, status=status, why=why)
+        log.warning("%s: incident #%d %s: %s", name, t.incident, status, why)
+        self._write_report(ctx, t.incident)
+
+    def _resolved(self, ctx: Context, name: str, d: Decision, state: GatewayState) -> None:
+        inc = d.incident
+        if inc is None:
+            return
+        now = self.clock()
+        outcome = "recovered" if d.healed else "resolved"
+        ctx.incidents.add(inc, "verify", {"fault_present": False, "gateway": state.to_dict()})
+        ctx.incidents.add(inc, "verdict", {"healed": d.healed, "summary": f"{d.why}; verified by the same check"})
+        ctx.incidents.update(inc, status=outcome, live_at=now, closed_at=now)
+        ctx.events.emit("gateway_fault_resolved", name, incident=inc, rule=d.rule, outcome=outcome)
+        log.info("%s: incident #%d %s: %s", name, inc, outcome, d.why)
+        self._write_report(ctx, inc)
+
+    def _write_report(self, ctx: Context, incident: int) -> None:
+        try:
+            write_report(self.loaded, ctx.incidents, incident)
+        except OSError as e:
+            log.warning("cannot write the report of incident #%d: %s", incident, e)
+
+    def _log_read_errors(self, name: str, state: GatewayState) -> None:
+        text = "; ".join(f"{k}: {v}" for k, v in sorted(state.errors.items())) or None
+        if text != self._failing_read.get(name):
+            if text:
+                log.warning("%s: gateway check could not read: %s", name, text)
+            elif self._failing_read.get(name):
+                log.info("%s: gateway check reads everything again", name)
+            self._failing_read[name] = text
+
+
+def plugin_for(loaded: LoadedConfig) -> GatewayCheck | None:
+    """The gateway check, or None when the doctor or the check is off, or no target is an OpenClaw gateway."""
+    doc = loaded.config.daemon.doctor
+    if not (doc.enabled and doc.gateway_checks.enabled):
+        return None
+    if not any(t.kind == "openclaw" for t in loaded.targets.values()):
+        return None
+    return GatewayCheck(loaded)

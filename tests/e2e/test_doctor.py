@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
+import httpx
 import pytest
 
-from clawmedic import deps
+from clawmedic import deps, paths
 from clawmedic.process import inspect
 from clawmedic.sandbox import gateway as gw
-from clawmedic.sandbox.install import Install
+from clawmedic.sandbox.install import Install, fetch_package, node_package_name, registry_url
 from clawmedic.store.incidents import IncidentStore
-from tests.e2e.conftest import Daemon, _kill_tree, free_of
+from tests.e2e.conftest import BOOT_WAIT_S, Daemon, _kill_tree, free_of, is_running
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -177,3 +184,149 @@ def test_stale_gateway_on_the_port_is_stopped_and_ours_starts(
     finally:
         _kill_tree(stale.pid)
         stale.wait(10)
+
+
+def _report(d: Daemon, incident_id: int) -> str:
+    r = d.cli("incidents", "show", str(incident_id), "--markdown")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _teardown(d: Daemon, sb: gw.Sandbox) -> None:
+    d.stop()
+    handle = sb.launcher.adopt()
+    if handle is not None:
+        _kill_tree(handle.pid)
+    for pid in gw.pids_using(sb.root):
+        _kill_tree(pid)
+
+
+def _next_live_pid(d: Daemon, after: float) -> int:
+    """Wait for the gateway launched after `after` to pass liveness; return its pid."""
+    d.wait_event(lambda e: e["kind"] == "state" and e["new"] == "probation", BOOT_WAIT_S, after=after)
+    launched = [e for e in d.events("launched") if e["ts"] >= after or after == 0.0]
+    assert launched, "a gateway was launched"
+    pid = int(launched[-1]["pid"])
+    assert is_running(pid)
+    return pid
+
+
+OLD_NODE = "22.22.0"  # OpenClaw 2026.9.6 wants ">=24.16.0 <25 || >=26.1.0" and refuses 22 at boot (exit 1)
+
+
+@pytest.fixture(scope="session")
+def old_node() -> Path:
+    """Node 22 from the npm registry, fetched like the pinned Node 24 (integrity-checked), once, into the cache."""
+    name = node_package_name()
+    dest = paths.cache_dir() / "sandbox" / f"{name}-{OLD_NODE}"
+    binary = dest / "bin" / "node"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(dest) + ".lock"):
+        if not binary.is_file():
+            work = Path(tempfile.mkdtemp(prefix=f".{name}-{OLD_NODE}-", dir=dest.parent))
+            try:
+                with httpx.Client(timeout=60.0, follow_redirects=True) as client:
+                    fetch_package(client, registry_url(), name, OLD_NODE, work / "pkg", work, lambda _m, _f: None)
+                (work / "pkg").rename(dest)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        binary.chmod(0o755)
+    return binary
+
+
+def test_a_node_openclaw_refuses_escalates_at_once_with_the_advice(
+    install: Install, old_node: Path, tmp_path: Path
+) -> None:
+    refused = Install(install.root, old_node, install.openclaw_entry, OLD_NODE, install.openclaw_version)
+    sb = gw.create(tmp_path / "sb", refused, limits={"probation_s": 3.0, "startup_timeout_s": 150.0})
+    d = Daemon(sb, tmp_path / "daemon.log")
+    try:
+        d.start()
+        esc = d.wait_event(lambda e: e["kind"] == "escalated", 180)
+        assert esc["cause"] == "unsupported_runtime"
+        d.wait_event(lambda e: e["kind"] == "state" and e["new"] == "gave_up", 120)
+        exits = d.events("exited")
+        assert [e["code"] for e in exits] == [1], "escalated at the first refusal: no restart loop"
+        inc = _incident(sb, esc["incident"])
+        assert inc["status"] == "gave_up"
+        rules, remedies = _rules_and_remedies(inc)
+        assert "node-engine-mismatch" in rules
+        assert remedies == [], "no automatic repair: installing another Node is a human's call"
+        report = _report(d, esc["incident"])
+        assert "node-engine-mismatch" in report and OLD_NODE in report and ">=24.16.0" in report
+        assert "Install a Node version inside openclaw's `engines` range" in report
+        assert not gw.health(sb.port)
+    finally:
+        _teardown(d, sb)
+
+
+@pytest.fixture
+def tiny_home(tmp_path: Path) -> Iterator[Path]:
+    """The sandbox's HOME on a real 64 MB tmpfs, so the disk can really be filled (and only this one)."""
+    home = tmp_path / "sb" / "home"
+    home.mkdir(parents=True)
+    try:
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount(8) here: a real full disk needs a small filesystem of its own")
+    if r.returncode != 0:
+        why = r.stderr.strip()
+        pytest.skip(f"cannot mount a 64 MB tmpfs for a real full disk (needs root or CAP_SYS_ADMIN): {why}")
+    try:
+        yield home
+    finally:
+        subprocess.run(["umount", str(home)], capture_output=True, timeout=30, check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler.bin"
+    block = b"\0" * 2**20
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(block)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    return filler
+
+
+def test_a_full_disk_escalates_with_the_advice_and_heals_once_space_is_freed(
+    install: Install, tiny_home: Path, tmp_path: Path
+) -> None:
+    sb = gw.create(tmp_path / "sb", install, limits={"probation_s": 3.0, "startup_timeout_s": 150.0})
+    assert sb.home == tiny_home
+    d = Daemon(sb, tmp_path / "daemon.log")
+    try:
+        d.start()
+        pid = _next_live_pid(d, 0.0)
+        t_fault = time.time()
+        filler = _fill(sb.home)
+        assert shutil.disk_usage(sb.home).free < 2**20
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # the next boot meets the full disk
+        esc = d.wait_event(lambda e: e["kind"] == "escalated", 180, after=t_fault)
+        assert esc["cause"] == "fatal_config"  # exit 78: "database or disk is full"
+        d.wait_event(lambda e: e["kind"] == "state" and e["new"] == "gave_up", 120, after=t_fault)
+        inc = _incident(sb, esc["incident"])
+        rules, remedies = _rules_and_remedies(inc)
+        assert "disk-full" in rules
+        assert "state-db-corrupt" not in rules, "the database is fine; the disk is full"
+        assert remedies == [], "clawmedic deletes nothing of the user's to make room"
+        report = _report(d, esc["incident"])
+        assert "disk-full" in report and str(sb.home) in report and "Free disk space" in report
+        assert filler.exists() and not gw.health(sb.port)
+        # a human frees space and resumes: the same gateway, untouched otherwise, is healthy again
+        filler.unlink()
+        t_resume = time.time()
+        assert d.cli("resume").returncode == 0
+        d.wait_healthy(after=t_resume)
+        assert gw.health(sb.port)
+    finally:
+        _teardown(d, sb)
+

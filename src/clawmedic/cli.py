@@ -606,7 +606,14 @@ def safe_start(
 
 
 @app.command()
-def diagnose(target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def diagnose(
+    target: TargetArg = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    llm: Annotated[
+        bool, typer.Option("--llm", help="Also ask the LLM doctor ([daemon.doctor.llm]); its remedies are refused.")
+    ] = False,
+) -> None:
     """Collect evidence and run the diagnosis rules, read-only: nothing is changed."""
     import psutil
 
@@ -622,6 +629,7 @@ def diagnose(target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt 
     pid = handle.pid if handle and psutil.pid_exists(handle.pid) else None
     ev = collect(loaded, name, cause="diagnose", last_exit=status_entry.get("last_exit"), pid=pid, budget_s=25.0)
     findings = run_rules(ev)
+    consultation = _diagnose_llm(loaded, name, ev.to_dict(), [f.to_dict() for f in findings], json_) if llm else None
     if json_:
         out.print_json(
             json.dumps(
@@ -630,6 +638,7 @@ def diagnose(target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt 
                     "signature": signature(ev, findings),
                     "findings": [f.to_dict() for f in findings],
                     "evidence": ev.to_dict(),
+                    **({"llm": consultation.to_dict()} if consultation is not None else {}),
                 },
                 default=str,
             )
@@ -643,6 +652,31 @@ def diagnose(target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt 
         out.print(f"  plan: {plan}\n  advice: {f.advice}", highlight=False)
     if ev.errors:
         out.print(f"[dim]collectors that could not tell: {ev.errors}[/]", highlight=False)
+    if consultation is not None:
+        c = consultation
+        fault = f" [{c.fault}]" if c.fault else ""
+        out.print(f"[bold]LLM doctor[/] ({c.backend}, {c.ended}, {c.steps} step(s), {c.took_s:.1f} s){fault}:")
+        out.print(f"  {c.conclusion or c.error or 'no conclusion'}", highlight=False)
+        for r in c.remedies:
+            out.print(f"  would run: {r['remedy']} {r.get('params') or ''}", highlight=False)
+
+
+def _diagnose_llm(
+    loaded: LoadedConfig, name: str, evidence: dict[str, Any], findings: list[dict[str, Any]], quiet: bool
+) -> Any:
+    """A read-only consultation, in its own process like the daemon's, with each step shown as it happens."""
+    from clawmedic.doctor.llm.run import consult_in_child
+
+    def show(kind: str, detail: dict[str, Any]) -> None:
+        if quiet:
+            return
+        if kind == "llm_started":
+            err.print(f"[dim]consulting {detail.get('backend')} (read-only)…[/]")
+        elif kind == "llm_tool":
+            err.print(f"[dim]  step {detail.get('step')}: {detail.get('name')} → {detail.get('status')}[/]")
+
+    payload = {"evidence": evidence, "findings": findings, "tried": []}
+    return asyncio.run(consult_in_child(loaded, name, payload, read_only=True, on_record=show))
 
 
 @app.command()
@@ -674,6 +708,131 @@ def learnings(
     for i in items:
         table.add_row(i.signature, ", ".join(i.remedies), str(i.successes), str(i.failures), f"#{i.last_incident}")
     out.print(table)
+
+
+# --- the LLM doctor ------------------------------------------------------------------------------------------------
+
+llm_app = typer.Typer(help="The LLM doctor: check its backend, run the evaluation cases.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend", help="Override [daemon.doctor.llm] backend: local, openai, anthropic, cli.", show_default=False
+    ),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Override the model name.", show_default=False)]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="Override the OpenAI-compatible endpoint.", show_default=False)
+]
+
+
+def _llm_config(config: Path | None, backend: str | None, model: str | None, base_url: str | None) -> Any:
+    """The [daemon.doctor.llm] section (the defaults when there is no config), with command-line overrides."""
+    from pydantic import ValidationError
+
+    from clawmedic.config import LlmConfig
+
+    try:
+        base = _load(config).config.daemon.doctor.llm
+    except ConfigInvalid:
+        if config is not None:
+            raise
+        base = LlmConfig()
+    update = {k: v for k, v in (("backend", backend), ("model", model), ("base_url", base_url)) if v is not None}
+    try:
+        return LlmConfig.model_validate({**base.model_dump(), **update})
+    except ValidationError as e:
+        raise ConfigInvalid(f"[daemon.doctor.llm]: {e.errors()[0]['msg'].removeprefix('Value error, ')}.") from None
+
+
+def _backend(cfg: Any) -> Any:
+    from clawmedic.doctor.llm.backends import make_backend
+    from clawmedic.doctor.llm.types import BackendUnavailable
+
+    try:
+        return make_backend(cfg)
+    except BackendUnavailable as e:
+        raise EnvironmentMissing(f"LLM doctor: {e}.") from None
+
+
+@llm_app.command("check")
+def llm_check(
+    config: ConfigOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Ask the configured backend one short question: is it installed, reachable, and answering?"""
+    import time
+
+    from clawmedic.doctor.llm.types import BackendFailed
+
+    b = _backend(_llm_config(config, backend, model, base_url))
+    t0 = time.monotonic()
+    try:
+        reply = b.complete(
+            [{"role": "user", "content": "Reply with the single word: ready"}],
+            [],
+            timeout_s=defaults.LLM_REQUEST_TIMEOUT_S,
+        )
+    except BackendFailed as e:
+        raise EnvironmentMissing(f"LLM doctor: {b.name}: {e}.") from None
+    took = time.monotonic() - t0
+    if json_:
+        out.print_json(json.dumps({"backend": b.name, "ok": True, "seconds": round(took, 2), "answer": reply.text}))
+        return
+    out.print(f"[green]{b.name} answers[/] in {took:.1f} s: {reply.text.strip()[:80]!r}", highlight=False)
+
+
+@llm_app.command("eval")
+def llm_eval(
+    cases: Annotated[Path, typer.Option("--cases", help="Folder of evaluation cases.")] = Path("evals/cases"),
+    config: ConfigOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    only: Annotated[
+        str | None, typer.Option("-k", help="Only the cases whose name contains this.", show_default=False)
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Run the recorded incident cases against a backend and report its accuracy (fault named, remedy chosen).
+
+    Nothing is changed: tools answer from the recordings and remedies are only checked by the guard.
+    Exit 1 if any case fails."""
+    from clawmedic.doctor.llm.evals import Score, load_cases, run_all, summary
+
+    cfg = _llm_config(config, backend, model, base_url)
+    selected = [c for c in load_cases(cases) if only is None or only in c.name]
+    if not selected:
+        raise ConfigInvalid(f"no evaluation case in {cases} matches -k {only!r}.")
+    b = _backend(cfg)
+    from clawmedic.doctor.llm.agent import Limits
+
+    limits = Limits(cfg.max_steps, cfg.time_budget_s, cfg.request_timeout_s, cfg.tool_output_max_chars)
+
+    def progress(s: Score) -> None:
+        mark = "[green]pass[/]" if s.ok else "[red]FAIL[/]"
+        err.print(
+            f"{mark} {s.case}: fault {s.fault_named} (want {s.fault_expected}), remedy {s.remedy_chosen} "
+            f"(want {' or '.join(str(r) for r in s.remedy_expected)}), {s.steps} step(s), {s.seconds:.1f} s",
+            highlight=False,
+        )
+
+    err.print(f"[dim]{len(selected)} case(s) against {b.name}…[/]")
+    result = summary(b.name, run_all(b, selected, limits, progress))
+    if json_:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(
+            f"{b.name}: accuracy {result['accuracy'] * 100:.0f}% ({sum(s['ok'] for s in result['scores'])}/"
+            f"{result['cases']}); fault {result['fault_accuracy'] * 100:.0f}%, remedy "
+            f"{result['remedy_accuracy'] * 100:.0f}%; median {result['median_seconds']:.1f} s a case",
+            highlight=False,
+        )
+    if result["accuracy"] < 1.0:
+        raise typer.Exit(defaults.EXIT_FAILURE)
 
 
 # --- sandbox --------------------------------------------------------------------------------------------------------

@@ -310,3 +310,52 @@ def test_read_only_diagnosis_runs_no_remedy(tmp_path: Path) -> None:
         )
     assert isinstance(result, Consultation)
     assert result.remedies[0]["status"] == "refused" and "read-only" in result.remedies[0]["detail"]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_evaluation_case_agrees_with_the_rules() -> None:
+    """The cases are recorded evidence of real faults: the rule doctor must name the same fault and plan an
+    acceptable remedy, so a model's score is measured against answers we trust."""
+    from clawmedic.doctor.evidence import Evidence
+    from clawmedic.doctor.llm.evals import load_cases
+    from clawmedic.doctor.rules import diagnose
+
+    cases = load_cases(REPO / "evals" / "cases")
+    assert len(cases) >= 12
+    for case in cases:
+        findings = diagnose(Evidence(**case.evidence))
+        assert case.fault in [f.rule for f in findings], case.name
+        planned = [c.remedy for f in findings if f.rule == case.fault for c in f.plan]
+        first: str | None = planned[0] if planned else None
+        assert first in case.remedies, (case.name, planned)
+
+
+def _eval(llm: ScriptedLLM, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "clawmedic", "llm", "eval", "--cases", str(REPO / "evals" / "cases")]
+    cmd += ["--backend", "openai", "--model", "scripted", "--base-url", llm.url, "--json", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+
+
+def test_llm_eval_scores_a_right_and_a_wrong_answer() -> None:
+    right = [call("restore_known_good"), call("finish", diagnosis="typo", fault="config-invalid")]
+    with ScriptedLLM(right) as llm:
+        r = _eval(llm, "-k", "invalid-json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["accuracy"] == 1.0
+    wrong = [call("move_aside_state_db"), call("finish", diagnosis="db", fault="state-db-corrupt")]
+    with ScriptedLLM(wrong) as llm:
+        r = _eval(llm, "-k", "invalid-json")
+    assert r.returncode == 1
+    got = json.loads(r.stdout)
+    assert got["accuracy"] == 0.0 and got["scores"][0]["remedy_chosen"] == "move_aside_state_db"
+
+
+def test_llm_check_names_an_unreachable_endpoint_in_one_line() -> None:
+    cmd = [sys.executable, "-m", "clawmedic", "llm", "check", "--backend", "openai", "--model", "m"]
+    cmd += ["--base-url", f"http://127.0.0.1:{free_port()}/v1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    assert r.returncode == 3
+    assert "cannot reach" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -399,6 +399,8 @@ class GatewayCheck:
         for t in healer.tracked.values():
             if t.phase == "verifying" and t.incident is not None:
                 inc_store.add(t.incident, "verify", {"fault_present": True, "detail": t.finding.detail})
+        if healer.tracked:  # while a fault is open, every check is on the record (and nothing when all is well)
+            events.emit("gateway_checked", name, open={r: t.phase for r, t in healer.tracked.items()})
         return decisions
 
     # --- carrying the decisions out ---------------------------------------------------------------------------------

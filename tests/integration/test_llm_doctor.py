@@ -359,3 +359,30 @@ def test_llm_check_names_an_unreachable_endpoint_in_one_line() -> None:
     assert r.returncode == 3
     assert "cannot reach" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_remedy_that_needs_approval_goes_to_humans_not_to_the_model(tmp_path: Path) -> None:
+    with ScriptedLLM([call("retry_start")]) as llm:
+        loaded = write_config(tmp_path, openai_cfg(llm))
+        loaded.state_dir.mkdir(parents=True, exist_ok=True)
+        port = loaded.targets["svc"].port
+        code = f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(60)"
+        squatter = subprocess.Popen([sys.executable, "-c", code])
+        try:
+            deadline = time.monotonic() + 10
+            while (
+                time.monotonic() < deadline
+                and subprocess.run(
+                    [sys.executable, "-c", f"import socket; socket.create_connection(('127.0.0.1',{port}),1)"],
+                    capture_output=True,
+                ).returncode
+            ):
+                time.sleep(0.1)
+            doctor, _incidents, inc = _doctor(loaded)
+            verdict = asyncio.run(doctor.treat(Escalation("svc", inc, "port taken", "port_conflict", {})))
+            assert squatter.poll() is None, "the foreign holder is left alive"
+        finally:
+            squatter.kill()
+            squatter.wait()
+    assert not verdict.healed and "needs_approval" in verdict.summary
+    assert llm.requests == [], "the rules knew the fault: a human decides, the model is not asked"

@@ -89,7 +89,7 @@ class RuleDoctor:
         remedy_s = sum(o.took_s for o in outcomes)
         summary = "; ".join(f.title for f in findings) or "no known fault matched the evidence"
         llm_note = ""
-        if not applied and self._should_consult(inc, findings):
+        if not applied and self._should_consult(inc, findings, calls, outcomes):
             consultation = await self._consult(esc, ev.to_dict(), [f.to_dict() for f in findings], tried)
             remedy_s += consultation.took_s  # the model's thinking is the remedy's time, not the doctor's overhead
             llm_calls = [RemedyCall(r["remedy"], r.get("params") or {}) for r in consultation.remedies]
@@ -123,13 +123,20 @@ class RuleDoctor:
         await asyncio.to_thread(write_report, self.loaded, self.incidents, inc)
         return verdict
 
-    def _should_consult(self, inc: int, findings: list[Finding]) -> bool:
+    def _should_consult(
+        self, inc: int, findings: list[Finding], calls: list[RemedyCall], outcomes: list[Outcome]
+    ) -> bool:
         """The LLM doctor is for what the rules cannot do: no rule explains the incident, or the rules' planned
-        remedies are spent. Findings with no remedy at all (a full disk, an old Node) are for humans."""
+        remedies failed (this round, or they were spent in an earlier round and the fault came back). A remedy
+        that needs approval, or a finding with no remedy at all (a full disk, an old Node), is for humans."""
         cfg = self.loaded.config.daemon.doctor.llm
         if self._consulted.get(inc, 0) >= LLM_CONSULTATIONS_PER_INCIDENT or backend_name(cfg) is None:
             return False
-        return not findings or any(f.plan for f in findings)
+        if not findings:
+            return True
+        if any(o.status == Status.FAILED for o in outcomes):
+            return True
+        return not calls and any(f.plan for f in findings)
 
     async def _consult(
         self, esc: Escalation, evidence: dict[str, Any], findings: list[dict[str, Any]], tried: list[dict[str, Any]]

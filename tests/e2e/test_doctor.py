@@ -330,3 +330,36 @@ def test_a_full_disk_escalates_with_the_advice_and_heals_once_space_is_freed(
     finally:
         _teardown(d, sb)
 
+
+def test_a_hang_that_returns_after_restarts_is_diagnosed_and_resumed(install: Install, tmp_path: Path) -> None:
+    limits = {"probation_s": 3.0, "startup_timeout_s": 150.0, "crash_loop_failures": 3, "stable_reset_s": 600.0}
+    sb = gw.create(tmp_path / "sb", install, limits=limits)
+    d = Daemon(sb, tmp_path / "daemon.log")
+    stopped: list[int] = []
+    try:
+        d.start()
+        t = 0.0
+        for _ in range(3):  # something stops every gateway again as soon as it is live
+            pid = _next_live_pid(d, t)
+            t = time.time()
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        esc = d.wait_event(lambda e: e["kind"] == "escalated", 180, after=t)
+        assert esc["cause"] == "crash_loop"
+        d.wait_event(lambda e: e["kind"] == "incident_closed" and e["incident"] == esc["incident"], 240, after=t)
+        inc = _incident(sb, esc["incident"])
+        assert inc["status"] == "recovered"
+        rules, remedies = _rules_and_remedies(inc)
+        assert "process-hang" in rules
+        assert [(r["remedy"], r["params"], r["status"]) for r in remedies] == [
+            ("resume_stopped_gateway", {"pid": stopped[-1]}, "ok")
+        ]
+        assert d.pid() == stopped[-1], "the stopped gateway was resumed, not replaced"
+        assert not inspect.is_stopped(stopped[-1]) and gw.health(sb.port)
+        assert free_of(stopped[0]) and free_of(stopped[1]), "the earlier hung gateways were stopped by the ladder"
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        _teardown(d, sb)
+

@@ -386,3 +386,23 @@ def test_a_remedy_that_needs_approval_goes_to_humans_not_to_the_model(tmp_path: 
             squatter.wait()
     assert not verdict.healed and "needs_approval" in verdict.summary
     assert llm.requests == [], "the rules knew the fault: a human decides, the model is not asked"
+
+
+CRASHING_CLI = """#!{python}
+import os, signal
+os.kill(os.getppid(), signal.SIGKILL)  # the consultation's process dies, as if a native backend segfaulted
+"""
+
+
+def test_a_backend_that_kills_its_process_does_not_take_the_caller_down(tmp_path: Path) -> None:
+    cli = tmp_path / "crashing-agent"
+    cli.write_text(CRASHING_CLI.format(python=sys.executable))
+    cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
+    loaded = write_config(tmp_path, {"backend": "cli", "command": [str(cli)]})
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    doctor, incidents, inc = _doctor(loaded)
+    verdict = asyncio.run(doctor.treat(Escalation("svc", inc, "crashed", "crash_loop", {"last_exit": {"code": 1}})))
+    assert not verdict.healed
+    assert "the LLM doctor process died (signal 9)" in verdict.summary
+    got = incidents.get(inc)
+    assert got is not None and any(e.kind == "llm_started" for e in got.timeline), "what it did before is kept"

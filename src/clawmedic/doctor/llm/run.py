@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -108,7 +109,7 @@ async def consult_in_child(
         *cmd,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
         limit=2**22,
     )
@@ -130,6 +131,14 @@ async def consult_in_child(
             elif on_record is not None:
                 on_record(str(rec.get("kind")), rec.get("detail") or {})
 
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=5)
+
+    async def read_stderr() -> None:
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            stderr_tail.append(line.decode(errors="replace").strip())
+
+    stderr_task = asyncio.create_task(read_stderr())
     try:
         await asyncio.wait_for(read(), timeout=budget + KILL_GRACE_S)
         await proc.wait()
@@ -137,15 +146,20 @@ async def consult_in_child(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
+        stderr_task.cancel()
         return Consultation(
             backend,
             "time_budget",
             error=f"the LLM doctor ran past its {budget:g} s budget and was stopped",
             took_s=round(time.monotonic() - t0, 3),
         )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stderr_task, timeout=5)
     if result is None:
         code = proc.returncode
         why = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        last = next((ln for ln in reversed(stderr_tail) if ln), "")
+        why += f": {loaded.redactor.text(last)[:300]}" if last else ""
         return Consultation(
             backend,
             "backend_failed",

@@ -363,3 +363,33 @@ def test_a_hang_that_returns_after_restarts_is_diagnosed_and_resumed(install: In
                 os.kill(pid, signal.SIGCONT)
         _teardown(d, sb)
 
+
+def test_openclaws_crash_loop_breaker_is_reported_with_its_recovery(install: Install, tmp_path: Path) -> None:
+    limits = {"probation_s": 3.0, "startup_timeout_s": 150.0, "crash_loop_failures": 4, "stable_reset_s": 600.0}
+    sb = gw.create(tmp_path / "sb", install, limits=limits)
+    d = Daemon(sb, tmp_path / "daemon.log")
+    stability = sb.home / ".openclaw" / "logs" / "stability"
+    try:
+        d.start()
+        t = 0.0
+        for _ in range(4):  # 3 unclean boots within 300 s trip the breaker at the 4th boot; the 4th kill escalates
+            pid = _next_live_pid(d, t)
+            t = time.time()
+            os.kill(pid, signal.SIGKILL)
+        esc = d.wait_event(lambda e: e["kind"] == "escalated", 180, after=t)
+        assert esc["cause"] == "crash_loop"
+        d.wait_event(lambda e: e["kind"] == "state" and e["new"] == "gave_up", 120, after=t)
+        bundles = list(stability.glob("*crash_loop_breaker.json"))
+        assert bundles, "the real gateway tripped its breaker"
+        inc = _incident(sb, esc["incident"])
+        rules, remedies = _rules_and_remedies(inc)
+        assert "crash-loop-breaker" in rules
+        assert remedies == [], "the kills' cause is unknown: a human decides"
+        report = _report(d, esc["incident"])
+        assert "crash-loop-breaker" in report and "channels.start" in report
+        t_resume = time.time()
+        assert d.cli("resume").returncode == 0
+        d.wait_healthy(after=t_resume)
+        assert gw.health(sb.port)
+    finally:
+        _teardown(d, sb)

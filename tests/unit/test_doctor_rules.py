@@ -135,7 +135,21 @@ CASES: list[tuple[str, Evidence, str, list[str]]] = [
         "disk-full",
         [],
     ),
-    ("breaker", ev(cause="diagnose", stability_bundles=["2026-x-crash_loop_breaker.json"]), "crash-loop-breaker", []),
+    (
+        "breaker, fresh bundle",
+        ev(cause="crash_loop", stability_bundles=["2026-x-crash_loop_breaker.json"], breaker_age_s=40.0),
+        "crash-loop-breaker",
+        [],
+    ),
+    (
+        "breaker, said by this launch",
+        ev(
+            cause="crash_loop",
+            output_tail=["restart-loop breaker tripped: 3 unclean boot(s) within 300000ms; suppressing channel/..."],
+        ),
+        "crash-loop-breaker",
+        [],
+    ),
     (
         "hang that returns",
         ev(cause="crash_loop", process={"pid": 1, "alive": True, "stopped": True}),
@@ -183,6 +197,11 @@ def test_a_small_filesystem_with_room_is_not_full() -> None:
     roomy = ev(cause="diagnose", disk_free_mb=58.0, disk_total_mb=64.0, disk_path="/h")
     assert "disk-full" not in {f.rule for f in diagnose(roomy)}
     assert "disk-full" in {f.rule for f in diagnose(ev(cause="diagnose", disk_free_mb=150.0, disk_total_mb=9e5))}
+
+
+def test_an_old_breaker_bundle_is_not_a_current_breaker() -> None:
+    old = ev(cause="diagnose", stability_bundles=["2026-x-crash_loop_breaker.json"], breaker_age_s=86400.0)
+    assert "crash-loop-breaker" not in {f.rule for f in diagnose(old)}
 
 
 def test_the_full_disk_is_not_mistaken_for_a_corrupt_state_database() -> None:

@@ -13,6 +13,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ MAX_LINES = 60  # lines of output/log kept as evidence
 MAX_LINE = 400  # characters per line
 LOW_DISK_MB = 200  # below this, a gateway that writes logs and SQLite will fail in odd ways
 LOW_DISK_FRACTION = 0.05  # ... but a small filesystem is only "full" below 5 % of its size (a 64 MB one is not)
+BREAKER_WINDOW_S = 300.0  # FACTS §5: OpenClaw's breaker counts unclean boots within 300 s and clears itself after
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Evidence:
     disk_path: str = ""
     state_db: dict[str, Any] = field(default_factory=dict)
     stability_bundles: list[str] = field(default_factory=list)
+    breaker_age_s: float | None = None  # age of the newest crash-loop-breaker bundle (they outlive the breaker)
     lint_findings: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # other gateways on the same HOME
     gateway: dict[str, Any] = field(default_factory=dict)  # a running gateway's own state (gateway_checks)
@@ -285,6 +288,9 @@ def _stability(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
     folder = openclaw.gateway_home(loaded.targets[name]) / ".openclaw" / "logs" / "stability"
     if folder.is_dir():
         ev.stability_bundles = sorted(p.name for p in folder.glob("*.json"))[-20:]
+        written = [p.stat().st_mtime for p in folder.glob("*crash_loop_breaker*.json")]
+        if written:
+            ev.breaker_age_s = round(max(0.0, time.time() - max(written)), 1)
 
 
 def _duplicates(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clawmedic import defaults
-from clawmedic.doctor.evidence import LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
+from clawmedic.doctor.evidence import BREAKER_WINDOW_S, LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
 
 
 @dataclass(frozen=True)
@@ -148,10 +148,13 @@ def _disk(ev: Evidence) -> str | None:
 
 
 def _breaker(ev: Evidence) -> str | None:
-    bundles = [b for b in ev.stability_bundles if "crash_loop_breaker" in b]
-    said = _search(ev, r"restart-loop breaker tripped[^\n]*")
-    if said or bundles:
-        return said or f"crash-loop breaker bundle {bundles[-1]}"
+    """The breaker is active for its window only; its bundle stays on disk long after, so an old one means nothing."""
+    said = _search(ev, r"restart-loop breaker tripped[^\n]*")  # printed by this very launch
+    if said:
+        return said
+    if ev.breaker_age_s is not None and ev.breaker_age_s <= BREAKER_WINDOW_S:
+        bundle = next((b for b in reversed(ev.stability_bundles) if "crash_loop_breaker" in b), "")
+        return f"crash-loop breaker bundle {bundle} written {ev.breaker_age_s:.0f} s ago"
     return None
 
 

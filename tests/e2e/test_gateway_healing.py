@@ -90,7 +90,7 @@ def test_failing_cron_job_is_disabled_verified_and_reported(
     assert verified and verified[-1]["fault_present"] is False
     assert any(j["id"] == job_id and j["enabled"] is False for j in verified[-1]["gateway"]["cron"])
 
-    shown = daemon.cli("incidents", "show", str(inc_id))
+    shown = daemon.cli("incidents", "show", str(inc_id), "--markdown")
     assert shown.returncode == 0, shown.stderr
     for words in ("cron-failing", "cron_disable: ok", job_id, "Recovered", "command exited with code 3"):
         assert words in shown.stdout, f"{words!r} missing from the report:\n{shown.stdout}"
@@ -119,5 +119,5 @@ def test_cron_disable_outside_the_policy_escalates_once_and_changes_nothing(
     assert _job(install, sandbox, job_id)["enabled"] is True, "a remedy outside the policy is not run"
     inc = _incident(sandbox, esc["incident"])
     assert inc["status"] == "needs_approval" and inc["closed_at"] is None
-    shown = daemon.cli("incidents", "show", str(esc["incident"]))
+    shown = daemon.cli("incidents", "show", str(esc["incident"]), "--markdown")
     assert "needs_approval" in shown.stdout and "allowlist" in shown.stdout, shown.stdout

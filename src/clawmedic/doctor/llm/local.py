@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from clawmedic import paths
+from clawmedic import defaults, paths
 from clawmedic.doctor.llm.types import BackendFailed, BackendUnavailable, Message, Reply, ToolCall, ToolSpec
 
 MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -233,7 +233,8 @@ def _ensure_locked(target: Path, parts: PartsFinder, expected: str, now: Callabl
 # --- the backend ---------------------------------------------------------------------------------------------------
 
 _THOUGHT_MAX_CHARS = 120  # one short sentence before the choice: helps a 1.5B model, costs ~30 tokens on a CPU
-_CONCLUSION_MAX_CHARS = 900  # the last step's answer; ~250 tokens, inside the usual max_tokens
+_CONCLUSION_MAX_CHARS = 500  # the last step's answer: three sentences, ~120 tokens (2-3 tokens/s on 2 busy cores)
+_DEFAULT_MAX_TOKENS = defaults.LLM_MAX_TOKENS
 _CTX_TOKENS = 8192  # the transcript: evidence + a few tool results (capped by the agent) + the answers
 _SYSTEM_DEFAULT = "You are clawmedic's doctor: you diagnose why a supervised OpenClaw gateway is failing."
 
@@ -378,29 +379,28 @@ class LocalBackend:
 
     def __init__(
         self,
+        cfg: LlmConfig | None = None,
         *,
         model_path: Path | None = None,
         threads: int | None = None,
-        max_tokens: int = 300,
+        max_tokens: int | None = None,
         ctx_tokens: int = _CTX_TOKENS,
         thought_max_chars: int = _THOUGHT_MAX_CHARS,
     ) -> None:
+        """`cfg` is `[daemon.doctor.llm]`: its `model` may name another GGUF file (used as is, unhashed), `threads`
+        the CPU threads (default: all cores), `max_tokens` the answer's cap. Keyword arguments override it."""
+        if model_path is None and cfg is not None and cfg.model:
+            model_path = Path(cfg.model).expanduser()
         self._model_path = model_path  # None: the embedded model, verified by ensure_model()
         self.name = f"local:{MODEL_NAME}" if model_path is None else f"local:{model_path.stem}"
-        self._threads = threads or max(1, os.cpu_count() or 1)
-        self._max_tokens = max_tokens
+        self._threads = threads or (cfg.threads if cfg is not None else None) or max(1, os.cpu_count() or 1)
+        self._max_tokens = max_tokens or (cfg.max_tokens if cfg is not None else _DEFAULT_MAX_TOKENS)
         self._ctx_tokens = ctx_tokens
         self._thought_max_chars = thought_max_chars
         self._server: Any = None
         self._lock = threading.Lock()  # one request at a time: the server has one slot
         self._last_tools: list[ToolSpec] = []
         self.load_seconds: float | None = None
-
-    @classmethod
-    def from_config(cls, cfg: LlmConfig) -> LocalBackend:
-        """From `[daemon.doctor.llm]`: `model` may name another GGUF file (used unhashed), `threads` the cores."""
-        model = Path(cfg.model).expanduser() if cfg.model else None
-        return cls(model_path=model, threads=cfg.threads, max_tokens=cfg.max_tokens)
 
     def load(self) -> None:
         """Load the model now (otherwise the first `complete` does). Raises `BackendUnavailable`."""
@@ -444,7 +444,10 @@ class LocalBackend:
         if tools:
             self._last_tools = list(tools)
         thought = self._thought_max_chars > 0
-        schema = CONCLUSION_SCHEMA if final else choice_schema(tools, thought_max_chars=self._thought_max_chars)
+        # A tool without parameters already called can only be called identically again, which the agent refuses:
+        # leave it out of the choice (still described, so the prompt's prefix stays cached).
+        offered = _not_yet_called(tools, messages) or list(tools)
+        schema = CONCLUSION_SCHEMA if final else choice_schema(offered, thought_max_chars=self._thought_max_chars)
         # On the last step the tools are still described (as before) so the prompt's prefix stays cached.
         chat = to_chat(messages, tools or self._last_tools, final=final, thought=thought)
         request = {
@@ -484,6 +487,16 @@ class LocalBackend:
         return _parse_answer(result.get("answer"), tools, final=final)
 
 
+def _not_yet_called(tools: Sequence[ToolSpec], messages: Sequence[Message]) -> list[ToolSpec]:
+    called = {
+        str(call.get("name"))
+        for msg in messages
+        if msg.get("role") == "assistant"
+        for call in msg.get("tool_calls") or []
+    }
+    return [t for t in tools if t.name not in called or _arguments_schema(t).get("properties")]
+
+
 def _release_when_done(worker: threading.Thread, lock: threading.Lock) -> None:
     worker.join()
     lock.release()
@@ -519,6 +532,9 @@ def _parse_answer(answer: Any, tools: Sequence[ToolSpec], *, final: bool) -> Rep
         raise BackendFailed("the local model's answer has no message") from e
     raw_usage = answer.get("usage") or {}
     usage = {k: int(v) for k, v in raw_usage.items() if k in ("prompt_tokens", "completion_tokens") and v is not None}
+    cached = (raw_usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    if isinstance(cached, int):
+        usage["cached_prompt_tokens"] = cached  # the transcript's prefix reused from the previous step
     try:
         data = json.loads(content)
     except ValueError as e:

@@ -376,7 +376,9 @@ class GatewayCheck:
         """One check of one target: read, diagnose, act on the healer's decisions."""
         since, now = self._since[name], self.clock()
         state = await asyncio.to_thread(self._read, self.loaded, name, since)
-        self._since[name] = now
+        # events seen now are not new next time, even if they were logged while this check was reading
+        seen = [e["at"] for e in state.model_events if isinstance(e.get("at"), float)]
+        self._since[name] = max([now, *seen])
         self._log_read_errors(name, state)
         findings = findings_of(name, state)
         healer = self.healers[name]

@@ -737,7 +737,6 @@ def test_transition_escalated_to_gave_up(rig: Rig) -> None:
     ("limits", "setup", "act", "expected"),
     [
         pytest.param(LIMITS, at_escalated_after_failure, "verdict", [launch()], id="healed-not-running-launches"),
-        pytest.param(LOOP1, at_escalated_running, "verdict", [], id="healed-running-waits-for-liveness"),
         pytest.param(LIMITS, at_escalated_after_failure, "resume", [launch()], id="resume-not-running-launches"),
         pytest.param(LOOP1, at_escalated_running, "resume", [], id="resume-running-not-live"),
     ],
@@ -754,6 +753,21 @@ def test_transition_escalated_to_starting(limits: LadderLimits, setup: Setup, ac
     assert rig.ladder.consecutive_restarts == 0  # a human or the doctor looked: failures forgotten
     assert not rig.ladder.failures
     assert rig.moves() == [(State.ESCALATED, State.STARTING, 20.0)]
+
+
+@covers((State.ESCALATED, State.RESTARTING))
+def test_transition_escalated_to_restarting() -> None:
+    """Healed while our (not live) process still runs: it is stopped and launched again at once."""
+    rig = make(LOOP1)
+    at_escalated_running(rig)
+    rig.clear()
+    actions = rig.ladder.verdict(20.0, healed=True, detail="restored known-good")
+    assert actions == [Stop("restored known-good", LOOP1.hung_stop_timeout_s)]
+    assert rig.state() == State.RESTARTING
+    assert rig.moves() == [(State.ESCALATED, State.RESTARTING, 20.0)]
+    assert not rig.ladder.failures
+    assert rig.ladder.exited(21.0, ExitKind.CRASH, "killed") == [launch()]
+    assert rig.state() == State.STARTING
 
 
 @covers((State.ESCALATED, State.PROBATION))

@@ -233,8 +233,12 @@ class Ladder:
             return []
         self._forget_failures()
         if self.running:
-            self._begin_startup(now, detail or "the doctor healed it")
-            return []
+            # A process that is not live will not pick the repair up by itself (a restored file, a freed port):
+            # stop it and launch again at once; the probation after the relaunch is the verdict.
+            reason = detail or "the doctor repaired it; restarting"
+            self.restart_at = now
+            self.change_state(State.RESTARTING, now, reason)
+            return [Stop(reason, self.limits.hung_stop_timeout_s)]
         return self._launch(now, detail or "the doctor repaired it; launching")
 
     # --- scheduling ---

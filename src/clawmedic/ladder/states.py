@@ -94,7 +94,9 @@ ALLOWED: Final[dict[State, frozenset[State]]] = {
     ),
     State.RESTARTING: frozenset({State.STARTING, State.BACKOFF, State.ESCALATED, State.MAINTENANCE, State.STOPPED}),
     State.BACKOFF: frozenset({State.RESTARTING, State.STARTING, State.ESCALATED, State.MAINTENANCE, State.STOPPED}),
-    State.ESCALATED: frozenset({State.GAVE_UP, State.STARTING, State.PROBATION, State.MAINTENANCE, State.STOPPED}),
+    State.ESCALATED: frozenset(
+        {State.GAVE_UP, State.STARTING, State.RESTARTING, State.PROBATION, State.MAINTENANCE, State.STOPPED}
+    ),
     State.GAVE_UP: frozenset({State.STARTING, State.PROBATION, State.MAINTENANCE, State.STOPPED}),
     State.MAINTENANCE: _ANY - {State.MAINTENANCE, State.RESTARTING, State.BACKOFF},
 }

@@ -324,7 +324,7 @@ class TargetSupervisor:
         self.ctx.incidents.add(
             incident, "doctor", {"healed": verdict.healed, "summary": verdict.summary, "evidence": evidence}
         )
-        self._feed(self.ladder.verdict, verdict.healed, verdict.summary)
+        self._feed(self.ladder.verdict, verdict.healed, verdict.summary, verdict.restart)
 
     # --- boot-critical files: validation, known-good, latent faults ---
 

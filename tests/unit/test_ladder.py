@@ -737,6 +737,7 @@ def test_transition_escalated_to_gave_up(rig: Rig) -> None:
     ("limits", "setup", "act", "expected"),
     [
         pytest.param(LIMITS, at_escalated_after_failure, "verdict", [launch()], id="healed-not-running-launches"),
+        pytest.param(LOOP1, at_escalated_running, "in-place", [], id="healed-in-place-waits-for-liveness"),
         pytest.param(LIMITS, at_escalated_after_failure, "resume", [launch()], id="resume-not-running-launches"),
         pytest.param(LOOP1, at_escalated_running, "resume", [], id="resume-running-not-live"),
     ],
@@ -746,7 +747,10 @@ def test_transition_escalated_to_starting(limits: LadderLimits, setup: Setup, ac
     setup(rig)
     assert rig.ladder.failures
     rig.clear()
-    actions = rig.ladder.verdict(20.0, healed=True) if act == "verdict" else rig.ladder.resume(20.0)
+    if act == "resume":
+        actions = rig.ladder.resume(20.0)
+    else:
+        actions = rig.ladder.verdict(20.0, healed=True, restart=act != "in-place")
     assert actions == expected
     assert rig.state() == State.STARTING
     assert rig.ladder.startup_deadline == 80.0

@@ -23,6 +23,7 @@ class Escalation:
 class Verdict:
     healed: bool
     summary: str
+    restart: bool = True  # healed: relaunch a target that still runs (False: the repair took effect in place)
 
 
 class Doctor(Protocol):

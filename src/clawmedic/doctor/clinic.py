@@ -21,7 +21,7 @@ from clawmedic.doctor.learnings import LearningStore
 from clawmedic.doctor.llm.agent import Consultation
 from clawmedic.doctor.llm.backends import backend_name
 from clawmedic.doctor.llm.run import consult_in_child
-from clawmedic.doctor.remedies import Guard, Outcome, Policy, RemedyContext, Status
+from clawmedic.doctor.remedies import REMEDIES, Guard, Outcome, Policy, RemedyContext, Status
 from clawmedic.doctor.report import write_report
 from clawmedic.doctor.rules import Finding, RemedyCall, diagnose, signature
 from clawmedic.knowngood_client import KnownGoodClient
@@ -111,7 +111,9 @@ class RuleDoctor:
         }
         if applied:
             self._pending[inc] = (sig, [c.key for c in calls if any(o.remedy == c.remedy for o in applied)], summary)
-            verdict = Verdict(True, f"{summary}: applied {', '.join(o.remedy for o in applied)}; relaunching to verify")
+            restart = any(REMEDIES[o.remedy].restarts_target for o in applied if o.remedy in REMEDIES)
+            then = "relaunching to verify" if restart else "verifying it in place"
+            verdict = Verdict(True, f"{summary}: applied {', '.join(o.remedy for o in applied)}; {then}", restart)
         else:
             not_run = [f"{o.remedy} ({o.status.value}: {o.detail})" for o in outcomes]
             why = "; ".join(not_run) if not_run else "no remedy left to try" if findings else "no rule matched"

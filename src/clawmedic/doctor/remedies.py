@@ -94,6 +94,7 @@ class Remedy:
     params: type[BaseModel]
     run: Callable[[RemedyContext, Any], Outcome]
     signals_foreign: bool = False  # signals a process clawmedic did not start
+    restarts_target: bool = True  # after it, the target is relaunched (False: it repairs the running process)
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,7 @@ REMEDIES: dict[str, Remedy] = {
             Risk.REVERSIBLE,
             PidParams,
             _resume_stopped_gateway,
+            restarts_target=False,
         ),
         Remedy(
             "kill_port_holder",

@@ -224,7 +224,7 @@ class Ladder:
             return []
         return self._launch(now, "resumed; the target is not running")
 
-    def verdict(self, now: float, healed: bool, detail: str = "") -> list[Action]:
+    def verdict(self, now: float, healed: bool, detail: str = "", restart: bool = True) -> list[Action]:
         """The doctor's answer to an escalation."""
         if self.state != State.ESCALATED:
             return []
@@ -232,6 +232,9 @@ class Ladder:
             self.change_state(State.GAVE_UP, now, detail or "the doctor could not heal it")
             return []
         self._forget_failures()
+        if self.running and not restart:  # repaired in place (e.g. resumed): its liveness decides
+            self._begin_startup(now, detail or "the doctor healed it")
+            return []
         if self.running:
             # A process that is not live will not pick the repair up by itself (a restored file, a freed port):
             # stop it and launch again at once; the probation after the relaunch is the verdict.

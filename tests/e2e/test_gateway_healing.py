@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -121,3 +124,90 @@ def test_cron_disable_outside_the_policy_escalates_once_and_changes_nothing(
     assert inc["status"] == "needs_approval" and inc["closed_at"] is None
     shown = daemon.cli("incidents", "show", str(esc["incident"]), "--markdown")
     assert "needs_approval" in shown.stdout and "allowlist" in shown.stdout, shown.stdout
+
+
+class _FakeModels(BaseHTTPRequestHandler):
+    """An OpenAI-compatible stand-in: `bad-model` answers 401 (a revoked key), any other model says "pong"."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, code: int, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._send(200, {"object": "list", "data": [{"id": "fake-model"}, {"id": "bad-model"}]})
+
+    def do_POST(self) -> None:
+        req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if req.get("model") == "bad-model":
+            self._send(401, {"error": {"message": "invalid api key", "code": "invalid_api_key"}})
+            return
+        msg = {"index": 0, "message": {"role": "assistant", "content": "pong"}, "finish_reason": "stop"}
+        self._send(
+            200, {"id": "x", "object": "chat.completion", "created": 0, "model": req.get("model"), "choices": [msg]}
+        )
+
+
+@pytest.fixture
+def fake_models() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeModels)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_session_pinned_to_a_failing_model_is_unpinned(
+    daemon: Daemon, sandbox: gw.Sandbox, install: Install, fake_models: int
+) -> None:
+    cfg = json.loads(sandbox.openclaw_json.read_text())
+    models = [{"id": "fake-model", "name": "fake-model"}, {"id": "bad-model", "name": "bad-model"}]
+    provider = {"baseUrl": f"http://127.0.0.1:{fake_models}/v1", "apiKey": "sk-fake", "api": "openai-completions"}
+    cfg["models"] = {"providers": {"fake": {**provider, "models": models}}}
+    cfg["agents"] = {"defaults": {"model": {"primary": "fake/fake-model"}}}
+    sandbox.openclaw_json.write_text(json.dumps(cfg, indent=2))
+    _configure(sandbox)
+    daemon.start()
+    healthy = daemon.wait_healthy()
+    pin = json.dumps({"key": "agent:main:main", "model": "fake/bad-model"})
+    assert _openclaw(install, sandbox, "gateway", "call", "sessions.patch", "--params", pin, "--json")["ok"] is True
+    turn = subprocess.run(  # fails: the pinned model answers 401, and a pin leaves no fallback
+        install.command("agent", "--agent", "main", "--message", "ping", "--json"),
+        env={**os.environ, "HOME": str(sandbox.home), "OPENCLAW_GATEWAY_TOKEN": sandbox.token},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert turn.returncode != 0
+    fault = daemon.wait_event(
+        lambda e: e["kind"] == "gateway_fault" and e["rule"] == "model-failures", 240, after=healthy["ts"]
+    )
+    assert "agent:main:main" in fault["detail"] and "auth" in fault["detail"]
+    fixed = daemon.wait_event(
+        lambda e: e["kind"] == "gateway_fault_resolved" and e["incident"] == fault["incident"], 240
+    )
+    assert fixed["outcome"] == "recovered"
+    r = subprocess.run(
+        install.command("sessions", "--json"),
+        env={**os.environ, "HOME": str(sandbox.home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (session,) = [s for s in json.loads(r.stdout)["sessions"] if s["key"] == "agent:main:main"]
+    assert not session.get("modelOverride"), "the gateway itself says the pin is gone"
+    inc = _incident(sandbox, fault["incident"])
+    remedies = [(e["detail"]["remedy"], e["detail"]["status"]) for e in inc["timeline"] if e["kind"] == "remedy"]
+    assert remedies == [("clear_session_model_pin", "ok")]

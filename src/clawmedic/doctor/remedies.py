@@ -373,6 +373,7 @@ REMEDIES: dict[str, Remedy] = {
             Risk.REVERSIBLE,
             CronJobParams,
             _cron_disable,
+            restarts_target=False,  # repairs the running gateway in place
         ),
         Remedy(
             "channel_disable",
@@ -380,6 +381,7 @@ REMEDIES: dict[str, Remedy] = {
             Risk.REVERSIBLE,
             ChannelParams,
             _channel_disable,
+            restarts_target=False,  # repairs the running gateway in place
         ),
         Remedy(
             "clear_session_model_pin",
@@ -387,6 +389,7 @@ REMEDIES: dict[str, Remedy] = {
             Risk.REVERSIBLE,
             SessionParams,
             _clear_session_model_pin,
+            restarts_target=False,  # repairs the running gateway in place
         ),
     )
 }

@@ -172,20 +172,22 @@ class RuleDoctor:
         return out
 
     def on_event(self, event: dict[str, Any]) -> None:
-        """Learn from the ladder's verdict on our remedies: the incident closed (healed) or escalated again."""
+        """Learn from the ladder's verdict on our remedies (the incident closed healed), and keep the report of an
+        incident the doctor saw in step with its end (recovered, or gave up)."""
         inc = event.get("incident")
-        if not isinstance(inc, int) or inc not in self._pending:
+        kind = event.get("kind")
+        if not isinstance(inc, int) or kind not in ("incident_closed", "gave_up") or inc not in self._attempted:
             return
-        if event.get("kind") == "incident_closed" and event.get("outcome") == "recovered":
-            sig, remedies, summary = self._pending.pop(inc)
-            self.learnings.record(sig, remedies, True, inc, summary)
-            self._attempted.pop(inc, None)
-            self._tried.pop(inc, None)
-            self._consulted.pop(inc, None)
-            try:
-                write_report(self.loaded, self.incidents, inc)
-            except OSError as e:
-                log.warning("cannot write the report of incident #%d: %s", inc, e)
+        if kind == "incident_closed":
+            if event.get("outcome") == "recovered" and inc in self._pending:
+                sig, remedies, summary = self._pending.pop(inc)
+                self.learnings.record(sig, remedies, True, inc, summary)
+            for book in (self._attempted, self._tried, self._consulted, self._pending):
+                book.pop(inc, None)
+        try:
+            write_report(self.loaded, self.incidents, inc)
+        except OSError as e:
+            log.warning("cannot write the report of incident #%d: %s", inc, e)
 
 
 def _llm_note(c: Consultation) -> str:

@@ -90,8 +90,9 @@ class RuleDoctor:
         summary = "; ".join(f.title for f in findings) or "no known fault matched the evidence"
         llm_note = ""
         if not applied and self._should_consult(inc, findings, calls, outcomes):
+            t_llm = time.monotonic()
             consultation = await self._consult(esc, ev.to_dict(), [f.to_dict() for f in findings], tried)
-            remedy_s += consultation.took_s  # the model's thinking is the remedy's time, not the doctor's overhead
+            remedy_s += time.monotonic() - t_llm  # the model's time (its process included) is the remedy's
             llm_calls = [RemedyCall(r["remedy"], r.get("params") or {}) for r in consultation.remedies]
             for r in consultation.remedies:
                 attempted.add(RemedyCall(r["remedy"], r.get("params") or {}).key)

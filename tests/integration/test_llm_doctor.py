@@ -326,6 +326,9 @@ def test_every_evaluation_case_agrees_with_the_rules() -> None:
     assert len(cases) >= 12
     for case in cases:
         findings = diagnose(Evidence(**case.evidence))
+        if case.fault == "other":  # a fault no rule explains: the LLM doctor's own
+            assert findings == [], (case.name, findings)
+            continue
         assert case.fault in [f.rule for f in findings], case.name
         planned = [c.remedy for f in findings if f.rule == case.fault for c in f.plan]
         first: str | None = planned[0] if planned else None

@@ -180,6 +180,7 @@ def test_to_chat_renders_tool_calls_and_results_for_a_plain_template() -> None:
     chat = to_chat(transcript, TOOLS, final=False)
     assert [m["role"] for m in chat] == ["system", "user", "assistant", "user"]
     assert "- stop_stale_gateway: Stop a stale gateway process. Arguments: pid: integer." in chat[0]["content"]
+    assert chat[3]["content"].endswith(local._NEXT_RULE)  # the rule last, where a small model heeds it
     assert json.loads(chat[2]["content"]) == {"thought": "look at the log", "tool": "log_tail", "arguments": {}}
     assert chat[3]["content"].startswith("Result of tool log_tail:\nJSON5: invalid")
     final = to_chat(transcript, TOOLS, final=True)
@@ -208,3 +209,29 @@ def test_parse_answer_tool_call_conclusion_and_failures() -> None:
     with pytest.raises(BackendFailed, match="refused the request: bad field"):
         _parse_answer({"error": {"code": 400, "message": "bad field"}}, TOOLS, final=False)
     assert CONCLUSION_SCHEMA["required"] == ["conclusion"]
+
+
+def test_tools_are_described_in_two_groups_when_remedies_are_marked() -> None:
+    tools = [*TOOLS, ToolSpec("restore_known_good", "Put openclaw.json back [remedy, risk: reversible]", {})]
+    text = to_chat([{"role": "user", "content": "hi"}], tools, final=False)[0]["content"]
+    looks, fixes = text.index("only look"), text.index("Remedies")
+    assert looks < text.index("- log_tail") < fixes < text.index("- restore_known_good")
+
+
+def test_already_called_tool_without_arguments_is_not_offered_again() -> None:
+    transcript: list[Message] = [
+        {"role": "user", "content": "Evidence"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "1", "name": "log_tail", "arguments": {}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "2", "name": "stop_stale_gateway", "arguments": {"pid": 1}}],
+        },
+    ]
+    assert [t.name for t in local._not_yet_called(TOOLS, transcript)] == ["stop_stale_gateway"]
+
+
+def test_conclusion_cut_at_its_cap_ends_at_a_full_sentence() -> None:
+    cut = "The config was broken. It was restored. A human should " + "x" * local._CONCLUSION_MAX_CHARS
+    assert local._whole_sentences(cut[: local._CONCLUSION_MAX_CHARS]) == "The config was broken. It was restored."
+    assert local._whole_sentences(" Short, no period ") == "Short, no period"

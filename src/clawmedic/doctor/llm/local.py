@@ -232,8 +232,8 @@ def _ensure_locked(target: Path, parts: PartsFinder, expected: str, now: Callabl
 
 # --- the backend ---------------------------------------------------------------------------------------------------
 
-_THOUGHT_MAX_CHARS = 120  # one short sentence before the choice: helps a 1.5B model, costs ~30 tokens on a CPU
-_CONCLUSION_MAX_CHARS = 500  # the last step's answer: three sentences, ~120 tokens (2-3 tokens/s on 2 busy cores)
+_THOUGHT_MAX_CHARS = 0  # "thought" before the choice: off, as in trials it doubled the tokens and chose no better
+_CONCLUSION_MAX_CHARS = 400  # the last step's answer: three sentences, ~90 tokens (1-3 tokens/s on 2 busy cores)
 _DEFAULT_MAX_TOKENS = defaults.LLM_MAX_TOKENS
 _CTX_TOKENS = 8192  # the transcript: evidence + a few tool results (capped by the agent) + the answers
 _SYSTEM_DEFAULT = "You are clawmedic's doctor: you diagnose why a supervised OpenClaw gateway is failing."
@@ -286,22 +286,34 @@ CONCLUSION_SCHEMA: dict[str, Any] = {
 }
 
 
+def _describe_one(tool: ToolSpec) -> str:
+    args = _arguments_schema(tool)
+    props = args.get("properties", {})
+    if props:
+        required = set(args.get("required", []))
+        arg_text = ", ".join(
+            f"{name}: {spec.get('type', 'any')}{'' if name in required else ' (optional)'}"
+            + (f" - {spec['description']}" if spec.get("description") else "")
+            for name, spec in props.items()
+        )
+    else:
+        arg_text = "none"
+    return f"- {tool.name}: {tool.description.strip()} Arguments: {arg_text}."
+
+
 def _describe_tools(tools: Sequence[ToolSpec]) -> str:
-    lines = []
-    for tool in tools:
-        args = _arguments_schema(tool)
-        props = args.get("properties", {})
-        if props:
-            required = set(args.get("required", []))
-            arg_text = ", ".join(
-                f"{name}: {spec.get('type', 'any')}{'' if name in required else ' (optional)'}"
-                + (f" - {spec['description']}" if spec.get("description") else "")
-                for name, spec in props.items()
-            )
-        else:
-            arg_text = "none"
-        lines.append(f"- {tool.name}: {tool.description.strip()} Arguments: {arg_text}.")
-    return "\n".join(lines)
+    """Tools in two groups when the descriptions mark remedies ("[remedy, …]"): a small model tells looking from
+    fixing much better when they are listed apart."""
+    remedies = [t for t in tools if _REMEDY_MARK in t.description]
+    others = [t for t in tools if _REMEDY_MARK not in t.description]
+    if not remedies or not others:
+        return "Tools you can call:\n" + "\n".join(_describe_one(t) for t in tools)
+    return (
+        "Tools that only look (read-only):\n"
+        + "\n".join(_describe_one(t) for t in others)
+        + "\n\nRemedies (they fix the machine):\n"
+        + "\n".join(_describe_one(t) for t in remedies)
+    )
 
 
 def _answer_rules(thought: bool) -> str:
@@ -310,10 +322,15 @@ def _answer_rules(thought: bool) -> str:
         example = '{"tool": "<tool name>", "arguments": {...}}'
     return (
         "Each turn, call exactly one tool by answering with one JSON object: "
-        f"{example}. Use only the tools listed above. Prefer a remedy that fits the evidence; "
-        "a read-only tool only when the evidence is not enough to choose one."
+        f"{example}. Use only the tools listed above."
     )
 
+
+_NEXT_RULE = (
+    "Choose the next tool. If the evidence already shows the cause, call the remedy that fixes it now; "
+    "look only for a fact not shown above."
+)
+_REMEDY_MARK = "[remedy"
 
 _FINAL_RULE = (
     "No more tools can be called now. Answer with your conclusion as JSON: "
@@ -357,7 +374,7 @@ def to_chat(
             chat.append({"role": "user", "content": f"Result of tool {msg.get('name', '?')}:\n{content}"})
     system = "\n\n".join(p for p in system_parts if p) or _SYSTEM_DEFAULT
     if tools:
-        system += f"\n\nTools you can call:\n{_describe_tools(tools)}\n\n{_answer_rules(thought)}"
+        system += f"\n\n{_describe_tools(tools)}\n\n{_answer_rules(thought)}"
     merged: list[dict[str, str]] = [{"role": "system", "content": system}]
     for turn in chat:  # consecutive user turns (a tool result, then a note) read better as one
         if merged[-1]["role"] == turn["role"] == "user":
@@ -369,8 +386,10 @@ def to_chat(
             merged[-1] = {"role": "user", "content": merged[-1]["content"] + "\n\n" + _FINAL_RULE}
         else:
             merged.append({"role": "user", "content": _FINAL_RULE})
-    elif merged[-1]["role"] != "user":
-        merged.append({"role": "user", "content": "Choose the next tool."})
+    elif merged[-1]["role"] == "user":  # the rule last, where a small model heeds it most
+        merged[-1] = {"role": "user", "content": merged[-1]["content"] + "\n\n" + _NEXT_RULE}
+    else:
+        merged.append({"role": "user", "content": _NEXT_RULE})
     return merged
 
 
@@ -517,6 +536,15 @@ def _private_socket_path() -> Path:
     return folder / "s.sock"
 
 
+def _whole_sentences(text: str) -> str:
+    """A conclusion cut at its length cap ends at its last full sentence (if it has one)."""
+    text = text.strip()
+    if len(text) < _CONCLUSION_MAX_CHARS or text.endswith((".", "!", "?")):
+        return text
+    end = text.rfind(". ")
+    return text[: end + 1] if end > 0 else text
+
+
 def _parse_answer(answer: Any, tools: Sequence[ToolSpec], *, final: bool) -> Reply:
     if not isinstance(answer, dict):
         raise BackendFailed(f"the local model returned {type(answer).__name__}, not a completion")
@@ -543,7 +571,7 @@ def _parse_answer(answer: Any, tools: Sequence[ToolSpec], *, final: bool) -> Rep
     if not isinstance(data, dict):
         raise BackendFailed(f"the local model's answer is not a JSON object: {_one_line(content)}")
     if final:
-        return Reply(text=str(data.get("conclusion", "")).strip(), usage=usage)
+        return Reply(text=_whole_sentences(str(data.get("conclusion", ""))), usage=usage)
     name = data.get("tool")
     arguments = data.get("arguments")
     if name not in {t.name for t in tools} or not isinstance(arguments, dict):

@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         elif op == "known_good":
             kg = store.known_good(payload["target"])
             result = kg.to_dict() if kg else None
+        elif op == "latest":
+            last = store.latest(payload["target"])
+            result = last.to_dict() if last else None
         elif op == "read":
             data = store.read(payload["target"], payload["key"], payload["rev"])
             result = base64.b64encode(data).decode() if data is not None else None

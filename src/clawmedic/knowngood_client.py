@@ -106,6 +106,10 @@ class KnownGoodClient:
         d = self._call("known_good", {"target": target})
         return Snapshot(**d) if d else None
 
+    def latest(self, target: str) -> Snapshot | None:
+        d = self._call("latest", {"target": target})
+        return Snapshot(**d) if d else None
+
     def read(self, target: str, key: str, rev: str) -> bytes | None:
         d = self._call("read", {"target": target, "key": key, "rev": rev})
         return base64.b64decode(d) if d is not None else None

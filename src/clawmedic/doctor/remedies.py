@@ -104,7 +104,11 @@ class Policy:
 
 
 def _snapshot(ctx: RemedyContext, why: str) -> str | None:
+    """The revision that holds the files as they are now: a new snapshot, or — when nothing changed since the last
+    one (e.g. the known-good taken after boot) — that last one, which already holds them."""
     snap = ctx.known_good.snapshot(ctx.target, openclaw.boot_files(ctx.loaded.targets[ctx.target]), why, "escalated")
+    if snap is None:
+        snap = ctx.known_good.latest(ctx.target)
     return snap.rev if snap else None
 
 

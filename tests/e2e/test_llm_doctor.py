@@ -1,0 +1,104 @@
+"""End-to-end: the LLM doctor on the real gateway, for a fault no rule explains.
+
+The fault is real: TLS is switched on in openclaw.json. The config validates and the gateway boots and says
+"ready" — but it now speaks HTTPS, so `/health` over HTTP never answers: restarts cannot help, the crash loop
+escalates, and no diagnosis rule matches. The model (a scripted OpenAI-compatible server on loopback, so the test
+is deterministic) reads the evidence, asks for the config validation, and calls `restore_known_good` through the
+guard; the verdict is clawmedic's own probation on the relaunched gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import json5
+import pytest
+
+from clawmedic.sandbox import gateway as gw
+from clawmedic.sandbox.install import Install
+from clawmedic.store.incidents import IncidentStore
+from tests.e2e.conftest import Daemon, _kill_tree
+from tests.helpers.scripted_llm import ScriptedLLM, call
+
+pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture
+def tls_sandbox(install: Install, tmp_path: Path) -> Iterator[gw.Sandbox]:
+    sb = gw.create(
+        tmp_path / "sandbox",
+        install,
+        limits={
+            "probation_s": 3.0,
+            "stable_reset_s": 5.0,
+            "startup_timeout_s": 120.0,  # a boot takes 7-25 s (80 s seen under load); HTTPS never passes
+            "crash_loop_failures": 2,
+            "known_good_after_s": 2.0,
+        },
+    )
+    try:
+        yield sb
+    finally:
+        handle = sb.launcher.adopt()
+        if handle is not None:
+            _kill_tree(handle.pid)
+        for pid in gw.pids_using(sb.root):
+            _kill_tree(pid)
+
+
+def test_an_unknown_fault_is_diagnosed_and_healed_by_the_llm_doctor(tls_sandbox: gw.Sandbox, tmp_path: Path) -> None:
+    sb = tls_sandbox
+    script = [
+        call("config_validation"),
+        call("restore_known_good"),
+        call(
+            "finish", diagnosis="gateway.tls was enabled: the gateway speaks HTTPS and fails HTTP probes", fault="other"
+        ),
+    ]
+    with ScriptedLLM(script) as llm:
+        with sb.config_path.open("a") as f:
+            f.write(f'\n[daemon.doctor.llm]\nbackend = "openai"\nmodel = "scripted"\nbase_url = "{llm.url}"\n')
+        daemon = Daemon(sb, tmp_path / "daemon.log")
+        try:
+            daemon.start()
+            daemon.wait_healthy()
+            daemon.wait_event(lambda e: e["kind"] == "known_good", 90)
+            cfg = json5.loads(sb.openclaw_json.read_text())
+            tls_dir = sb.home / "tls"
+            cfg["gateway"]["tls"] = {
+                "enabled": True,
+                "certPath": str(tls_dir / "cert.pem"),
+                "keyPath": str(tls_dir / "key.pem"),
+            }
+            sb.openclaw_json.write_text(json.dumps(cfg, indent=2))
+            os.kill(daemon.pid(), signal.SIGKILL)  # the relaunch boots with TLS: restarts cannot help now
+            esc = daemon.wait_event(lambda e: e["kind"] == "escalated", 400)
+            assert esc["cause"] == "crash_loop"
+            closed = daemon.wait_event(
+                lambda e: e["kind"] == "incident_closed" and e.get("incident") == esc["incident"], 400
+            )
+            assert closed["outcome"] == "recovered"
+            assert gw.health(sb.port)
+        finally:
+            daemon.stop()
+    assert "tls" not in json5.loads(sb.openclaw_json.read_text())["gateway"], "the known-good config is back"
+    assert list(sb.openclaw_json.parent.glob("openclaw.json.broken-*")), "the TLS config is kept beside it"
+    first = llm.requests[0]["messages"][1]["content"]
+    assert "known-good config snapshot: yes (the current config differs from it)" in first
+    assert sb.token.encode() not in llm.all_bytes(), "the gateway token never reaches the model"
+    store = IncidentStore(sb.state_dir / "incidents.sqlite")
+    try:
+        inc = store.get(esc["incident"])
+    finally:
+        store.close()
+    assert inc is not None
+    findings = [f for e in inc.timeline if e.kind == "diagnosis" for f in e.detail["findings"]]
+    assert findings == [], "no rule explains this fault: it is the LLM doctor's"
+    tools = [(e.detail["name"], e.detail["status"]) for e in inc.timeline if e.kind == "llm_tool"]
+    assert tools == [("config_validation", "ok"), ("restore_known_good", "ok"), ("finish", "ok")]
+    report = daemon.cli("incidents", "show", str(esc["incident"]), "--markdown").stdout
+    assert "## LLM doctor" in report and "restore_known_good" in report and "HTTPS" in report

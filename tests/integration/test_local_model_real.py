@@ -64,6 +64,8 @@ def test_broken_config_makes_the_real_model_restore_known_good() -> None:
     before = chosen[: chosen.index("restore_known_good")]
     assert len(before) <= 1 and all(name in READ_TOOLS for name in before), f"the model chose {chosen}"
     assert result.applied == ["restore_known_good"]  # allowed by the default guard policy, recorded
+    # llama.cpp's HTTP side is confined to a private Unix socket: no TCP port was opened.
+    assert backend._server.listening_address.startswith("unix://")
 
 
 def test_unknown_model_path_is_unavailable(tmp_path: Path) -> None:

@@ -394,7 +394,11 @@ def to_chat(
 
 
 class LocalBackend:
-    """The embedded model in this process (xllamacpp): loaded on first use, once, and kept for later incidents."""
+    """The embedded model in this process (xllamacpp): loaded on first use, once per process.
+
+    llama.cpp keeps the last request's prompt in its slot, so a step that extends the transcript only reads the
+    new tokens: the first decision pays for the whole prompt, the next ones for the last tool result.
+    """
 
     def __init__(
         self,

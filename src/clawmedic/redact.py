@@ -15,6 +15,8 @@ _PATTERNS = [
     ),
     re.compile(r"(?i)(bearer\s+)([A-Za-z0-9._~+/-]+=*)"),
     re.compile(r"()\b(sk-[A-Za-z0-9_-]{16,})"),
+    # a Telegram bot token, `<bot id>:<35 characters>`, e.g. inside an API URL `https://api.telegram.org/bot<token>/`
+    re.compile(r"()(?<![0-9])([0-9]{5,12}:[A-Za-z0-9_-]{30,})"),
 ]
 
 

@@ -4,8 +4,8 @@
   second call that trusts the stamp (warm);
 - load: xllamacpp loading the GGUF (in this process, once);
 - decision: one `complete()` with the doctor's real tools and system prompt over the broken-openclaw.json evidence,
-  a fresh transcript each time (no cached prefix), and a follow-up decision after a tool result (cached prefix);
-  median over `--decisions` runs.
+  a fresh transcript each time (no cached prefix), and a follow-up decision after the chosen tool's recorded
+  result (the prefix is cached by llama.cpp, so only the new tokens are read); median over `--decisions` runs.
 
     .venv/bin/python bench/bench_llm.py [--decisions 3] [--threads N] [--json]
 """
@@ -27,18 +27,27 @@ from clawmedic.doctor.llm.agent import SYSTEM_PROMPT, evidence_prompt, tool_spec
 from clawmedic.doctor.llm.local import LocalBackend, ensure_model, local_available
 from clawmedic.doctor.llm.types import Message
 
+OUTPUT_TAIL = [
+    "Invalid config at /home/u/.openclaw/openclaw.json: JSON5 parse failed: invalid character ',' at 3:5",
+    "Gateway exited with code 78",
+]
+VALIDATION = {"valid": False, "stage": "parse", "issues": ["JSON5: invalid character ',' at 3:5"]}
 EVIDENCE = {
     "target": "gateway",
     "cause": "fatal_config",
     "reason": "the gateway exited and cannot start",
     "last_exit": {"code": 78, "kind": "fatal_config"},
-    "output_tail": [
-        "Invalid config at /home/u/.openclaw/openclaw.json: JSON5 parse failed: invalid character ',' at 3:5",
-        "Gateway exited with code 78",
-    ],
-    "config": {"valid": False, "stage": "parse", "issues": ["JSON5: invalid character ',' at 3:5"]},
+    "output_tail": OUTPUT_TAIL,
+    "config": VALIDATION,
     "known_good": "4f1c2a9e0b",
     "config_differs_from_known_good": True,
+}
+
+# What the read-only tools answer in this incident (as in evals/cases/01-invalid-json.json).
+TOOL_OUTPUT = {
+    "log_tail": "console output:\n" + "\n".join(OUTPUT_TAIL),
+    "config_validation": json.dumps(VALIDATION),
+    "port_owner": "nothing listens on port 18789",
 }
 
 
@@ -95,7 +104,7 @@ def main() -> None:
         _say(f"decision {i + 1}: {fresh[-1]:.1f} s → {call.name} {call.arguments} {reply.usage}")
         messages += [
             {"role": "assistant", "content": reply.text, "tool_calls": [vars(call)]},
-            {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": "noted"},
+            {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": TOOL_OUTPUT.get(call.name, "ok")},
         ]
         t = time.monotonic()
         reply = backend.complete(messages, specs, timeout_s=900)

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
 from clawmedic.store.incidents import IncidentStore
@@ -143,7 +144,10 @@ def test_a_down_channel_is_disabled_and_ready_again(
     assert [(r["remedy"], r["status"], r["params"]) for r in remedies] == [
         ("channel_disable", "ok", {"channel": "telegram"})
     ]
-    assert remedies[0]["changes"][0]["snapshot_before"], "the config was snapshotted before the change"
+    before = remedies[0]["changes"][0]["snapshot_before"]
+    assert before, "the config was snapshotted before the change"
+    snapshot = KnownGoodClient(sandbox.state_dir).read(gw.TARGET, "openclaw.json", before)
+    assert snapshot is not None and json.loads(snapshot)["channels"]["telegram"]["enabled"] is True
     verified = [e["detail"] for e in inc["timeline"] if e["kind"] == "verify"]
     assert verified and verified[-1]["fault_present"] is False
     assert verified[-1]["gateway"]["ready"] == {"status": 200, "failing": []}

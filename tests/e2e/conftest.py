@@ -22,6 +22,7 @@ import pytest
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install, ensure_install
 from clawmedic.store.events import read_events
+from clawmedic.store.incidents import IncidentStore
 
 CLAWMEDIC = str(Path(sys.executable).parent / "clawmedic")
 BOOT_WAIT_S = 180.0  # the gateway boots in 7-25 s; a shared 2-core CI machine can be much slower
@@ -114,21 +115,41 @@ class Daemon:
         raise AssertionError("the status file names no gateway pid")
 
 
+def cleanup_sandbox(sb: gw.Sandbox, *roots: Path) -> None:
+    """Stop, by PID, the sandbox's gateway and every process running from its folder (or from `roots`)."""
+    handle = sb.launcher.adopt()
+    if handle is not None:
+        _kill_tree(handle.pid)
+    for pid in {pid for root in (sb.root, *roots) for pid in gw.pids_using(root)}:
+        _kill_tree(pid)
+
+
+def incident(sb: gw.Sandbox, incident_id: int) -> dict[str, Any]:
+    """One incident of the sandbox's daemon, with its timeline, as a dict."""
+    store = IncidentStore(sb.state_dir / "incidents.sqlite")
+    try:
+        inc = store.get(incident_id)
+        assert inc is not None
+        return inc.to_dict()
+    finally:
+        store.close()
+
+
+SANDBOX_LIMITS: dict[str, float] = {
+    "probation_s": 3.0,
+    "stable_reset_s": 5.0,
+    "startup_timeout_s": 150.0,
+    "known_good_after_s": 2.0,
+}
+
+
 @pytest.fixture
 def sandbox(install: Install, tmp_path: Path) -> Iterator[gw.Sandbox]:
-    sb = gw.create(
-        tmp_path / "sandbox",
-        install,
-        limits={"probation_s": 3.0, "stable_reset_s": 5.0, "startup_timeout_s": 150.0, "known_good_after_s": 2.0},
-    )
+    sb = gw.create(tmp_path / "sandbox", install, limits=SANDBOX_LIMITS)
     try:
         yield sb
     finally:
-        handle = sb.launcher.adopt()
-        if handle is not None:
-            _kill_tree(handle.pid)
-        for pid in gw.pids_using(sb.root):
-            _kill_tree(pid)
+        cleanup_sandbox(sb)
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ import pytest
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
-from clawmedic.store.incidents import IncidentStore
-from tests.e2e.conftest import Daemon
+from tests.e2e.conftest import Daemon, incident
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -53,16 +52,6 @@ def _openclaw(install: Install, sb: gw.Sandbox, *args: str) -> Any:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout)
-
-
-def _incident(sb: gw.Sandbox, incident_id: int) -> dict[str, Any]:
-    store = IncidentStore(sb.state_dir / "incidents.sqlite")
-    try:
-        inc = store.get(incident_id)
-        assert inc is not None
-        return inc.to_dict()
-    finally:
-        store.close()
 
 
 class HealthWatch:
@@ -134,7 +123,7 @@ def test_a_down_channel_is_disabled_and_ready_again(
     health_watch.stop()
     assert health_watch.seen_ok > 0 and not health_watch.bad, f"/health was not 200 all along: {health_watch.bad}"
 
-    inc = _incident(sandbox, inc_id)
+    inc = incident(sandbox, inc_id)
     assert inc["status"] == "recovered" and inc["cause"] == "gateway_check"
     (diagnosis,) = [e["detail"] for e in inc["timeline"] if e["kind"] == "diagnosis"]
     assert [f["rule"] for f in diagnosis["findings"]] == ["channel-down"]

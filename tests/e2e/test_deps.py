@@ -19,7 +19,7 @@ from clawmedic import deps
 from clawmedic.config import load_config
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
-from tests.e2e.conftest import Daemon, _kill_tree, free_of
+from tests.e2e.conftest import Daemon, cleanup_sandbox, free_of
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -53,11 +53,7 @@ def private_sandbox(private_install: Install, tmp_path: Path) -> Iterator[gw.San
     finally:
         with contextlib.suppress(Exception):
             gw.stop_gateway(sb, timeout_s=15)
-        handle = sb.launcher.adopt()
-        if handle is not None:
-            _kill_tree(handle.pid)
-        for pid in {*gw.pids_using(sb.root), *gw.pids_using(private_install.root)}:
-            _kill_tree(pid)
+        cleanup_sandbox(sb, private_install.root)
 
 
 def output_since_last_start(sb: gw.Sandbox) -> str:

@@ -23,20 +23,9 @@ from clawmedic import deps, paths
 from clawmedic.process import inspect
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install, fetch_package, node_package_name, registry_url
-from clawmedic.store.incidents import IncidentStore
-from tests.e2e.conftest import BOOT_WAIT_S, Daemon, _kill_tree, free_of, is_running
+from tests.e2e.conftest import BOOT_WAIT_S, Daemon, _kill_tree, cleanup_sandbox, free_of, incident, is_running
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def _incident(sb: gw.Sandbox, incident_id: int) -> dict[str, Any]:
-    store = IncidentStore(sb.state_dir / "incidents.sqlite")
-    try:
-        inc = store.get(incident_id)
-        assert inc is not None
-        return inc.to_dict()
-    finally:
-        store.close()
 
 
 def _rules_and_remedies(inc: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -58,7 +47,7 @@ def test_corrupted_state_database_is_moved_aside(daemon: Daemon, sandbox: gw.San
     assert esc["cause"] == "fatal_config"
     daemon.wait_event(lambda e: e["kind"] == "incident_closed" and e["outcome"] == "recovered", 240, after=t_fault)
     assert gw.health(sandbox.port)
-    rules, remedies = _rules_and_remedies(_incident(sandbox, esc["incident"]))
+    rules, remedies = _rules_and_remedies(incident(sandbox, esc["incident"]))
     assert "state-db-corrupt" in rules
     assert any(r["remedy"] == "move_aside_state_db" and r["status"] == "ok" for r in remedies)
     kept = list(db.parent.glob("openclaw.sqlite.broken-*"))
@@ -84,7 +73,7 @@ def test_duplicate_instance_on_the_same_state_is_stopped(daemon: Daemon, sandbox
         daemon.wait_event(lambda e: e["kind"] == "incident_closed" and e["outcome"] == "recovered", 240)
         assert gw.health(sandbox.port)
         assert rogue.wait(30) is not None, "the duplicate was stopped"
-        rules, remedies = _rules_and_remedies(_incident(sandbox, esc["incident"]))
+        rules, remedies = _rules_and_remedies(incident(sandbox, esc["incident"]))
         assert "duplicate-instance" in rules
         assert any(r["remedy"] == "stop_stale_gateway" and r["params"]["pid"] == rogue.pid for r in remedies)
     finally:
@@ -120,18 +109,14 @@ def test_missing_dependency_without_a_pristine_copy_is_reinstalled(
         d.wait_event(lambda e: e["kind"] == "incident_closed" and e["outcome"] == "recovered", 300)
         assert gw.health(sb.port)
         assert (ws / "package.json").exists()
-        rules, remedies = _rules_and_remedies(_incident(sb, esc["incident"]))
+        rules, remedies = _rules_and_remedies(incident(sb, esc["incident"]))
         assert "missing-dependency" in rules
         assert any(r["remedy"] == "restore_deps" and r["status"] == "ok" for r in remedies)
         learned = json.loads(d.cli("learnings", "--json").stdout)
         assert any("restore_deps" in item["remedies"] and item["successes"] == 1 for item in learned)
     finally:
         d.stop()
-        handle = sb.launcher.adopt()
-        if handle is not None:
-            _kill_tree(handle.pid)
-        for pid in {*gw.pids_using(sb.root), *gw.pids_using(private_install.root)}:
-            _kill_tree(pid)
+        cleanup_sandbox(sb, private_install.root)
 
 
 def test_diagnose_is_read_only_and_names_a_latent_fault(daemon: Daemon, sandbox: gw.Sandbox) -> None:
@@ -175,7 +160,7 @@ def test_stale_gateway_on_the_port_is_stopped_and_ours_starts(
         owner = inspect.port_owner(sandbox.port)
         assert owner is not None and owner.pid in inspect.tree_pids(ours), "the port is now held by our gateway"
         assert gw.health(sandbox.port)
-        rules, remedies = _rules_and_remedies(_incident(sandbox, esc["incident"]))
+        rules, remedies = _rules_and_remedies(incident(sandbox, esc["incident"]))
         assert "port-taken-by-stale-gateway" in rules
         assert "port-taken-by-foreign-process" not in rules, "our own target's gateway is not a foreign process"
         assert [(r["remedy"], r["params"], r["status"]) for r in remedies] == [
@@ -194,11 +179,7 @@ def _report(d: Daemon, incident_id: int) -> str:
 
 def _teardown(d: Daemon, sb: gw.Sandbox) -> None:
     d.stop()
-    handle = sb.launcher.adopt()
-    if handle is not None:
-        _kill_tree(handle.pid)
-    for pid in gw.pids_using(sb.root):
-        _kill_tree(pid)
+    cleanup_sandbox(sb)
 
 
 def _next_live_pid(d: Daemon, after: float) -> int:
@@ -247,7 +228,7 @@ def test_a_node_openclaw_refuses_escalates_at_once_with_the_advice(
         d.wait_event(lambda e: e["kind"] == "state" and e["new"] == "gave_up", 120)
         exits = d.events("exited")
         assert [e["code"] for e in exits] == [1], "escalated at the first refusal: no restart loop"
-        inc = _incident(sb, esc["incident"])
+        inc = incident(sb, esc["incident"])
         assert inc["status"] == "gave_up"
         rules, remedies = _rules_and_remedies(inc)
         assert "node-engine-mismatch" in rules
@@ -313,7 +294,7 @@ def test_a_full_disk_escalates_with_the_advice_and_heals_once_space_is_freed(
         esc = d.wait_event(lambda e: e["kind"] == "escalated", 180, after=t_fault)
         assert esc["cause"] == "fatal_config"  # exit 78: "database or disk is full"
         d.wait_event(lambda e: e["kind"] == "state" and e["new"] == "gave_up", 120, after=t_fault)
-        inc = _incident(sb, esc["incident"])
+        inc = incident(sb, esc["incident"])
         rules, remedies = _rules_and_remedies(inc)
         assert "disk-full" in rules
         assert "state-db-corrupt" not in rules, "the database is fine; the disk is full"
@@ -347,7 +328,7 @@ def test_a_hang_that_returns_after_restarts_is_diagnosed_and_resumed(install: In
         esc = d.wait_event(lambda e: e["kind"] == "escalated", 180, after=t)
         assert esc["cause"] == "crash_loop"
         d.wait_event(lambda e: e["kind"] == "incident_closed" and e["incident"] == esc["incident"], 240, after=t)
-        inc = _incident(sb, esc["incident"])
+        inc = incident(sb, esc["incident"])
         assert inc["status"] == "recovered"
         rules, remedies = _rules_and_remedies(inc)
         assert "process-hang" in rules
@@ -381,7 +362,7 @@ def test_openclaws_crash_loop_breaker_is_reported_with_its_recovery(install: Ins
         d.wait_event(lambda e: e["kind"] == "state" and e["new"] == "gave_up", 120, after=t)
         bundles = list(stability.glob("*crash_loop_breaker.json"))
         assert bundles, "the real gateway tripped its breaker"
-        inc = _incident(sb, esc["incident"])
+        inc = incident(sb, esc["incident"])
         rules, remedies = _rules_and_remedies(inc)
         assert "crash-loop-breaker" in rules
         assert remedies == [], "the kills' cause is unknown: a human decides"

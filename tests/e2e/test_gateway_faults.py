@@ -8,25 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 import pytest
 
 from clawmedic.sandbox import gateway as gw
-from clawmedic.store.incidents import IncidentStore
-from tests.e2e.conftest import Daemon, free_of, is_running
+from tests.e2e.conftest import Daemon, free_of, incident, is_running
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def incident(sb: gw.Sandbox, incident_id: int) -> dict[str, Any]:
-    store = IncidentStore(sb.state_dir / "incidents.sqlite")
-    try:
-        inc = store.get(incident_id)
-        assert inc is not None
-        return inc.to_dict()
-    finally:
-        store.close()
 
 
 def test_kill9_is_detected_at_once_and_healed(daemon: Daemon, sandbox: gw.Sandbox) -> None:

@@ -15,8 +15,7 @@ import pytest
 
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
-from clawmedic.store.incidents import IncidentStore
-from tests.e2e.conftest import Daemon
+from tests.e2e.conftest import Daemon, incident
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -56,16 +55,6 @@ def _job(install: Install, sb: gw.Sandbox, job_id: str) -> dict[str, Any]:
     return next(j for j in jobs if j["id"] == job_id)
 
 
-def _incident(sb: gw.Sandbox, incident_id: int) -> dict[str, Any]:
-    store = IncidentStore(sb.state_dir / "incidents.sqlite")
-    try:
-        inc = store.get(incident_id)
-        assert inc is not None
-        return inc.to_dict()
-    finally:
-        store.close()
-
-
 def test_failing_cron_job_is_disabled_verified_and_reported(
     daemon: Daemon, sandbox: gw.Sandbox, install: Install
 ) -> None:
@@ -85,7 +74,7 @@ def test_failing_cron_job_is_disabled_verified_and_reported(
     assert job["enabled"] is False, "the gateway itself says the job is disabled"
     assert gw.health(sandbox.port), "the gateway was never taken down"
 
-    inc = _incident(sandbox, inc_id)
+    inc = incident(sandbox, inc_id)
     assert inc["status"] == "recovered" and inc["cause"] == "gateway_check"
     remedies = [e["detail"] for e in inc["timeline"] if e["kind"] == "remedy"]
     assert [(r["remedy"], r["status"], r["params"]) for r in remedies] == [("cron_disable", "ok", {"job_id": job_id})]
@@ -120,7 +109,7 @@ def test_cron_disable_outside_the_policy_escalates_once_and_changes_nothing(
     assert attempt["remedy"] == "cron_disable" and attempt["status"] == "needs_approval"
 
     assert _job(install, sandbox, job_id)["enabled"] is True, "a remedy outside the policy is not run"
-    inc = _incident(sandbox, esc["incident"])
+    inc = incident(sandbox, esc["incident"])
     assert inc["status"] == "needs_approval" and inc["closed_at"] is None
     shown = daemon.cli("incidents", "show", str(esc["incident"]), "--markdown")
     assert "needs_approval" in shown.stdout and "allowlist" in shown.stdout, shown.stdout
@@ -208,6 +197,6 @@ def test_a_session_pinned_to_a_failing_model_is_unpinned(
     )
     (session,) = [s for s in json.loads(r.stdout)["sessions"] if s["key"] == "agent:main:main"]
     assert not session.get("modelOverride"), "the gateway itself says the pin is gone"
-    inc = _incident(sandbox, fault["incident"])
+    inc = incident(sandbox, fault["incident"])
     remedies = [(e["detail"]["remedy"], e["detail"]["status"]) for e in inc["timeline"] if e["kind"] == "remedy"]
     assert remedies == [("clear_session_model_pin", "ok")]

@@ -20,8 +20,7 @@ import pytest
 
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
-from clawmedic.store.incidents import IncidentStore
-from tests.e2e.conftest import Daemon, _kill_tree
+from tests.e2e.conftest import Daemon, cleanup_sandbox, incident
 from tests.helpers.scripted_llm import ScriptedLLM, call
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -43,11 +42,7 @@ def tls_sandbox(install: Install, tmp_path: Path) -> Iterator[gw.Sandbox]:
     try:
         yield sb
     finally:
-        handle = sb.launcher.adopt()
-        if handle is not None:
-            _kill_tree(handle.pid)
-        for pid in gw.pids_using(sb.root):
-            _kill_tree(pid)
+        cleanup_sandbox(sb)
 
 
 def test_an_unknown_fault_is_diagnosed_and_healed_by_the_llm_doctor(tls_sandbox: gw.Sandbox, tmp_path: Path) -> None:
@@ -90,15 +85,10 @@ def test_an_unknown_fault_is_diagnosed_and_healed_by_the_llm_doctor(tls_sandbox:
     first = llm.requests[0]["messages"][1]["content"]
     assert "known-good config snapshot: yes (the current config differs from it)" in first
     assert sb.token.encode() not in llm.all_bytes(), "the gateway token never reaches the model"
-    store = IncidentStore(sb.state_dir / "incidents.sqlite")
-    try:
-        inc = store.get(esc["incident"])
-    finally:
-        store.close()
-    assert inc is not None
-    findings = [f for e in inc.timeline if e.kind == "diagnosis" for f in e.detail["findings"]]
+    inc = incident(sb, esc["incident"])
+    findings = [f for e in inc["timeline"] if e["kind"] == "diagnosis" for f in e["detail"]["findings"]]
     assert findings == [], "no rule explains this fault: it is the LLM doctor's"
-    tools = [(e.detail["name"], e.detail["status"]) for e in inc.timeline if e.kind == "llm_tool"]
+    tools = [(e["detail"]["name"], e["detail"]["status"]) for e in inc["timeline"] if e["kind"] == "llm_tool"]
     assert tools == [("config_validation", "ok"), ("restore_known_good", "ok"), ("finish", "ok")]
     report = daemon.cli("incidents", "show", str(esc["incident"]), "--markdown").stdout
     assert "## LLM doctor" in report and "restore_known_good" in report and "HTTPS" in report

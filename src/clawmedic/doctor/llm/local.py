@@ -302,8 +302,11 @@ def _describe_one(tool: ToolSpec) -> str:
 
 
 def _describe_tools(tools: Sequence[ToolSpec]) -> str:
-    """Tools in two groups when the descriptions mark remedies ("[remedy, …]"): a small model tells looking from
-    fixing much better when they are listed apart."""
+    """Tools in two groups when the descriptions mark remedies ("[remedy, …]").
+
+    Measured on the 1.5B model: listed apart, it goes to the remedy after at most one look (one list: it looks
+    twice or more before fixing a broken openclaw.json), but it over-picks `kill_port_holder` for faults that name
+    no port (evals: 6/15 right). The guard refuses that destructive remedy by default."""
     remedies = [t for t in tools if _REMEDY_MARK in t.description]
     others = [t for t in tools if _REMEDY_MARK not in t.description]
     if not remedies or not others:

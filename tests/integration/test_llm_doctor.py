@@ -25,7 +25,7 @@ from clawmedic.doctor.llm.backends import make_backend
 from clawmedic.doctor.llm.run import policy_of, run_consultation
 from clawmedic.doctor.llm.tools import LiveTools, RecordedTools
 from clawmedic.doctor.llm.types import BackendUnavailable
-from clawmedic.doctor.remedies import Guard, Policy
+from clawmedic.doctor.remedies import Guard, Policy, Risk
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.process.launcher import Launcher
 from clawmedic.store.incidents import IncidentStore
@@ -409,3 +409,21 @@ def test_a_backend_that_kills_its_process_does_not_take_the_caller_down(tmp_path
     assert "the LLM doctor process died (signal 9)" in verdict.summary
     got = incidents.get(inc)
     assert got is not None and any(e.kind == "llm_started" for e in got.timeline), "what it did before is kept"
+
+
+def test_remedies_the_policy_refuses_are_not_offered_and_still_refused_when_asked(tmp_path: Path) -> None:
+    from clawmedic.doctor.llm.agent import tool_specs
+
+    offered = {s.name for s in tool_specs(Policy())}
+    assert "restore_known_good" in offered and "finish" in offered and "log_tail" in offered
+    assert "kill_port_holder" not in offered, "a foreign kill needs approval by default: not offered"
+    assert "cron_disable" not in offered, "remedies for a running gateway are not offered for one that is down"
+    assert "kill_port_holder" in {s.name for s in tool_specs(Policy(allow_kill_foreign=True, allowed=frozenset(Risk)))}
+    with ScriptedLLM([call("kill_port_holder", pid=1), say("done")]) as llm:
+        loaded = write_config(tmp_path, openai_cfg(llm))
+        result = consult(
+            make_backend(loaded.config.daemon.doctor.llm), recorded(), "x", limits(), loaded.redactor, policy=Policy()
+        )
+    assert "kill_port_holder" not in [t["function"]["name"] for t in llm.requests[0]["tools"]]
+    assert [(t.name, t.status) for t in result.tools] == [("kill_port_holder", "refused")]
+    assert result.remedies == [] and result.applied == []

@@ -95,6 +95,7 @@ class Remedy:
     run: Callable[[RemedyContext, Any], Outcome]
     signals_foreign: bool = False  # signals a process clawmedic did not start
     restarts_target: bool = True  # after it, the target is relaunched (False: it repairs the running process)
+    needs_running_gateway: bool = False  # talks to a live gateway (cron, channels, sessions): not for one that is down
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,7 @@ REMEDIES: dict[str, Remedy] = {
             CronJobParams,
             _cron_disable,
             restarts_target=False,  # repairs the running gateway in place
+            needs_running_gateway=True,
         ),
         Remedy(
             "channel_disable",
@@ -386,6 +388,7 @@ REMEDIES: dict[str, Remedy] = {
             ChannelParams,
             _channel_disable,
             restarts_target=False,  # repairs the running gateway in place
+            needs_running_gateway=True,
         ),
         Remedy(
             "clear_session_model_pin",
@@ -394,6 +397,7 @@ REMEDIES: dict[str, Remedy] = {
             SessionParams,
             _clear_session_model_pin,
             restarts_target=False,  # repairs the running gateway in place
+            needs_running_gateway=True,
         ),
     )
 }

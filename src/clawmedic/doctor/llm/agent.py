@@ -16,7 +16,7 @@ from typing import Any
 
 from clawmedic.doctor.llm.tools import FAULTS, FINISH, READ_TOOLS, FinishParams, ToolEnv, schema
 from clawmedic.doctor.llm.types import Backend, BackendFailed, Message, ToolSpec
-from clawmedic.doctor.remedies import REMEDIES, Status
+from clawmedic.doctor.remedies import REMEDIES, Policy, Status
 from clawmedic.redact import Redactor
 
 Record = Callable[[str, dict[str, Any]], None]
@@ -76,11 +76,16 @@ class Consultation:
         return [r["remedy"] for r in self.remedies if r["status"] == Status.OK.value]
 
 
-def tool_specs() -> list[ToolSpec]:
-    """The read-only tools, every declared remedy (its risk class in its description), and `finish`."""
+def tool_specs(policy: Policy | None = None) -> list[ToolSpec]:
+    """The read-only tools, the declared remedies for a gateway that is down that the policy lets run (the risk
+    class in each description), and `finish`. A remedy the guard would refuse for its class is not offered: a
+    small model told "needs approval" asks again instead of moving on. The guard still checks every call."""
     specs = [ToolSpec(t.name, t.description, schema(t.params)) for t in READ_TOOLS.values()]
     specs += [
-        ToolSpec(r.name, f"{r.description} [remedy, risk: {r.risk.value}]", schema(r.params)) for r in REMEDIES.values()
+        ToolSpec(r.name, f"{r.description} [remedy, risk: {r.risk.value}]", schema(r.params))
+        for r in REMEDIES.values()
+        if not r.needs_running_gateway
+        and (policy is None or (r.risk in policy.allowed and (policy.allow_kill_foreign or not r.signals_foreign)))
     ]
     specs.append(ToolSpec(FINISH, "Conclude: the diagnosis and which known fault it is", schema(FinishParams)))
     return specs
@@ -143,13 +148,14 @@ def consult(
     *,
     record: Record | None = None,
     clock: Callable[[], float] = time.monotonic,
+    policy: Policy | None = None,
 ) -> Consultation:
     """Run the loop until the model finishes, answers in text, or a bound is hit. Never raises for the model's
     or the backend's faults: they end the loop and are part of the result."""
     emit = record or (lambda _kind, _detail: None)
     t0 = clock()
     deadline = t0 + limits.time_budget_s
-    specs = tool_specs()
+    specs = tool_specs(policy)
     offered = {s.name for s in specs}
     messages: list[Message] = [
         {"role": "system", "content": SYSTEM_PROMPT},

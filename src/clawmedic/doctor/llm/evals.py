@@ -102,10 +102,11 @@ def score(case: Case, result: Consultation) -> Score:
 
 
 def run_case(backend: Backend, case: Case, limits: Limits, policy: Policy | None = None) -> Score:
-    tools = RecordedTools(case.tools, Guard(policy or Policy()))
+    policy = policy or Policy()
+    tools = RecordedTools(case.tools, Guard(policy))
     prompt = evidence_prompt(case.evidence, [], [])
     t0 = time.monotonic()
-    result = consult(backend, tools, prompt, limits, Redactor())
+    result = consult(backend, tools, prompt, limits, Redactor(), policy=policy)
     result.took_s = round(time.monotonic() - t0, 2)
     return score(case, result)
 

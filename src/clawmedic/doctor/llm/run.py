@@ -59,15 +59,18 @@ def run_consultation(
     cfg = loaded.config.daemon.doctor.llm
     try:
         backend = make_backend(cfg)
+        if (load := getattr(backend, "load", None)) is not None:
+            load()  # a local model that cannot load (wrong hash, missing part) is "unavailable", said once
     except BackendUnavailable as e:
         emit("llm_error", {"error": str(e)})
         return Consultation(cfg.backend, "unavailable", error=str(e))
-    guard = Guard(policy_of(loaded))
+    policy = policy_of(loaded)
+    guard = Guard(policy)
     ctx = None if read_only else RemedyContext(loaded, target, KnownGoodClient(loaded.state_dir))
     tools = LiveTools(loaded, target, guard, ctx, read_only=read_only)
     prompt = evidence_prompt(payload.get("evidence", {}), payload.get("findings", []), payload.get("tried", []))
     emit("llm_started", {"backend": backend.name, "read_only": read_only})
-    return consult(backend, tools, prompt, limits_of(loaded), loaded.redactor, record=emit)
+    return consult(backend, tools, prompt, limits_of(loaded), loaded.redactor, record=emit, policy=policy)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,6 +135,7 @@ def incident(sb: gw.Sandbox, incident_id: int) -> dict[str, Any]:
         store.close()
 
 
+NO_LLM = {"backend": "off"}  # the embedded model answers in minutes: only the LLM doctor's own tests ask for one
 SANDBOX_LIMITS: dict[str, float] = {
     "probation_s": 3.0,
     "stable_reset_s": 5.0,
@@ -145,7 +146,7 @@ SANDBOX_LIMITS: dict[str, float] = {
 
 @pytest.fixture
 def sandbox(install: Install, tmp_path: Path) -> Iterator[gw.Sandbox]:
-    sb = gw.create(tmp_path / "sandbox", install, limits=SANDBOX_LIMITS)
+    sb = gw.create(tmp_path / "sandbox", install, limits=SANDBOX_LIMITS, llm=NO_LLM)
     try:
         yield sb
     finally:

@@ -19,7 +19,7 @@ from clawmedic import deps
 from clawmedic.config import load_config
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
-from tests.e2e.conftest import Daemon, cleanup_sandbox, free_of
+from tests.e2e.conftest import NO_LLM, Daemon, cleanup_sandbox, free_of
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -47,6 +47,7 @@ def private_sandbox(private_install: Install, tmp_path: Path) -> Iterator[gw.San
         tmp_path / "sb",
         private_install,
         limits={"probation_s": 3.0, "stable_reset_s": 5.0, "startup_timeout_s": 150.0, "known_good_after_s": 2.0},
+        llm=NO_LLM,
     )
     try:
         yield sb

@@ -23,7 +23,7 @@ from clawmedic import deps, paths
 from clawmedic.process import inspect
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install, fetch_package, node_package_name, registry_url
-from tests.e2e.conftest import BOOT_WAIT_S, Daemon, _kill_tree, cleanup_sandbox, free_of, incident, is_running
+from tests.e2e.conftest import BOOT_WAIT_S, NO_LLM, Daemon, _kill_tree, cleanup_sandbox, free_of, incident, is_running
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -98,7 +98,9 @@ def test_missing_dependency_without_a_pristine_copy_is_reinstalled(
     install: Install, private_install: Install, tmp_path: Path
 ) -> None:
     """No manifest yet (the daemon never saw it healthy long enough): the doctor falls back to npm."""
-    sb = gw.create(tmp_path / "sb", private_install, limits={"probation_s": 3.0, "known_good_after_s": 9999.0})
+    sb = gw.create(
+        tmp_path / "sb", private_install, limits={"probation_s": 3.0, "known_good_after_s": 9999.0}, llm=NO_LLM
+    )
     d = Daemon(sb, tmp_path / "daemon.log")
     ws = private_install.node_modules / "ws"
     ws.rename(tmp_path / "ws-wiped")
@@ -219,7 +221,7 @@ def test_a_node_openclaw_refuses_escalates_at_once_with_the_advice(
     install: Install, old_node: Path, tmp_path: Path
 ) -> None:
     refused = Install(install.root, old_node, install.openclaw_entry, OLD_NODE, install.openclaw_version)
-    sb = gw.create(tmp_path / "sb", refused, limits={"probation_s": 3.0, "startup_timeout_s": 150.0})
+    sb = gw.create(tmp_path / "sb", refused, limits={"probation_s": 3.0, "startup_timeout_s": 150.0}, llm=NO_LLM)
     d = Daemon(sb, tmp_path / "daemon.log")
     try:
         d.start()
@@ -280,7 +282,7 @@ def _fill(folder: Path) -> Path:
 def test_a_full_disk_escalates_with_the_advice_and_heals_once_space_is_freed(
     install: Install, tiny_home: Path, tmp_path: Path
 ) -> None:
-    sb = gw.create(tmp_path / "sb", install, limits={"probation_s": 3.0, "startup_timeout_s": 150.0})
+    sb = gw.create(tmp_path / "sb", install, limits={"probation_s": 3.0, "startup_timeout_s": 150.0}, llm=NO_LLM)
     assert sb.home == tiny_home
     d = Daemon(sb, tmp_path / "daemon.log")
     try:
@@ -314,7 +316,7 @@ def test_a_full_disk_escalates_with_the_advice_and_heals_once_space_is_freed(
 
 def test_a_hang_that_returns_after_restarts_is_diagnosed_and_resumed(install: Install, tmp_path: Path) -> None:
     limits = {"probation_s": 3.0, "startup_timeout_s": 150.0, "crash_loop_failures": 3, "stable_reset_s": 600.0}
-    sb = gw.create(tmp_path / "sb", install, limits=limits)
+    sb = gw.create(tmp_path / "sb", install, limits=limits, llm=NO_LLM)
     d = Daemon(sb, tmp_path / "daemon.log")
     stopped: list[int] = []
     try:
@@ -347,7 +349,7 @@ def test_a_hang_that_returns_after_restarts_is_diagnosed_and_resumed(install: In
 
 def test_openclaws_crash_loop_breaker_is_reported_with_its_recovery(install: Install, tmp_path: Path) -> None:
     limits = {"probation_s": 3.0, "startup_timeout_s": 150.0, "crash_loop_failures": 4, "stable_reset_s": 600.0}
-    sb = gw.create(tmp_path / "sb", install, limits=limits)
+    sb = gw.create(tmp_path / "sb", install, limits=limits, llm=NO_LLM)
     d = Daemon(sb, tmp_path / "daemon.log")
     stability = sb.home / ".openclaw" / "logs" / "stability"
     try:

@@ -109,7 +109,13 @@ def render_config(
     env_file: str | Path | None = None,
     daemon: Mapping[str, Any] | None = None,
 ) -> str:
-    daemon_values: dict[str, Any] = {"state_dir": str(state_dir), "log_level": "debug", **(daemon or {})}
+    # No LLM doctor unless a test asks for one: the embedded model would answer in minutes, not milliseconds.
+    daemon_values: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "log_level": "debug",
+        "doctor": {"llm": {"backend": "off"}},
+        **(daemon or {}),
+    }
     if env_file is not None:
         daemon_values["env_file"] = str(env_file)
     parts = [_table("daemon", daemon_values)]

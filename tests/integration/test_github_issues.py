@@ -243,6 +243,7 @@ def test_one_issue_per_signature_then_a_comment_and_the_rate_limit_holds(rig: Ri
                 control.resume(rig.state_dir, ["svc"])
                 await wait_event(rig, task, "gave_up", 3)
                 assert time.time() - comment_at < interval, "the third failure came too late to test the limit"
+                await wait_for(lambda: plugin.skipped == 1, 10, what="the plugin to skip the third write")
                 await holds(lambda: len(api.writes()) == 2 and plugin.skipped == 1, 1.5, what="no third write")
                 assert not task.done()
 

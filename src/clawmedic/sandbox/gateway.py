@@ -124,8 +124,10 @@ def create(
     port: int | None = None,
     limits: dict[str, float] | None = None,
     liveness: dict[str, float] | None = None,
+    llm: dict[str, str] | None = None,
 ) -> Sandbox:
-    """Write a sandbox's files (idempotent for an existing sandbox: its port and token are kept)."""
+    """Write a sandbox's files (idempotent for an existing sandbox: its port and token are kept). `llm`: the
+    `[daemon.doctor.llm]` settings, e.g. {"backend": "off"} (default: none, i.e. the embedded model if installed)."""
     sb = Sandbox(root)
     paths.ensure_private_dir(root)
     paths.ensure_private_dir(sb.home / ".openclaw")
@@ -139,7 +141,7 @@ def create(
         "logging": {"file": str(sb.log_file)},
     }
     atomic_write(sb.openclaw_json, json.dumps(gateway_cfg, indent=2) + "\n")
-    atomic_write(sb.config_path, _clawmedic_toml(sb, install, port, limits or {}, liveness or {}))
+    atomic_write(sb.config_path, _clawmedic_toml(sb, install, port, limits or {}, liveness or {}, llm or {}))
     atomic_write(sb.meta_path, json.dumps({"port": port, "install": str(install.root), "created_at": time.time()}))
     return sb
 
@@ -149,7 +151,12 @@ def _toml_value(v: object) -> str:
 
 
 def _clawmedic_toml(
-    sb: Sandbox, install: Install, port: int, limits: dict[str, float], liveness: dict[str, float]
+    sb: Sandbox,
+    install: Install,
+    port: int,
+    limits: dict[str, float],
+    liveness: dict[str, float],
+    llm: dict[str, str],
 ) -> str:
     command = install.command("gateway", "run", "--bind", "loopback", "--port", str(port))
     lines = [
@@ -174,6 +181,8 @@ def _clawmedic_toml(
         'OPENCLAW_SUPERVISOR_MODE = "external"',
         'OPENCLAW_GATEWAY_TOKEN = "${OPENCLAW_GATEWAY_TOKEN}"',
     ]
+    if llm:
+        lines += ["", "[daemon.doctor.llm]", *(f"{k} = {_toml_value(v)}" for k, v in llm.items())]
     if liveness:
         lines += ["", f"[targets.{TARGET}.liveness]", *(f"{k} = {_toml_value(v)}" for k, v in liveness.items())]
     if limits:

@@ -26,6 +26,7 @@ from typing import Any
 from clawmedic.doctor.llm.agent import SYSTEM_PROMPT, evidence_prompt, tool_specs
 from clawmedic.doctor.llm.local import LocalBackend, ensure_model, local_available
 from clawmedic.doctor.llm.types import Message
+from clawmedic.doctor.remedies import Policy
 
 OUTPUT_TAIL = [
     "Invalid config at /home/u/.openclaw/openclaw.json: JSON5 parse failed: invalid character ',' at 3:5",
@@ -83,7 +84,7 @@ def main() -> None:
     figures["load_s"] = round(time.monotonic() - t, 2)
     _say(f"load: {figures['load_s']} s")
 
-    specs = tool_specs()
+    specs = tool_specs(Policy())  # what the daemon offers under the default policy
     base: list[Message] = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": evidence_prompt(EVIDENCE, [], [])},

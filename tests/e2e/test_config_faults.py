@@ -72,13 +72,19 @@ def test_config_fault_is_latent_then_restored_from_known_good(daemon: Daemon, sa
     assert all(e["code"] != 78 for e in exits), "the gateway never booted on the broken config"
 
 
+def _config_files(sb: gw.Sandbox) -> list[str]:
+    """openclaw.json and the files beside it — but OpenClaw's own `.last-good` copy, which the gateway writes by
+    itself some time after a healthy boot (not clawmedic's doing)."""
+    return sorted(p.name for p in sb.openclaw_json.parent.glob("openclaw.json*") if not p.name.endswith(".last-good"))
+
+
 def test_config_apply_of_an_invalid_file_is_refused_and_nothing_changes(
     daemon: Daemon, sandbox: gw.Sandbox, tmp_path: Path
 ) -> None:
     daemon.start()
     daemon.wait_healthy()
     before = sandbox.openclaw_json.read_bytes()
-    listing = sorted(p.name for p in sandbox.openclaw_json.parent.glob("openclaw.json*"))
+    listing = _config_files(sandbox)
     bad = tmp_path / "new.json"
     bad.write_text(before.decode().replace('"mode": "local"', '"mode": "local", "bogusField": 1'))
     r = daemon.cli("config", "apply", str(bad), "--json")
@@ -87,7 +93,7 @@ def test_config_apply_of_an_invalid_file_is_refused_and_nothing_changes(
     assert report["applied"] is False and report["rolled_back"] is False
     assert "bogusField" in report["reason"]
     assert sandbox.openclaw_json.read_bytes() == before
-    assert sorted(p.name for p in sandbox.openclaw_json.parent.glob("openclaw.json*")) == listing, "no file touched"
+    assert _config_files(sandbox) == listing, "no file touched"
     assert gw.health(sandbox.port)
 
 

@@ -293,8 +293,10 @@ def test_a_full_disk_escalates_with_the_advice_and_heals_once_space_is_freed(
         assert shutil.disk_usage(sb.home).free < 2**20
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # the next boot meets the full disk
-        esc = d.wait_event(lambda e: e["kind"] == "escalated", 180, after=t_fault)
-        assert esc["cause"] == "fatal_config"  # exit 78: "database or disk is full"
+        esc = d.wait_event(lambda e: e["kind"] == "escalated", 400, after=t_fault)
+        # exit 78 "database or disk is full" at once, or (seen under load) exit 1 "database is not open" until the
+        # crash loop escalates: the same fault, found by the doctor either way
+        assert esc["cause"] in ("fatal_config", "crash_loop")
         d.wait_event(lambda e: e["kind"] == "gave_up", 120, after=t_fault)
         inc = incident(sb, esc["incident"])
         rules, remedies = _rules_and_remedies(inc)

@@ -235,7 +235,7 @@ def _ensure_locked(target: Path, parts: PartsFinder, expected: str, now: Callabl
 _THOUGHT_MAX_CHARS = 0  # "thought" before the choice: off, as in trials it doubled the tokens and chose no better
 _CONCLUSION_MAX_CHARS = 400  # the last step's answer: three sentences, ~90 tokens (1-3 tokens/s on 2 busy cores)
 _DEFAULT_MAX_TOKENS = defaults.LLM_MAX_TOKENS
-_CTX_TOKENS = 8192  # the transcript: evidence + a few tool results (capped by the agent) + the answers
+_CTX_TOKENS = defaults.LOCAL_MODEL_CONTEXT
 _SYSTEM_DEFAULT = "You are clawmedic's doctor: you diagnose why a supervised OpenClaw gateway is failing."
 
 

@@ -100,10 +100,6 @@ def schema(model: type[BaseModel]) -> dict[str, Any]:
     return out
 
 
-def remedy_names() -> list[str]:
-    return list(REMEDIES)
-
-
 def outcome_text(o: Outcome) -> str:
     return json.dumps({"remedy": o.remedy, "status": o.status.value, "detail": o.detail})
 

@@ -810,7 +810,7 @@ def llm_eval(
     b = _backend(cfg)
     from clawmedic.doctor.llm.agent import Limits
 
-    limits = Limits(cfg.max_steps, cfg.time_budget_s, cfg.request_timeout_s, cfg.tool_output_max_chars)
+    limits = Limits.of(cfg)
 
     def progress(s: Score) -> None:
         mark = "[green]pass[/]" if s.ok else "[red]FAIL[/]"

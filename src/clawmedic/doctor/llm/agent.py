@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clawmedic.config import LlmConfig
 from clawmedic.doctor.llm.tools import FAULTS, FINISH, READ_TOOLS, FinishParams, ToolEnv, schema
 from clawmedic.doctor.llm.types import Backend, BackendFailed, Message, ToolSpec
 from clawmedic.doctor.remedies import REMEDIES, Policy, Status
@@ -42,6 +43,11 @@ class Limits:
     time_budget_s: float
     request_timeout_s: float
     tool_output_max_chars: int
+
+    @classmethod
+    def of(cls, cfg: LlmConfig) -> Limits:
+        """The bounds `[daemon.doctor.llm]` sets."""
+        return cls(cfg.max_steps, cfg.time_budget_s, cfg.request_timeout_s, cfg.tool_output_max_chars)
 
 
 @dataclass

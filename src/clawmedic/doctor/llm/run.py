@@ -42,11 +42,6 @@ def policy_of(loaded: LoadedConfig) -> Policy:
     return Policy(frozenset(Risk(r) for r in cfg.allow), cfg.allow_kill_foreign)
 
 
-def limits_of(loaded: LoadedConfig) -> Limits:
-    c = loaded.config.daemon.doctor.llm
-    return Limits(c.max_steps, c.time_budget_s, c.request_timeout_s, c.tool_output_max_chars)
-
-
 def run_consultation(
     loaded: LoadedConfig,
     target: str,
@@ -70,7 +65,9 @@ def run_consultation(
     tools = LiveTools(loaded, target, guard, ctx, read_only=read_only)
     prompt = evidence_prompt(payload.get("evidence", {}), payload.get("findings", []), payload.get("tried", []))
     emit("llm_started", {"backend": backend.name, "read_only": read_only})
-    return consult(backend, tools, prompt, limits_of(loaded), loaded.redactor, record=emit, policy=policy)
+    return consult(
+        backend, tools, prompt, Limits.of(loaded.config.daemon.doctor.llm), loaded.redactor, record=emit, policy=policy
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

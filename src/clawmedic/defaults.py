@@ -39,6 +39,10 @@ GATEWAY_VERIFY_TIMEOUT_S: Final = 90.0  # re-check after a remedy this long: `co
 GATEWAY_VERIFY_POLL_S: Final = 3.0  # between re-checks while verifying (each costs a few CLI calls)
 CRON_ERRORS_BEFORE_DISABLE: Final = 2  # one failed run can be a blip; two in a row is a failing job
 
+# --- the doctor's evidence -------------------------------------------------------------------------------------
+EVIDENCE_LEAD_S: Final = STARTUP_TIMEOUT_S  # log records count from the launch that failed: at most a startup before
+EVIDENCE_WINDOW_S: Final = 3600.0  # `diagnose` with no incident: the gateway's last hour of log is its present
+
 # --- stopping ---------------------------------------------------------------------------------------
 STOP_TIMEOUT_S: Final = 30.0  # SIGTERM, then SIGKILL: OpenClaw may drain for 325 s; FACTS advises 15-30 s
 HUNG_STOP_TIMEOUT_S: Final = 5.0  # a process that failed liveness cannot drain anything; do not wait long

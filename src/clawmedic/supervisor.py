@@ -23,7 +23,7 @@ from clawmedic.config import LoadedConfig, TargetConfig
 from clawmedic.doctor import Doctor, Escalation
 from clawmedic.errors import ClawmedicError, NotOurProcess
 from clawmedic.knowngood_client import KnownGoodClient
-from clawmedic.ladder.exits import classify_exit, describe_exit
+from clawmedic.ladder.exits import classify_exit, exit_detail
 from clawmedic.ladder.machine import Action, CloseIncident, Escalate, Ladder, Launch, OpenIncident, Stop, Transition
 from clawmedic.ladder.states import ExitKind, State
 from clawmedic.probes import Prober, ProbeResult
@@ -265,7 +265,7 @@ class TargetSupervisor:
             last = next((ln for ln in reversed(tail) if ln.strip() and not ln.startswith("---")), "")
             says = kind != ExitKind.REQUESTED and code is not None and 0 < code < 128 and last
             last = self.ctx.loaded.redactor.text(last)  # redact before cutting: a cut secret would not match
-            detail = describe_exit(code) + (f": {last[-300:]}" if says else "")
+            detail = exit_detail(code, last if says else "")
             self.last_exit = {"code": code, "kind": kind.value, "at": now, "pid": handle.pid}
             self.ctx.events.emit(
                 "exited", self.name, pid=handle.pid, code=code, exit_kind=kind.value, at=now, detail=detail

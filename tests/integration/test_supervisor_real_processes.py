@@ -501,7 +501,7 @@ def test_a_new_daemon_adopts_the_running_child_and_still_sees_it_die(rig: Rig) -
     assert all(e["ts"] > exited["ts"] for e in failed_probes), (exited, failed_probes)
     first = first_transition_after(rig, killed_at)
     assert first["new"] == "starting"
-    assert "not our child" in first["reason"]
+    assert "adopted: clawmedic did not start it" in first["reason"]
     relaunched = only(rig.launched_pids(since=second_started))
     assert relaunched != pid
     assert not runs_command(pid, target.command())

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.doctor import Escalation, Verdict
 from clawmedic.doctor.evidence import collect
@@ -64,6 +65,7 @@ class RuleDoctor:
             last_exit=last_exit if isinstance(last_exit, dict) else None,
             pid=pid if isinstance(pid, int) else None,
             config=config if isinstance(config, dict) else None,
+            since=self._window_start(esc.incident_id),
         )
         collected = time.monotonic() - t0
         findings = diagnose(ev)
@@ -125,6 +127,12 @@ class RuleDoctor:
         self.incidents.add(inc, "verdict", {**verdict_detail, "summary": verdict.summary})
         await asyncio.to_thread(write_report, self.loaded, self.incidents, inc)
         return verdict
+
+    def _window_start(self, inc: int) -> float | None:
+        """The incident's window opens with the launch that failed first: at most a startup before the first
+        failure. What the gateway logged before belongs to an earlier life (an old breaker, an old crash)."""
+        incident = self.incidents.get(inc)
+        return None if incident is None else incident.first_failure_at - defaults.EVIDENCE_LEAD_S
 
     def _should_consult(
         self, inc: int, findings: list[Finding], calls: list[RemedyCall], outcomes: list[Outcome]

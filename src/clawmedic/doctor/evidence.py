@@ -16,13 +16,16 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.process import inspect
 from clawmedic.process.launcher import Launcher, tail_lines
 from clawmedic.targets import openclaw
+from clawmedic.text import clip
 
 COLLECTOR_BUDGET_S = 4.0  # all collectors run in parallel; whatever is not done by then is recorded as timed out
 LINT_TIMEOUT_S = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; a late answer is simply not waited for
@@ -58,17 +61,40 @@ class Evidence:
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # other gateways on the same HOME
     gateway: dict[str, Any] = field(default_factory=dict)  # a running gateway's own state (gateway_checks)
     errors: dict[str, str] = field(default_factory=dict)  # collector -> why it could not tell
+    collected_at: float | None = None  # epoch seconds
+    window_start: float | None = None  # the incident's window opens here: older log records are an earlier life
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def current_log_events(self) -> list[dict[str, Any]]:
+        """Log events inside the incident's window (an event without a time cannot be placed, so it counts)."""
+        start = self.window_start
+        return [
+            e for e in self.log_events if start is None or not isinstance(e.get("at"), int | float) or e["at"] >= start
+        ]
+
     def text(self) -> str:
-        """Everything the gateway printed or logged, for pattern rules."""
-        return "\n".join([*self.output_tail, *(str(e.get("message", "")) for e in self.log_events)])
+        """Everything the gateway printed (this launch) or logged (within the window), for pattern rules."""
+        return "\n".join([*self.output_tail, *(str(e.get("message", "")) for e in self.current_log_events())])
 
 
 def _cut(lines: list[str]) -> list[str]:
-    return [ln[:MAX_LINE] for ln in lines[-MAX_LINES:]]
+    return [clip(ln, MAX_LINE) for ln in lines[-MAX_LINES:]]
+
+
+def log_time(value: object) -> float | None:
+    """A JSON-lines record's `time` (ISO 8601, as OpenClaw writes it; or epoch s/ms) as epoch seconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) / (1000 if value > 1e11 else 1)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
 
 
 def collect(
@@ -82,10 +108,14 @@ def collect(
     lint: bool = True,
     config: dict[str, Any] | None = None,
     budget_s: float = COLLECTOR_BUDGET_S,
+    since: float | None = None,
 ) -> Evidence:
-    """Run every collector (in parallel, each bounded) and return redacted evidence."""
+    """Run every collector (in parallel, each bounded) and return redacted evidence. `since`: when the incident's
+    window opens (epoch s); without one, the last `EVIDENCE_WINDOW_S` count."""
     cfg = loaded.targets[name]
-    ev = Evidence(name, cause, reason, last_exit)
+    now = time.time()
+    ev = Evidence(name, cause, reason, last_exit, collected_at=round(now, 3))
+    ev.window_start = round(since if since is not None else now - defaults.EVIDENCE_WINDOW_S, 3)
     collectors: dict[str, Callable[[], None]] = {
         "output": lambda: _output(loaded, name, ev),
         "log": lambda: _log(cfg.log_file, ev),
@@ -131,28 +161,41 @@ def _output(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
 def _log(log_file: Path | None, ev: Evidence) -> None:
     if log_file is None:
         return
+    ev.log_events = parse_log(tail_lines(log_file, 400), ev.window_start)
+
+
+def parse_log(lines: list[str], window_start: float | None) -> list[dict[str, Any]]:
+    """Warnings and errors of the gateway's JSON-lines log (FACTS §8), each with its time; records logged before
+    `window_start` belong to an earlier life of the gateway and are left out."""
     events = []
-    for line in tail_lines(log_file, 400):
+    for line in lines:
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        meta = rec.get("_meta", {}) if isinstance(rec, dict) else {}
+        if not isinstance(rec, dict):
+            continue
+        meta: dict[str, Any] = rec["_meta"] if isinstance(rec.get("_meta"), dict) else {}
         level = str(meta.get("logLevelName", "")).upper()
         if level not in ("WARN", "ERROR", "FATAL"):
             continue
+        stamp = rec.get("time") or meta.get("date")
+        at = log_time(stamp)
+        if window_start is not None and at is not None and at < window_start:
+            continue
         msg = rec.get("2") if isinstance(rec.get("2"), str) else rec.get("1") if isinstance(rec.get("1"), str) else ""
-        structured = rec.get("1") if isinstance(rec.get("1"), dict) else {}
+        structured: dict[str, Any] = rec["1"] if isinstance(rec.get("1"), dict) else {}
         events.append(
             {
-                "time": rec.get("time") or meta.get("date"),
+                "time": stamp,
+                "at": at,
                 "level": level,
                 "subsystem": rec.get("0", ""),
-                "message": str(msg)[:MAX_LINE],
+                "message": clip(str(msg), MAX_LINE),
                 "event": structured.get("event"),
             }
         )
-    ev.log_events = events[-MAX_LINES:]
+    return events[-MAX_LINES:]
 
 
 def _process(pid: int | None, ev: Evidence) -> None:

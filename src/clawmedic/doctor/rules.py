@@ -14,6 +14,7 @@ from typing import Any
 
 from clawmedic import defaults
 from clawmedic.doctor.evidence import BREAKER_WINDOW_S, LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
+from clawmedic.text import clip
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _search(ev: Evidence, pattern: str) -> str | None:
     if m is None:
         return None
     line = next((ln for ln in ev.text().splitlines() if m.group(0) in ln), m.group(0))
-    return line.strip()[:300]
+    return clip(line.strip(), 300)
 
 
 # --- matchers ---------------------------------------------------------------------------------------------------
@@ -149,9 +150,16 @@ def _disk(ev: Evidence) -> str | None:
 
 def _breaker(ev: Evidence) -> str | None:
     """The breaker is active for its window only; its bundle stays on disk long after, so an old one means nothing."""
-    said = _search(ev, r"restart-loop breaker tripped[^\n]*")  # printed by this very launch
+    pattern = re.compile(r"restart-loop breaker tripped[^\n]*")
+    said = next((m.group(0) for ln in ev.output_tail if (m := pattern.search(ln))), None)  # by this very launch
     if said:
-        return said
+        return said.strip()
+    for e in reversed(ev.current_log_events()):
+        m = pattern.search(str(e.get("message", "")))
+        at, now = e.get("at"), ev.collected_at
+        age = now - at if isinstance(at, int | float) and now is not None else None
+        if m is not None and (age is None or age <= BREAKER_WINDOW_S):
+            return m.group(0).strip() + (f" (logged {age:.0f} s ago)" if age is not None else "")
     if ev.breaker_age_s is not None and ev.breaker_age_s <= BREAKER_WINDOW_S:
         bundle = next((b for b in reversed(ev.stability_bundles) if "crash_loop_breaker" in b), "")
         return f"crash-loop breaker bundle {bundle} written {ev.breaker_age_s:.0f} s ago"
@@ -228,7 +236,8 @@ def _model(ev: Evidence) -> str | None:
             f"outcome={last.get('outcome')}"
             + (f"; session(s) pinned to it: {', '.join(str(p.get('key')) for p in pins)}" if pins else "")
         )
-    hits = [e for e in ev.log_events if e.get("event") in ("model_fallback_decision", "embedded_run_agent_end")]
+    failed = ("model_fallback_decision", "embedded_run_agent_end")
+    hits = [e for e in ev.current_log_events() if e.get("event") in failed]
     if hits:
         return f"{len(hits)} model fallback/failure event(s), last: {hits[-1].get('message')}"
     return _search(ev, r"reason=(?:rate_limit|auth|billing|overloaded)[^\n]*|chain_exhausted")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 
 from clawmedic.ladder.states import ExitKind
+from clawmedic.text import clip
 
 EX_CONFIG = 78  # sysexits: OpenClaw uses it for an invalid/missing config, maintenance needed, a locked state database
 _PORT_MARKERS = ("EADDRINUSE", "address already in use", "already listening on")
@@ -30,9 +31,18 @@ def classify_exit(code: int | None, *, requested: bool, output_tail: Sequence[st
 
 def describe_exit(code: int | None) -> str:
     if code is None:
-        return "exited (code unknown: not our child)"
+        return "adopted: clawmedic did not start it, so its exit code is unknown"
     if code < 0:
         return f"killed by signal {-code}"
     if code > 128:
         return f"exit {code} (signal {code - 128})"
     return f"exit {code}"
+
+
+EXIT_SAID_CHARS = 300  # of the last line the process printed, quoted in an exit's reason
+
+
+def exit_detail(code: int | None, said: str = "") -> str:
+    """An exit in words, with the last line the process printed (already redacted), cut where a reader can stop."""
+    said = said.strip()
+    return describe_exit(code) + (f": {clip(said, EXIT_SAID_CHARS)}" if said else "")

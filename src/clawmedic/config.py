@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clawmedic import defaults, paths
 from clawmedic.errors import ConfigInvalid, UnknownTarget
@@ -77,6 +77,15 @@ class LimitsConfig(_Model):
     known_good_after_s: PositiveFloat = defaults.KNOWN_GOOD_AFTER_S
     snapshot_interval_s: PositiveFloat = defaults.SNAPSHOT_INTERVAL_S
     validate_config: bool = True  # validate boot-critical config before every (re)start and on every change
+    # after gave_up: run the pre-start gates every this long and launch once when they pass; 0 turns it off
+    retry_after_gave_up_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = defaults.RETRY_AFTER_GAVE_UP_S
+
+    @field_validator("retry_after_gave_up_s")
+    @classmethod
+    def _retry_period(cls, v: float) -> float:
+        if 0 < v < defaults.RETRY_AFTER_GAVE_UP_MIN_S:
+            raise ValueError(f"must be 0 (off) or at least {defaults.RETRY_AFTER_GAVE_UP_MIN_S:g} seconds")
+        return v
 
 
 class TargetConfig(_Model):
@@ -131,6 +140,7 @@ class TargetConfig(_Model):
             crash_loop_window_s=lim.crash_loop_window_s,
             stop_timeout_s=lim.stop_timeout_s,
             hung_stop_timeout_s=lim.hung_stop_timeout_s,
+            retry_after_gave_up_s=lim.retry_after_gave_up_s,
         )
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from clawmedic.ladder.machine import (
     Action,
+    CheckGates,
     CloseIncident,
     Escalate,
     IllegalTransition,
@@ -29,6 +30,7 @@ from clawmedic.ladder.machine import (
     LadderLimits,
     Launch,
     OpenIncident,
+    Saved,
     Stop,
     Transition,
 )
@@ -50,6 +52,8 @@ LIMITS = LadderLimits(
     crash_loop_window_s=600.0,
     stop_timeout_s=30.0,
     hung_stop_timeout_s=5.0,
+    retry_after_gave_up_s=300.0,
+    retry_jitter=0.1,
 )
 HUNG = LIMITS.hung_stop_timeout_s
 GRACEFUL = LIMITS.stop_timeout_s
@@ -225,6 +229,27 @@ def at_gave_up_running(rig: Rig) -> float:
     return 15.0
 
 
+RETRY_AT = 313.0  # at_gave_up gave up at t=13; the slow retry's period is 300 s (the middle rng: no jitter)
+
+
+def at_retrying(rig: Rig) -> float:
+    """Gave up at t=13 (incident open); at t=313 the slow retry's gates pass: launched once, startup until 373."""
+    at_gave_up(rig)
+    assert rig.ladder.retry_at == RETRY_AT
+    assert rig.ladder.tick(RETRY_AT) == [CheckGates(ANY)]
+    assert rig.ladder.gates_checked(RETRY_AT, passed=True) == [launch()]
+    assert rig.state() == State.RETRYING
+    return RETRY_AT
+
+
+def at_retry_probation(rig: Rig) -> float:
+    """The slow retry's launch is live at t=320: probation until t=330."""
+    at_retrying(rig)
+    assert rig.ladder.probe(320.0, ok=True) == []
+    assert rig.state() == State.PROBATION
+    return 320.0
+
+
 def at_maintenance(rig: Rig) -> float:
     at_healthy(rig)
     assert rig.ladder.pause(12.0) == []
@@ -283,7 +308,6 @@ FORBIDDEN_EDGES: list[Edge] = [
 # Allowed by the table but taken by no input of `Ladder` today (kept explicit so a new edge needs a test).
 UNREACHABLE: frozenset[Edge] = frozenset(
     {
-        (State.STOPPED, State.ESCALATED),  # no "port taken before launch" input exists yet
         (State.RESTARTING, State.ESCALATED),  # an exit while restarting always relaunches or backs off
         (State.RESTARTING, State.STOPPED),
         (State.BACKOFF, State.RESTARTING),  # backoff elapsing launches directly
@@ -296,6 +320,8 @@ UNREACHABLE: frozenset[Edge] = frozenset(
         (State.MAINTENANCE, State.ESCALATED),
         (State.MAINTENANCE, State.GAVE_UP),
         (State.MAINTENANCE, State.STOPPED),
+        (State.MAINTENANCE, State.RETRYING),  # resume launches afresh: the slow retry starts only from gave_up
+        (State.RETRYING, State.STOPPED),  # only the daemon's shutdown takes it (through change_state)
     }
 )
 
@@ -329,6 +355,7 @@ PAUSE_FROM: list[tuple[State, Setup]] = [
     (State.BACKOFF, at_backoff),
     (State.ESCALATED, at_escalated),
     (State.GAVE_UP, at_gave_up),
+    (State.RETRYING, lambda rig: at_retrying(rig)),
 ]
 
 
@@ -858,6 +885,235 @@ def test_transition_maintenance_to_probation(rig: Rig) -> None:
     ]
 
 
+# --- the slow retry after gave_up, and a daemon restart (Saved → restore) ---------------------------------------
+
+
+@covers((State.GAVE_UP, State.RETRYING))
+def test_transition_gave_up_to_retrying(rig: Rig) -> None:
+    at_gave_up(rig)
+    rig.clear()
+    assert rig.ladder.tick(RETRY_AT - 1) == []  # not yet due
+    assert rig.ladder.tick(RETRY_AT) == [CheckGates(ANY)]
+    assert rig.ladder.tick(RETRY_AT + 1) == []  # the gates are in flight: asked once
+    assert rig.state() == State.GAVE_UP
+    assert rig.ladder.gates_checked(RETRY_AT + 2, passed=True) == [launch()]
+    assert rig.state() == State.RETRYING
+    assert rig.ladder.startup_deadline == RETRY_AT + 2 + 60.0
+    assert rig.moves() == [(State.GAVE_UP, State.RETRYING, RETRY_AT + 2)]
+
+
+def test_slow_retry_blocked_by_a_gate_stays_gave_up_without_launching(rig: Rig) -> None:
+    """A fault a launch cannot fix (a squatter on the port, unsupported Node…): no launch, looked at next period."""
+    at_gave_up(rig)
+    rig.clear()
+    assert rig.ladder.tick(RETRY_AT) == [CheckGates(ANY)]
+    assert rig.ladder.gates_checked(RETRY_AT, passed=False) == []
+    assert rig.state() == State.GAVE_UP
+    assert rig.ladder.retry_at == RETRY_AT + 300.0
+    assert rig.ladder.next_deadline() == RETRY_AT + 300.0
+    assert rig.moves() == []
+    assert rig.ladder.tick(RETRY_AT + 300.0) == [CheckGates(ANY)]
+
+
+def test_slow_retry_period_is_jittered() -> None:
+    low, high = make(rng=constant(0.0)), make(rng=constant(1.0))
+    at_gave_up(low)
+    at_gave_up(high)
+    assert low.ladder.retry_at == pytest.approx(13.0 + 270.0)
+    assert high.ladder.retry_at == pytest.approx(13.0 + 330.0)
+
+
+def test_slow_retry_off_when_the_period_is_zero() -> None:
+    rig = make(replace(LIMITS, retry_after_gave_up_s=0.0))
+    at_gave_up(rig)
+    assert rig.ladder.retry_at is None
+    assert rig.ladder.next_deadline() is None
+    assert rig.ladder.tick(1e9) == []
+    assert rig.state() == State.GAVE_UP
+
+
+def test_gates_answer_outside_gave_up_is_ignored(rig: Rig) -> None:
+    """Paused while the gates ran: the human is in charge, no launch."""
+    at_gave_up(rig)
+    assert rig.ladder.tick(RETRY_AT) == [CheckGates(ANY)]
+    assert rig.ladder.pause(RETRY_AT + 1) == []
+    assert rig.ladder.gates_checked(RETRY_AT + 2, passed=True) == []
+    assert rig.state() == State.MAINTENANCE
+
+
+@covers((State.RETRYING, State.PROBATION), (State.PROBATION, State.HEALTHY))
+def test_transition_retrying_to_probation_then_recovered(rig: Rig) -> None:
+    """gave_up → retrying → probation → healthy: the incident closes as recovered, past failures forgotten."""
+    at_retrying(rig)
+    rig.clear()
+    assert rig.ladder.probe(315.0, ok=False) == []  # inside the startup grace: nothing
+    assert rig.ladder.probe(320.0, ok=True) == []
+    assert rig.state() == State.PROBATION
+    assert rig.ladder.tick(329.0) == []
+    assert rig.ladder.tick(330.0) == [RECOVERED]
+    assert rig.state() == State.HEALTHY
+    assert not rig.ladder.incident_open
+    assert not rig.ladder.retrying
+    assert rig.ladder.consecutive_restarts == 0
+    assert rig.moves() == [(State.RETRYING, State.PROBATION, 320.0), (State.PROBATION, State.HEALTHY, 330.0)]
+
+
+@covers((State.RETRYING, State.GAVE_UP))
+@pytest.mark.parametrize(
+    ("how", "now"),
+    [
+        pytest.param("crash", 315.0, id="exited"),
+        pytest.param("fatal", 315.0, id="exit-not-fixable-by-restart"),
+        pytest.param("timeout", 373.0, id="not-live-within-startup-grace"),
+    ],
+)
+def test_transition_retrying_to_gave_up(rig: Rig, how: str, now: float) -> None:
+    """The slow retry failed: still gave up, the same incident (nothing opened, nothing escalated), next try later."""
+    at_retrying(rig)
+    rig.clear()
+    if how == "crash":
+        actions = rig.ladder.exited(now, ExitKind.CRASH, "exit 1")
+    elif how == "fatal":
+        actions = rig.ladder.exited(now, ExitKind.PORT_IN_USE, "EADDRINUSE")
+    else:
+        assert rig.ladder.tick(now - 1) == []
+        actions = rig.ladder.tick(now)
+    expected: list[Action] = [stop(HUNG)] if how == "timeout" else []  # a process not live by then is stopped
+    assert actions == expected
+    assert rig.state() == State.GAVE_UP
+    assert rig.ladder.incident_open
+    assert rig.ladder.retry_at == now + 300.0
+    assert rig.moves() == [(State.RETRYING, State.GAVE_UP, now)]
+    assert rig.ladder.exited(now + 1, ExitKind.REQUESTED) == []  # the stopped retry's exit changes nothing
+
+
+@covers((State.PROBATION, State.GAVE_UP))
+def test_transition_probation_to_gave_up(rig: Rig) -> None:
+    """The slow retry's launch was live, then crashed during its probation: back to gave up, no backoff."""
+    at_retry_probation(rig)
+    rig.clear()
+    assert rig.ladder.exited(325.0, ExitKind.CRASH, "killed") == []
+    assert rig.state() == State.GAVE_UP
+    assert rig.ladder.retry_at == 625.0
+    assert rig.moves() == [(State.PROBATION, State.GAVE_UP, 325.0)]
+
+
+@covers((State.SUSPECT, State.GAVE_UP))
+def test_transition_suspect_to_gave_up(rig: Rig) -> None:
+    """The slow retry's launch stopped answering during its probation: stopped, back to gave up."""
+    at_retry_probation(rig)
+    rig.clear()
+    assert rig.ladder.probe(321.0, ok=False) == []
+    assert rig.ladder.probe(322.0, ok=False) == []
+    assert rig.ladder.probe(323.0, ok=False) == [stop(HUNG)]
+    assert rig.state() == State.GAVE_UP
+    assert rig.moves() == [(State.PROBATION, State.SUSPECT, 321.0), (State.SUSPECT, State.GAVE_UP, 323.0)]
+
+
+def test_slow_retry_of_a_running_process_stops_it_then_launches() -> None:
+    """Gave up with our hung process still running: the retry stops it and launches once it is gone."""
+    rig = make(LOOP1)
+    at_gave_up_running(rig)
+    retry_at = rig.ladder.retry_at
+    assert retry_at == 315.0
+    assert rig.ladder.tick(retry_at) == [CheckGates(ANY)]
+    assert rig.ladder.gates_checked(retry_at, passed=True) == [stop(HUNG)]
+    assert rig.state() == State.RETRYING
+    assert rig.ladder.probe(retry_at + 0.5, ok=True) == []  # the old process: not the retry's verdict
+    assert rig.state() == State.RETRYING
+    assert rig.ladder.exited(retry_at + 1, ExitKind.REQUESTED) == [launch()]
+    assert rig.ladder.startup_deadline == retry_at + 61.0
+    assert rig.ladder.probe(retry_at + 2, ok=True) == []
+    assert rig.state() == State.PROBATION
+
+
+def test_restart_request_during_the_slow_retry_is_ignored(rig: Rig) -> None:
+    at_retrying(rig)
+    assert rig.ladder.request_restart(314.0) == []
+    assert rig.state() == State.RETRYING
+
+
+def test_saved_round_trip(rig: Rig) -> None:
+    at_gave_up(rig)
+    saved = rig.ladder.saved()
+    assert saved == Saved(State.GAVE_UP, 13.0, (), 0, True, "fatal_config", ANY, RETRY_AT)
+
+
+@covers((State.STOPPED, State.GAVE_UP))
+def test_transition_stopped_to_gave_up(rig: Rig) -> None:
+    """A daemon restart while gave up: still gave up (no launch, no incident, no escalation), retry on schedule."""
+    before = make()
+    at_gave_up(before)
+    rig.clear()
+    assert rig.ladder.restore(20.0, before.ladder.saved()) == []
+    assert rig.state() == State.GAVE_UP
+    assert rig.ladder.incident_open
+    assert rig.ladder.retry_at == RETRY_AT
+    assert rig.moves() == [(State.STOPPED, State.GAVE_UP, 20.0)]
+    assert rig.ladder.start(21.0) == []  # the daemon's start: hands-off still
+    assert rig.ladder.exited(22.0, ExitKind.CRASH) == []
+    assert rig.state() == State.GAVE_UP
+    assert rig.ladder.tick(RETRY_AT) == [CheckGates(ANY)]
+
+
+def test_restore_while_retrying_counts_that_try_as_failed(rig: Rig) -> None:
+    before = make()
+    at_retrying(before)
+    assert rig.ladder.restore(400.0, before.ladder.saved()) == []
+    assert rig.state() == State.GAVE_UP
+    assert rig.ladder.retry_at == 700.0
+
+
+@covers((State.STOPPED, State.ESCALATED))
+def test_transition_stopped_to_escalated(rig: Rig) -> None:
+    """The daemon died while the doctor worked: its answer is lost, so the doctor is asked again, same incident."""
+    before = make()
+    at_escalated(before)
+    assert rig.ladder.restore(20.0, before.ladder.saved()) == [escalate("fatal_config")]
+    assert rig.state() == State.ESCALATED
+    assert rig.ladder.incident_open
+    assert rig.moves() == [(State.STOPPED, State.ESCALATED, 20.0)]
+    assert rig.ladder.verdict(21.0, healed=False) == []
+    assert rig.state() == State.GAVE_UP
+
+
+def test_restore_keeps_the_failure_window_so_a_crash_loop_escalates_instead_of_flapping() -> None:
+    """Four crashes, daemon restarted: the fifth crash inside the window escalates (no fresh five tries)."""
+    before = make(NO_LOOP)
+    at_starting(before)
+    for t in (1.0, 2.0, 13.0, 34.0):
+        before.ladder.exited(t, ExitKind.CRASH)
+        if before.ladder.restart_at is not None:
+            before.ladder.tick(before.ladder.restart_at)  # backoff elapses: launched again
+    saved = before.ladder.saved()
+    assert len(saved.failures) == 4
+    rig = make()
+    assert rig.ladder.restore(500.0, saved) == []
+    assert rig.state() == State.STOPPED
+    assert rig.ladder.start(500.0) == [launch()]
+    assert "relaunch after daemon restart" in rig.log[-1].reason
+    assert rig.ladder.exited(501.0, ExitKind.CRASH) == [escalate("crash_loop")]  # incident already open: not again
+
+
+def test_restore_forgets_failures_older_than_the_window() -> None:
+    saved = Saved(State.HEALTHY, 5.0, failures=(1.0, 2.0, 900.0), consecutive_restarts=3)
+    rig = make()
+    rig.ladder.restore(1000.0, saved)
+    assert list(rig.ladder.failures) == [900.0]
+    assert rig.ladder.consecutive_restarts == 3
+
+
+def test_first_start_is_an_initial_start(rig: Rig) -> None:
+    at_starting(rig)
+    assert rig.log[-1].reason == "initial start"
+
+
+def test_restore_after_the_daemon_started_is_ignored(rig: Rig) -> None:
+    at_healthy(rig)
+    assert rig.ladder.restore(20.0, Saved(State.GAVE_UP, 1.0, incident_open=True)) == []
+    assert rig.state() == State.HEALTHY
+
+
 def test_every_allowed_edge_is_covered_or_known_unreachable() -> None:
     assert COVERED <= ALLOWED_EDGES, sorted(COVERED - ALLOWED_EDGES)
     assert UNREACHABLE <= ALLOWED_EDGES, sorted(UNREACHABLE - ALLOWED_EDGES)
@@ -1362,9 +1618,9 @@ def test_healed_then_live_goes_through_probation_to_healthy(rig: Rig) -> None:
 
 def test_gave_up_then_resume_launches_again(rig: Rig) -> None:
     at_gave_up(rig)
-    assert rig.ladder.tick(1000.0) == []
-    assert rig.ladder.probe(1000.0, ok=False) == []
-    assert rig.ladder.resume(1001.0) == [launch()]
+    assert rig.ladder.tick(RETRY_AT - 1) == []  # before the slow retry is due, nothing of its own
+    assert rig.ladder.probe(RETRY_AT - 1, ok=False) == []
+    assert rig.ladder.resume(RETRY_AT - 0.5) == [launch()]
     assert rig.state() == State.STARTING
 
 
@@ -1414,6 +1670,7 @@ def test_memory_exceeded_outside_live_states_is_ignored(rig: Rig, setup: Setup) 
 
 PROBE_INTERVALS = {
     State.STARTING: 0.25,
+    State.RETRYING: 0.25,
     State.SUSPECT: 1.0,
 }
 
@@ -1435,6 +1692,8 @@ def test_probe_interval(state: State) -> None:
         pytest.param(at_restarting, None, id="restarting"),
         pytest.param(at_backoff, 12.0, id="backoff-restart-at"),
         pytest.param(at_escalated, None, id="escalated"),
+        pytest.param(at_gave_up, 313.0, id="gave-up-retry-at"),
+        pytest.param(lambda rig: at_retrying(rig), 373.0, id="retrying-startup-deadline"),
     ],
 )
 def test_next_deadline(rig: Rig, setup: Setup, expected: float | None) -> None:

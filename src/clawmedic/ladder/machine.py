@@ -1,9 +1,10 @@
 """The ladder: one target's decisions, as pure logic over a clock that is passed in.
 
 `Ladder` never sleeps, spawns, signals or probes. The supervisor feeds it observations (`probe`, `exited`,
-`memory_exceeded`, `tick`, `pause`, `resume`, `verdict`) with the current time, and carries out the actions it
-returns (`Launch`, `Stop`, `Escalate`, `OpenIncident`, `CloseIncident`). Every change of state goes through
-`change_state()`, which checks the move against `states.ALLOWED`, stamps the time and emits a `Transition`.
+`memory_exceeded`, `tick`, `pause`, `resume`, `verdict`, `gates_checked`, `restore`) with the current time, and
+carries out the actions it returns (`Launch`, `Stop`, `Escalate`, `OpenIncident`, `CloseIncident`, `CheckGates`).
+Every change of state goes through `change_state()`, which checks the move against `states.ALLOWED`, stamps the
+time and emits a `Transition`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clawmedic import defaults
-from clawmedic.ladder.states import FATAL_EXITS, LIVE_STATES, ExitKind, State, can_move
+from clawmedic.ladder.states import FATAL_EXITS, LIVE_STATES, RESTORED_STATES, ExitKind, State, can_move
 
 
 class IllegalTransition(RuntimeError):
@@ -37,6 +38,22 @@ class LadderLimits:
     crash_loop_window_s: float = defaults.CRASH_LOOP_WINDOW_S
     stop_timeout_s: float = defaults.STOP_TIMEOUT_S
     hung_stop_timeout_s: float = defaults.HUNG_STOP_TIMEOUT_S
+    retry_after_gave_up_s: float = defaults.RETRY_AFTER_GAVE_UP_S  # 0: no slow retry, gave_up waits for a human
+    retry_jitter: float = defaults.RETRY_AFTER_GAVE_UP_JITTER
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a daemon restart carries over (`Ladder.saved()` → a file → `Ladder.restore()`)."""
+
+    state: State
+    since: float
+    failures: tuple[float, ...] = ()
+    consecutive_restarts: int = 0
+    incident_open: bool = False
+    cause: str = ""  # why it escalated (an ExitKind value, "crash_loop"…): a resumed escalation asks the doctor again
+    reason: str = ""
+    retry_at: float | None = None
 
 
 # --- actions: what the supervisor must do next ---------------------------------------------------------
@@ -70,7 +87,14 @@ class CloseIncident:
     outcome: str  # "recovered"
 
 
-Action = Launch | Stop | Escalate | OpenIncident | CloseIncident
+@dataclass(frozen=True)
+class CheckGates:
+    """Gave up, and the slow retry is due: run the pre-start gates (no launch) and answer with `gates_checked`."""
+
+    reason: str
+
+
+Action = Launch | Stop | Escalate | OpenIncident | CloseIncident | CheckGates
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,10 @@ class Ladder:
     probation_until: float | None = None
     restart_at: float | None = None
     healthy_since: float | None = None
+    retry_at: float | None = None  # gave up: when the slow retry runs the gates next (None: off, or in flight)
+    retrying: bool = False  # the current launch is the slow retry's: any failure goes back to gave_up
+    escalation: tuple[str, str] = ("", "")  # (cause, reason) of the last escalation, kept for a daemon restart
+    restored_from: State | None = None  # the state a previous daemon left: the first launch is a relaunch
 
     # --- the one way to move ---
 
@@ -117,12 +145,71 @@ class Ladder:
 
     def start(self, now: float, *, running: bool = False, live: bool | None = None) -> list[Action]:
         """The daemon begins supervising. An already-running (adopted) process is watched, not relaunched."""
+        if self.state in RESTORED_STATES:  # carried over from the previous daemon: still hands-off
+            self.running, self.live = running, live
+            return []
         if running:
             self.running = True
             self.live = live
             self._begin_startup(now, "adopted a running process")
             return []
+        if self.restored_from is not None:
+            return self._launch(now, f"relaunch after daemon restart (it was {self.restored_from.value})")
         return self._launch(now, "initial start")
+
+    def saved(self) -> Saved:
+        """The escalation state and failure history, for the next daemon."""
+        cause, reason = self.escalation
+        return Saved(
+            self.state,
+            self.since,
+            tuple(self.failures),
+            self.consecutive_restarts,
+            self.incident_open,
+            cause,
+            reason,
+            self.retry_at,
+        )
+
+    def restore(self, now: float, saved: Saved) -> list[Action]:
+        """Before `start`: carry over what the previous daemon left. Failures older than the crash-loop window are
+        dropped; `escalated` asks the doctor again (its answer was lost); `gave_up` stays given up, with its slow
+        retry still on schedule; any other state starts afresh (`start` then relaunches or adopts)."""
+        if self.state != State.STOPPED:
+            return []
+        self.failures = deque(f for f in saved.failures if now - self.limits.crash_loop_window_s <= f <= now)
+        self.consecutive_restarts = max(0, saved.consecutive_restarts)
+        self.incident_open = saved.incident_open
+        self.escalation = (saved.cause, saved.reason)
+        self.restored_from = saved.state
+        if saved.state == State.RETRYING:  # the daemon died during a slow retry: that try failed
+            saved = Saved(State.GAVE_UP, saved.since, retry_at=None)
+        if saved.state == State.GAVE_UP:
+            self.retry_at = saved.retry_at if saved.retry_at is not None else self._next_retry(now)
+            self.change_state(State.GAVE_UP, now, "still given up after a daemon restart")
+            return []
+        if saved.state == State.ESCALATED:
+            reason = f"escalation resumed after a daemon restart: {saved.reason}".rstrip(": ")
+            self.change_state(State.ESCALATED, now, reason)
+            return [Escalate(reason, saved.cause or "crash_loop")]
+        return []
+
+    def gates_checked(self, now: float, passed: bool, detail: str = "") -> list[Action]:
+        """The slow retry's pre-start gates answered: launch once if they passed, else wait another period."""
+        if self.state != State.GAVE_UP:
+            return []
+        if not passed:
+            self.retry_at = self._next_retry(now)
+            return []
+        self.retry_at = None
+        reason = detail or "slow retry after giving up: the pre-start checks pass"
+        self.retrying = True
+        if self.running:  # our process still runs but is not live: stop it, launch once it is gone
+            self.restart_at = now
+            self.startup_deadline = None
+            self.change_state(State.RETRYING, now, reason)
+            return [Stop(reason, self.limits.hung_stop_timeout_s)]
+        return self._launch_retry(now, reason)
 
     def probe(self, now: float, ok: bool, detail: str = "") -> list[Action]:
         self.live = ok
@@ -152,6 +239,12 @@ class Ladder:
             if self.suspect_count >= self.limits.failure_threshold:
                 return self._fail(now, f"liveness failed {self.suspect_count} times: {detail}", hung=True)
             return []
+        if s == State.RETRYING:
+            if ok and self.restart_at is None and self.running:
+                self.probation_until = now + self.limits.probation_s
+                self.change_state(State.PROBATION, now, "the slow retry's launch is live")
+                return self._maybe_healthy(now)
+            return []
         if s in (State.ESCALATED, State.GAVE_UP) and ok and self.running:
             self.probation_until = now + self.limits.probation_s
             self.change_state(State.PROBATION, now, "live again")
@@ -162,6 +255,12 @@ class Ladder:
         self.running = False
         self.live = False
         s = self.state
+        if s == State.RETRYING:
+            if self.restart_at is not None:  # the old process is gone: now the retry's launch
+                return self._launch_retry(now, "slow retry after giving up: the old process stopped")
+            if kind == ExitKind.REQUESTED:
+                return []  # stopped by the daemon itself
+            return self._retry_failed(now, f"process exited ({detail or kind})")
         if s == State.RESTARTING:
             if self.restart_at is not None and self.restart_at > now:
                 self.change_state(State.BACKOFF, now, "stopped; waiting before the next attempt")
@@ -175,6 +274,8 @@ class Ladder:
         if kind == ExitKind.RESTART_REQUEST and s in LIVE_STATES:
             return self._launch(now, "the gateway exited 0 asking for a full restart")
         if kind in FATAL_EXITS:
+            if self.retrying:
+                return self._retry_failed(now, f"exit is not fixable by a restart ({kind}): {detail}")
             return self._escalate(now, f"exit is not fixable by a restart ({kind}): {detail}", kind.value)
         return self._fail(now, f"process exited ({detail or kind})", hung=False)
 
@@ -191,13 +292,23 @@ class Ladder:
             return self._maybe_healthy(now)
         if s == State.BACKOFF and self.restart_at is not None and now >= self.restart_at:
             return self._launch(now, "backoff elapsed")
+        if s == State.GAVE_UP and self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None  # in flight until `gates_checked`
+            return [CheckGates("slow retry after giving up")]
+        if (
+            s == State.RETRYING
+            and self.startup_deadline is not None
+            and self.restart_at is None
+            and now >= self.startup_deadline
+        ):
+            return self._retry_failed(now, f"not live within the {self.limits.startup_timeout_s:g} s startup grace")
         if s == State.HEALTHY:
             self._maybe_forget_failures(now)
         return []
 
     def request_restart(self, now: float, reason: str = "restart requested") -> list[Action]:
         """A restart someone asked for (`clawmedic fix restart`, a rollback): not a failure, no backoff."""
-        if self.state in (State.MAINTENANCE, State.RESTARTING):
+        if self.state in (State.MAINTENANCE, State.RESTARTING, State.RETRYING):
             return []
         if self.state in (State.ESCALATED, State.GAVE_UP, State.STOPPED, State.BACKOFF) or not self.running:
             self._forget_failures()
@@ -207,6 +318,7 @@ class Ladder:
         return [Stop(reason, self.limits.stop_timeout_s)]
 
     def pause(self, now: float) -> list[Action]:
+        self.retrying = False  # a human is in charge now: `resume` starts afresh
         self.change_state(State.MAINTENANCE, now, "paused by the user")
         return []
 
@@ -229,6 +341,7 @@ class Ladder:
         if self.state != State.ESCALATED:
             return []
         if not healed:
+            self.retry_at = self._next_retry(now)
             self.change_state(State.GAVE_UP, now, detail or "the doctor could not heal it")
             return []
         self._forget_failures()
@@ -247,7 +360,7 @@ class Ladder:
     # --- scheduling ---
 
     def probe_interval(self) -> float:
-        if self.state == State.STARTING:
+        if self.state in (State.STARTING, State.RETRYING):
             return self.limits.startup_poll_s
         if self.state == State.SUSPECT:
             return self.limits.suspect_interval_s
@@ -260,7 +373,18 @@ class Ladder:
             return self.probation_until
         if self.state == State.BACKOFF:
             return self.restart_at
+        if self.state == State.GAVE_UP:
+            return self.retry_at
+        if self.state == State.RETRYING:
+            return self.startup_deadline
         return None
+
+    def retry_delay(self) -> float:
+        """The slow retry's period, jittered so several daemons do not retry in lockstep; 0 when it is off."""
+        base = self.limits.retry_after_gave_up_s
+        if base <= 0:
+            return 0.0
+        return max(0.0, base * (1.0 + self.limits.retry_jitter * (2.0 * self.rng() - 1.0)))
 
     def backoff_delay(self) -> float:
         """Delay before the next restart: none after a healthy period, then exponential with jitter."""
@@ -278,7 +402,31 @@ class Ladder:
         self.suspect_count = 0
         self.change_state(State.STARTING, now, reason)
 
+    def _next_retry(self, now: float) -> float | None:
+        return now + self.retry_delay() if self.limits.retry_after_gave_up_s > 0 else None
+
+    def _launch_retry(self, now: float, reason: str) -> list[Action]:
+        self.restart_at = None
+        self.running = True
+        self.live = None
+        self.suspect_count = 0
+        self.startup_deadline = now + self.limits.startup_timeout_s
+        self.change_state(State.RETRYING, now, reason)
+        return [Launch(reason)]
+
+    def _retry_failed(self, now: float, reason: str) -> list[Action]:
+        """The slow retry did not hold: given up again, same incident, next try in a period."""
+        self.retrying = False
+        self.restart_at = None
+        self.probation_until = None
+        self.retry_at = self._next_retry(now)
+        self.change_state(State.GAVE_UP, now, f"the slow retry failed: {reason}")
+        if self.running:
+            return [Stop(reason, self.limits.hung_stop_timeout_s)]
+        return []
+
     def _launch(self, now: float, reason: str) -> list[Action]:
+        self.retrying = False
         self.restart_at = None
         self.running = True  # optimistically; a failed spawn comes back through exited()
         self.live = None
@@ -297,6 +445,9 @@ class Ladder:
         if self.probation_until is None or now < self.probation_until:
             return []
         self.probation_until = None
+        if self.retrying:  # the slow retry held: what failed before is history
+            self.retrying = False
+            self._forget_failures()
         self.change_state(State.HEALTHY, now, "probation passed")
         if self.incident_open:
             self.incident_open = False
@@ -311,12 +462,17 @@ class Ladder:
         return [OpenIncident(reason, first)]
 
     def _escalate(self, now: float, reason: str, cause: str) -> list[Action]:
+        if self.retrying:
+            return self._retry_failed(now, reason)
         actions = self._open_incident(now, reason)
+        self.escalation = (cause, reason)
         self.restart_at = None
         self.change_state(State.ESCALATED, now, reason)
         return [*actions, Escalate(reason, cause)]
 
     def _fail(self, now: float, reason: str, *, hung: bool) -> list[Action]:
+        if self.retrying:
+            return self._retry_failed(now, reason)
         actions = self._open_incident(now, reason)
         self.failures.append(now)
         while self.failures and self.failures[0] < now - self.limits.crash_loop_window_s:

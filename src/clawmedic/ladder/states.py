@@ -9,7 +9,10 @@ Standard library only: this module is the vocabulary the rest of the tree speaks
                    ├──────────── restarting ◄──── backoff
                    │                   │
                    │                   ▼
-                   └──────────── escalated ──► gave_up
+                   └──────────── escalated ──► gave_up ──► retrying ──► probation
+                                                 ▲            │              │
+                                                 └────────────┴──────────────┘ (the slow retry failed)
+    stopped ──► escalated / gave_up: restored after a daemon restart (`Ladder.restore`).
     maintenance: entered from anywhere by `pause`; observe only, act on nothing; left by `resume`.
 """
 
@@ -29,6 +32,7 @@ class State(StrEnum):
     BACKOFF = "backoff"  # waiting before the next restart attempt
     ESCALATED = "escalated"  # a restart will not fix it: handed to the doctor, no restarts of our own
     GAVE_UP = "gave_up"  # the doctor could not heal it; a human is needed (`clawmedic resume` retries)
+    RETRYING = "retrying"  # gave up, but the slow retry's pre-start gates passed: launched once, waiting for liveness
     MAINTENANCE = "maintenance"  # paused by the user: keep observing, take no action
 
 
@@ -47,13 +51,15 @@ class ExitKind(StrEnum):
 LIVE_STATES: Final = frozenset({State.PROBATION, State.HEALTHY, State.SUSPECT})
 # States in which clawmedic takes no action of its own.
 HANDS_OFF_STATES: Final = frozenset({State.ESCALATED, State.GAVE_UP, State.MAINTENANCE, State.STOPPED})
+# States a daemon restart carries over as they were (the others start afresh, keeping the failure history).
+RESTORED_STATES: Final = frozenset({State.ESCALATED, State.GAVE_UP})
 # Exit kinds a restart cannot fix: escalate at once instead of looping.
 FATAL_EXITS: Final = frozenset({ExitKind.FATAL_CONFIG, ExitKind.PORT_IN_USE, ExitKind.UNSUPPORTED_RUNTIME})
 
 _ANY: Final = frozenset(State)
 
 ALLOWED: Final[dict[State, frozenset[State]]] = {
-    State.STOPPED: frozenset({State.STARTING, State.ESCALATED, State.MAINTENANCE}),
+    State.STOPPED: frozenset({State.STARTING, State.ESCALATED, State.GAVE_UP, State.MAINTENANCE}),
     State.STARTING: frozenset(
         {State.PROBATION, State.RESTARTING, State.BACKOFF, State.ESCALATED, State.MAINTENANCE, State.STOPPED}
     ),
@@ -65,6 +71,7 @@ ALLOWED: Final[dict[State, frozenset[State]]] = {
             State.RESTARTING,
             State.BACKOFF,
             State.ESCALATED,
+            State.GAVE_UP,
             State.MAINTENANCE,
             State.STOPPED,
         }
@@ -88,6 +95,7 @@ ALLOWED: Final[dict[State, frozenset[State]]] = {
             State.RESTARTING,
             State.BACKOFF,
             State.ESCALATED,
+            State.GAVE_UP,
             State.MAINTENANCE,
             State.STOPPED,
         }
@@ -97,7 +105,8 @@ ALLOWED: Final[dict[State, frozenset[State]]] = {
     State.ESCALATED: frozenset(
         {State.GAVE_UP, State.STARTING, State.RESTARTING, State.PROBATION, State.MAINTENANCE, State.STOPPED}
     ),
-    State.GAVE_UP: frozenset({State.STARTING, State.PROBATION, State.MAINTENANCE, State.STOPPED}),
+    State.GAVE_UP: frozenset({State.STARTING, State.PROBATION, State.RETRYING, State.MAINTENANCE, State.STOPPED}),
+    State.RETRYING: frozenset({State.PROBATION, State.GAVE_UP, State.MAINTENANCE, State.STOPPED}),
     State.MAINTENANCE: _ANY - {State.MAINTENANCE, State.RESTARTING, State.BACKOFF},
 }
 

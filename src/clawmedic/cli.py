@@ -83,7 +83,11 @@ def run(
     setup_file_logging(loaded)
 
     async def main() -> None:
-        await Daemon(loaded, plugins=plugins).run()
+        daemon = Daemon(loaded, plugins=plugins)
+        for plugin in plugins:
+            if (attach := getattr(plugin, "attach", None)) is not None:
+                attach(daemon)  # the HTTP server reads the live supervisors
+        await daemon.run()
 
     asyncio.run(main())
 
@@ -467,6 +471,7 @@ def rollback_cmd(
             ("[green]rolled back, healthy[/]" if result["healthy"] else "[red]rolled back, not healthy[/]")
             + f" (incident #{result['incident']})"
         )
+        out.print(result["restart"], highlight=False, markup=False)
     if not result["healthy"]:
         raise typer.Exit(defaults.EXIT_FAILURE)
 
@@ -550,7 +555,8 @@ def fix_port(
 def fix_restart(
     target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False, dry_run: DryRunOpt = False
 ) -> None:
-    """Restart the gateway through the daemon (or the service manager) and wait until it is healthy."""
+    """Restart the gateway and wait until a new process is healthy: through the daemon when one runs, else
+    directly, the way the daemon launches it (a daemon started later adopts it)."""
     _run_fix("restart", target, config, json_, dry_run)
 
 

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 def plugins_for(loaded: LoadedConfig) -> list[DaemonPlugin]:
     """The daemon plugins this config asks for: the notifier (`[daemon.notify]` or any `[targets.X.notify]` URL),
-    the heartbeat (`[daemon.heartbeat] url`) and GitHub issues (`[daemon.github]`, its token in the environment; a
-    section that cannot work is logged as one warning). Raises `ConfigInvalid` for a URL Apprise does not understand."""
+    the heartbeat (`[daemon.heartbeat] url`), GitHub issues (`[daemon.github]`, its token in the environment; a
+    section that cannot work is logged as one warning) and the HTTP server (`[daemon.http]`, on by default).
+    Raises `ConfigInvalid` for a URL Apprise does not understand, or an outside HTTP address without a token."""
     from clawmedic import github_issues, heartbeat, notify
 
     plugins: list[DaemonPlugin] = []
@@ -50,6 +51,10 @@ def plugins_for(loaded: LoadedConfig) -> list[DaemonPlugin]:
         plugins.append(issues)
     elif why_off:
         logging.getLogger("clawmedic.github").warning(why_off)
+    from clawmedic.web.server import plugin_for as http_plugin_for
+
+    if (http := http_plugin_for(loaded)) is not None:
+        plugins.append(http)  # the status page and /metrics; refuses an outside address without a token (exit 2)
     return plugins
 
 

@@ -212,6 +212,7 @@ class DaemonConfig(_Model):
     guardian: GuardianConfig = Field(default_factory=lambda: GuardianConfig())  # `clawmedic guardian`
     logfile: LogFileConfig = Field(default_factory=lambda: LogFileConfig())  # the daemon's own rotating log file
     github: GitHubConfig | None = None  # `[daemon.github]`: issues for incidents that gave up; off by default
+    http: HttpConfig = Field(default_factory=lambda: HttpConfig())  # status page and /metrics, loopback by default
 
 
 class Config(_Model):
@@ -425,6 +426,23 @@ class GitHubConfig(_Model):
     timeout_s: PositiveFloat = GITHUB_TIMEOUT_S
     retry_s: PositiveFloat = GITHUB_RETRY_S
     retry_max_s: PositiveFloat = GITHUB_RETRY_MAX_S
+
+
+class HttpConfig(_Model):
+    """`[daemon.http]`: the status page and Prometheus `/metrics` (`clawmedic.web`). `listen = ""` turns it off. An
+    address that is not loopback needs a bearer token in the environment variable `token_env`, or `run` refuses."""
+
+    listen: str = defaults.HTTP_LISTEN
+    token_env: str = defaults.HTTP_TOKEN_ENV
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        from clawmedic.web.address import parse_listen
+
+        if v:
+            parse_listen(v)
+        return v
 
 
 TargetConfig.model_rebuild()

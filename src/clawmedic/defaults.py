@@ -85,3 +85,18 @@ LLM_TOOL_OUTPUT_MAX_CHARS: Final = 3000  # per tool result; more is cut, with a 
 LLM_MAX_TOKENS: Final = 300  # per decision: a tool call or a short conclusion, never an essay (CPU time is precious)
 LLM_CLI_TIMEOUT_S: Final = 900.0  # an agent CLI gets 15 min for its whole answer
 LOCAL_MODEL_CONTEXT: Final = 8192  # tokens: the evidence summary, the tools and a few turns fit comfortably
+
+# --- the HTTP server: status page and Prometheus /metrics ([daemon.http]) ------------------------------------
+# 18780: below OpenClaw's 18789 and the ports it derives from it (18789 and up), outside Prometheus' fully allocated
+# 9100-9999 exporter range and the ephemeral range, so it collides with neither the gateway nor a node exporter.
+HTTP_LISTEN: Final = "127.0.0.1:18780"  # on by default, loopback only: nothing is exposed beyond this machine
+# the environment variable holding the bearer token that a non-loopback address needs (a name, not a secret)
+HTTP_TOKEN_ENV: Final = "CLAWMEDIC_HTTP_TOKEN"  # noqa: S105
+HTTP_BIND_RETRY_S: Final = 30.0  # a busy port is retried this often; supervision never waits for the page
+HTTP_INCIDENTS_SHOWN: Final = 50  # the status page lists this many latest incidents: a bad week, one screen
+HTTP_REFRESH_S: Final = 5  # the status page reloads itself this often (the status file's own refresh period)
+# Histogram buckets (seconds). Time to recover: a kill -9 heals in seconds, a doctor's remedy in a minute or two,
+# an LLM consultation in up to half an hour. Probe duration: a healthy probe answers in milliseconds, a probe
+# timeout is seconds.
+TTR_BUCKETS_S: Final = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+PROBE_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

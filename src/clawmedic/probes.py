@@ -7,6 +7,7 @@ process state *and* the expected status and JSON body. All library errors become
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,11 @@ class Prober:
 
     def __init__(self, client: httpx.AsyncClient | None = None) -> None:
         self._client = client or httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._observers: list[Callable[[ProbeConfig, ProbeResult, float], None]] = []
+
+    def observe(self, callback: Callable[[ProbeConfig, ProbeResult, float], None]) -> None:
+        """Call `callback(cfg, result, seconds)` after every HTTP probe (e.g. `/metrics`); it must not block."""
+        self._observers.append(callback)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -49,6 +55,14 @@ class Prober:
         return await self.http(cfg)
 
     async def http(self, cfg: ProbeConfig) -> ProbeResult:
+        start = time.monotonic()
+        result = await self._http(cfg)
+        took = time.monotonic() - start
+        for callback in self._observers:
+            callback(cfg, result, took)
+        return result
+
+    async def _http(self, cfg: ProbeConfig) -> ProbeResult:
         assert cfg.url is not None
         start = time.monotonic()
         try:

@@ -1,0 +1,131 @@
+"""The status page, the incident pages and `/api/status`, rendered on the server from what the ladder holds.
+
+Jinja2 with autoescaping on for every template: a process's output, an incident's reason or a remedy's detail is
+always text, never markup. The recovery report (Markdown, `doctor/report.py`) is rendered by markdown-it-py with
+raw HTML off, so a `<script>` in it stays text too. Everything shown goes through the config's redactor first.
+No JavaScript at all: the page reloads itself with a meta refresh, and the server's Content-Security-Policy
+forbids scripts outright (a second wall behind the escaping, which the browser test checks on its own).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from clawmedic import defaults
+from clawmedic.doctor import report
+from clawmedic.redact import Redactor
+from clawmedic.store.incidents import Incident
+
+_TEMPLATES = Path(__file__).with_name("templates")
+
+# How each ladder state is drawn: green when serving, amber while clawmedic works on it, red when a human is needed.
+_STATE_TONE = {
+    "healthy": "ok",
+    "probation": "ok",
+    "starting": "busy",
+    "suspect": "busy",
+    "restarting": "busy",
+    "backoff": "busy",
+    "retrying": "busy",
+    "escalated": "bad",
+    "gave_up": "bad",
+    "maintenance": "idle",
+    "stopped": "idle",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """'45 s', '12 min 3 s', '3 h 12 min', '2 d 4 h'."""
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def clock(ts: float | None) -> str:
+    return "—" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _uptime(pid: object, now: float) -> float | None:
+    if not isinstance(pid, int):
+        return None
+    try:
+        return now - psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+class Pages:
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.env = Environment(
+            loader=FileSystemLoader(_TEMPLATES), autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True
+        )
+        self.env.filters.update(duration=duration, clock=clock)
+        self.env.globals.update(refresh_s=defaults.HTTP_REFRESH_S)
+        self._md = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+    def status_data(self, status: Mapping[str, Any], incidents: list[Incident]) -> dict[str, Any]:
+        """What `/api/status` returns: the status file's content, live, plus the latest incidents; redacted."""
+        data = {**status, "incidents": [self._incident_row(i) for i in incidents]}
+        redacted: dict[str, Any] = self.redactor.data(data)
+        return redacted
+
+    def _incident_row(self, inc: Incident) -> dict[str, Any]:
+        row = inc.to_dict()
+        row.pop("timeline", None)
+        return row
+
+    def index(self, status: Mapping[str, Any], incidents: list[Incident], now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        data = self.status_data(status, incidents)
+        targets = []
+        for name, t in data.get("targets", {}).items():
+            targets.append(
+                {
+                    "name": name,
+                    "tone": _STATE_TONE.get(str(t.get("state")), "idle"),
+                    "in_state_s": now - t["since"] if isinstance(t.get("since"), int | float) else None,
+                    "uptime_s": _uptime(t.get("pid"), now),
+                    **t,
+                }
+            )
+        return self.env.get_template("index.html").render(
+            daemon=data.get("daemon", {}), targets=targets, incidents=data["incidents"], now=now
+        )
+
+    def incident(self, inc: Incident) -> str:
+        timeline = [
+            {
+                "ts": e.ts,
+                "kind": e.kind,
+                "duration_s": e.duration_s,
+                "detail": json.dumps(self.redactor.data(e.detail), indent=1, default=str, ensure_ascii=False),
+            }
+            for e in inc.timeline
+        ]
+        markdown = self.redactor.text(report.render(inc))
+        return self.env.get_template("incident.html").render(
+            inc=self.redactor.data(self._incident_row(inc)),
+            timeline=timeline,
+            report=Markup(self._md.render(markdown)),  # noqa: S704 (markdown-it with raw HTML off: escaped)
+            is_open=inc.closed_at is None,
+        )
+
+    def not_found(self, what: str) -> str:
+        return self.env.get_template("not_found.html").render(what=what)

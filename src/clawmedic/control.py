@@ -1,7 +1,11 @@
 """Maintenance requests from the command line to the daemon, through one small file in the state folder.
 
-`clawmedic pause|resume` write `control.json` atomically; the daemon looks at its mtime twice a second. A file
+`clawmedic pause|resume` write `control.json` atomically; the daemon looks at it twice a second. A file
 rather than a socket, so pausing works (and persists) whether or not the daemon is running.
+
+Each resume and restart request carries a sequence number per target. The daemon acknowledges the requests it has
+acted on in `control-ack.json` (a file only it writes), so a command waits for the daemon's answer instead of
+guessing, and a request written while no daemon ran — or just before one restarted — is honoured when it starts.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock
 
 from clawmedic.store.files import atomic_write
 
@@ -42,24 +48,95 @@ def _write(state_dir: Path, c: Control) -> None:
     atomic_write(control_path(state_dir), json.dumps(data, indent=1))
 
 
+def _locked(state_dir: Path) -> FileLock:
+    """Two commands at once must not lose each other's request in the read-modify-write."""
+    return FileLock(state_dir / "control.lock", mode=0o600)
+
+
 def pause(state_dir: Path, targets: list[str]) -> None:
-    c = read_control(state_dir)
-    for t in targets:
-        c.paused.setdefault(t, time.time())
-    _write(state_dir, c)
+    with _locked(state_dir):
+        c = read_control(state_dir)
+        for t in targets:
+            c.paused.setdefault(t, time.time())
+        _write(state_dir, c)
 
 
 def resume(state_dir: Path, targets: list[str]) -> None:
-    c = read_control(state_dir)
-    for t in targets:
-        c.paused.pop(t, None)
-        c.resume_seq[t] = c.resume_seq.get(t, 0) + 1
-    _write(state_dir, c)
+    with _locked(state_dir):
+        c = read_control(state_dir)
+        for t in targets:
+            c.paused.pop(t, None)
+            c.resume_seq[t] = c.resume_seq.get(t, 0) + 1
+        _write(state_dir, c)
 
 
-def request_restart(state_dir: Path, targets: list[str]) -> None:
-    """Ask the running daemon to restart `targets` (not counted as a failure)."""
-    c = read_control(state_dir)
-    for t in targets:
-        c.restart_seq[t] = c.restart_seq.get(t, 0) + 1
-    _write(state_dir, c)
+def request_restart(state_dir: Path, targets: list[str], *, resume: bool = False) -> dict[str, int]:
+    """Ask the daemon to restart `targets` (not counted as a failure); with `resume`, also leave maintenance or
+    gave-up first. Returns each target's request number, to wait for its acknowledgement (`read_acks`)."""
+    with _locked(state_dir):
+        c = read_control(state_dir)
+        for t in targets:
+            if resume:
+                c.paused.pop(t, None)
+                c.resume_seq[t] = c.resume_seq.get(t, 0) + 1
+            c.restart_seq[t] = c.restart_seq.get(t, 0) + 1
+        _write(state_dir, c)
+        return {t: c.restart_seq[t] for t in targets}
+
+
+# --- the daemon's side: acknowledgements ----------------------------------------------------------------------
+
+
+@dataclass
+class Acks:
+    """The requests a daemon has acted on: the highest sequence number per target, and when."""
+
+    resume_seq: dict[str, int] = field(default_factory=dict)
+    restart_seq: dict[str, int] = field(default_factory=dict)
+    restart_at: dict[str, float] = field(default_factory=dict)  # target -> when its last restart request was taken
+    daemon_pid: int | None = None
+
+    def pending_restart(self, c: Control, target: str) -> bool:
+        return c.restart_seq.get(target, 0) > self.restart_seq.get(target, 0)
+
+    def pending_resume(self, c: Control, target: str) -> bool:
+        return c.resume_seq.get(target, 0) > self.resume_seq.get(target, 0)
+
+
+def ack_path(state_dir: Path) -> Path:
+    return state_dir / "control-ack.json"
+
+
+def read_acks(state_dir: Path) -> Acks | None:
+    """The daemon's acknowledgements, or None when no daemon of this version has run in this state folder."""
+    try:
+        raw = json.loads(ack_path(state_dir).read_text())
+        pid = raw.get("daemon_pid")
+        return Acks(
+            {k: int(v) for k, v in raw.get("resume_seq", {}).items()},
+            {k: int(v) for k, v in raw.get("restart_seq", {}).items()},
+            {k: float(v) for k, v in raw.get("restart_at", {}).items()},
+            int(pid) if pid is not None else None,
+        )
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def write_acks(state_dir: Path, acks: Acks) -> None:
+    data = {
+        "daemon_pid": acks.daemon_pid,
+        "resume_seq": acks.resume_seq,
+        "restart_seq": acks.restart_seq,
+        "restart_at": acks.restart_at,
+    }
+    atomic_write(ack_path(state_dir), json.dumps(data, indent=1))
+
+
+def file_version(state_dir: Path) -> tuple[int, int] | None:
+    """Changes whenever `control.json` is rewritten (each write is a rename: a new inode), even within one
+    mtime tick."""
+    try:
+        st = control_path(state_dir).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns

@@ -20,6 +20,7 @@ from clawmedic.doctor.clinic import RuleDoctor
 from clawmedic.doctor.learnings import LearningStore
 from clawmedic.doctor.remedies import Policy, Risk
 from clawmedic.knowngood_client import KnownGoodClient
+from clawmedic.ladder.states import State
 from clawmedic.paths import ensure_private_dir
 from clawmedic.probes import Prober
 from clawmedic.store.events import EventLog
@@ -117,18 +118,28 @@ class Daemon:
             self.state_dir,
         )
         ctl = control.read_control(self.state_dir)
-        seen_seq = dict(ctl.resume_seq)
-        seen_restart = dict(ctl.restart_seq)
+        acks = control.read_acks(self.state_dir)
+        if acks is None:  # no daemon of this version ran here: an older one handled what the file holds
+            acks = control.Acks(dict(ctl.resume_seq), dict(ctl.restart_seq))
+        acks.daemon_pid = os.getpid()
         tasks: list[asyncio.Task[Any]] = []
         try:
             for name in self.loaded.targets:
                 sup = TargetSupervisor(name, ctx)
                 self.supervisors[name] = sup
-                tasks.append(loop.create_task(sup.run(paused=name in ctl.paused), name=f"target:{name}"))
+                # A restart asked for while no daemon ran (or just before this one started) is honoured now: on an
+                # adopted process by restarting it, otherwise by the launch itself.
+                restart = None
+                if acks.pending_restart(ctl, name):
+                    restart = "restart requested by the user (taken at daemon start)"
+                    acks.restart_seq[name] = ctl.restart_seq[name]
+                    acks.restart_at[name] = time.time()
+                coro = sup.run(paused=name in ctl.paused, restart=restart)
+                tasks.append(loop.create_task(coro, name=f"target:{name}"))
             tasks.append(loop.create_task(self._status_loop(), name="status"))
             for plugin in self.plugins:
                 tasks.append(loop.create_task(plugin.run(ctx), name=f"plugin:{type(plugin).__name__}"))
-            tasks.append(loop.create_task(self._control_loop(seen_seq, seen_restart), name="control"))
+            tasks.append(loop.create_task(self._control_loop(acks), name="control"))
             stop = loop.create_task(self._stop.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -159,26 +170,43 @@ class Daemon:
             self._status_dirty.clear()
             await asyncio.sleep(0.05)  # coalesce bursts of changes into one write
 
-    async def _control_loop(self, seen_seq: dict[str, int], seen_restart: dict[str, int]) -> None:
-        path = control.control_path(self.state_dir)
-        last_mtime = path.stat().st_mtime if path.exists() else 0.0
+    async def _control_loop(self, acks: control.Acks) -> None:
+        """Apply pause/resume/restart requests and acknowledge each one in `control-ack.json` once the target has
+        it. The first pass comes as soon as every target has started, so nothing written meanwhile is lost."""
+        while any(sup.ladder.state == State.STOPPED for sup in self.supervisors.values()):
+            await asyncio.sleep(defaults.CONTROL_POLL_S / 10)  # each target adopts, launches or pauses first
+        version: tuple[int, int] | str | None = "unread"
         while True:
+            now_version = control.file_version(self.state_dir)
+            if now_version != version:
+                first = version == "unread"
+                version = now_version
+                self._apply_control(control.read_control(self.state_dir), acks, first=first)
             await asyncio.sleep(defaults.CONTROL_POLL_S)
-            mtime = path.stat().st_mtime if path.exists() else 0.0
-            if mtime == last_mtime:
-                continue
-            last_mtime = mtime
-            ctl = control.read_control(self.state_dir)
-            for name, sup in self.supervisors.items():
-                paused_now = sup.ladder.state.value == "maintenance"
-                if name in ctl.paused and not paused_now:
+
+    def _apply_control(self, ctl: control.Control, acks: control.Acks, *, first: bool) -> None:
+        changed = first  # the first pass always writes the file: it tells commands that this daemon acknowledges
+        for name, sup in self.supervisors.items():
+            resumed = launched_by_resume = False
+            if name in ctl.paused:
+                if sup.ladder.state != State.MAINTENANCE:
                     sup.pause()
-                elif ctl.resume_seq.get(name, 0) > seen_seq.get(name, 0):
-                    sup.resume()
-                if ctl.restart_seq.get(name, 0) > seen_restart.get(name, 0):
+            elif acks.pending_resume(ctl, name):
+                was_running = sup.ladder.running
+                sup.resume()
+                resumed = True
+                launched_by_resume = not was_running and sup.ladder.state == State.STARTING
+            if resumed or acks.pending_resume(ctl, name):
+                acks.resume_seq[name] = ctl.resume_seq.get(name, 0)
+                changed = True
+            if acks.pending_restart(ctl, name):
+                if not launched_by_resume:  # a resume that launched it already is the restart asked for
                     sup.request_restart("restart requested by the user")
-            seen_seq.update(ctl.resume_seq)
-            seen_restart.update(ctl.restart_seq)
+                acks.restart_seq[name] = ctl.restart_seq[name]
+                acks.restart_at[name] = time.time()
+                changed = True
+        if changed:
+            control.write_acks(self.state_dir, acks)
 
     def snapshot(self, running: bool) -> dict[str, Any]:
         return {

@@ -69,6 +69,9 @@ EVENTS_MAX_BYTES: Final = 20 * 1024 * 1024  # the JSONL stream is rotated past t
 OUTPUT_LOG_MAX_BYTES: Final = 20 * 1024 * 1024  # a managed gateway's console output, rotated between launches
 LOG_RETENTION_DAYS: Final = 14  # rotated logs clawmedic wrote are kept this long
 CONTROL_POLL_S: Final = 0.5  # how often the daemon looks at the pause/resume control file (one stat call)
+CONTROL_ACK_TIMEOUT_S: Final = 15.0  # the daemon takes a request within a poll (0.5 s); longer means it is hung
+RESTART_WAIT_MARGIN_S: Final = 30.0  # `fix restart` waits stop + startup timeouts plus this for the new process
+RESTART_PROGRESS_EVERY_S: Final = 10.0  # while waiting for a restart, say so at least this often (a human watches)
 
 # --- exit codes of the clawmedic command ------------------------------------------------------------------
 EXIT_OK: Final = 0

@@ -16,15 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from clawmedic import control, defaults
+from clawmedic import defaults, relaunch
 from clawmedic.config import LoadedConfig
 from clawmedic.daemon import incidents_path, status_path
 from clawmedic.errors import ClawmedicError
 from clawmedic.knowngood_client import Snapshot
 from clawmedic.paths import ensure_private_dir
 from clawmedic.process.launcher import stop_pid
+from clawmedic.relaunch import live
 from clawmedic.store.files import atomic_write, keep_copy
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.store.lock import holder_pid
@@ -83,24 +82,6 @@ def daemon_status(loaded: LoadedConfig, name: str) -> dict[str, Any] | None:
         return {}
 
 
-def live(loaded: LoadedConfig, name: str) -> bool:
-    probe = loaded.targets[name].liveness
-    assert probe.url is not None
-    try:
-        r = httpx.get(probe.url, timeout=probe.timeout_s, trust_env=False)
-    except httpx.HTTPError:
-        return False
-    if r.status_code != probe.expect_status:
-        return False
-    if probe.expect_json:
-        try:
-            body = r.json()
-        except ValueError:
-            return False
-        return isinstance(body, dict) and all(body.get(k) == v for k, v in probe.expect_json.items())
-    return True
-
-
 def snapshot(loaded: LoadedConfig, name: str, *, known_good: bool, reason: str = "on demand") -> Snapshot | None:
     cfg = loaded.targets[name]
     files = openclaw.boot_files(cfg)
@@ -114,16 +95,61 @@ def snapshot(loaded: LoadedConfig, name: str, *, known_good: bool, reason: str =
     return _store(loaded).snapshot(name, files, reason, health, known_good=known_good)
 
 
-def restart_via_daemon(loaded: LoadedConfig, name: str) -> bool:
-    """Ask the running daemon to (re)start the target: resume it if it gave up, else a requested restart."""
-    st = daemon_status(loaded, name)
-    if st is None:
-        return False
-    if st.get("state") in ("gave_up", "escalated", "maintenance"):
-        control.resume(loaded.state_dir, [name])
-    else:
-        control.request_restart(loaded.state_dir, [name])
-    return True
+def restart_via_daemon(loaded: LoadedConfig, name: str) -> relaunch.DaemonRequest | None:
+    """Ask the running daemon to (re)start the target (resuming it first if it is paused or gave up), without
+    waiting; None when no daemon runs."""
+    return relaunch.ask_daemon(loaded, name)
+
+
+def restart_target(
+    loaded: LoadedConfig, name: str, progress: Progress, *, check_config: bool = True
+) -> relaunch.Outcome:
+    """Restart the target and wait until a new process is live: through the daemon when one supervises it,
+    else by itself (managed targets) or with the service manager's restart command (external ones)."""
+    cfg = loaded.targets[name]
+    req = relaunch.ask_daemon(loaded, name)
+    if req is not None:
+        progress(f"asked the clawmedic daemon (pid {req.daemon_pid}) to restart {name}")
+        return relaunch.await_daemon_restart(loaded, name, req, progress)
+    _, no_daemon = relaunch.supervision(loaded)
+    progress(no_daemon)
+    if cfg.start.mode == "external":
+        if not cfg.start.restart_command:
+            return relaunch.Outcome(False, f"{name} is started by a service manager and has no `restart_command`")
+        cmd = [loaded.resolve(x, "restart_command") for x in cfg.start.restart_command]
+        progress(f"running {' '.join(cmd)}")
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, **loaded.command_env(name)},
+        )
+        if r.returncode != 0:
+            return relaunch.Outcome(False, f"the restart command exited {r.returncode}")
+        if wait_healthy(loaded, name, cfg.limits.startup_timeout_s + defaults.RESTART_WAIT_MARGIN_S, progress):
+            return relaunch.Outcome(True, f"{name} restarted by its service manager and is live")
+        return relaunch.Outcome(False, f"{name} is not live after its restart command")
+    if check_config and cfg.kind == "openclaw":
+        v = openclaw.validate(loaded, name)
+        if not v.valid:
+            return relaunch.Outcome(
+                False,
+                f"{openclaw.config_path(cfg)} is invalid ({v.summary()}): not restarting {name} on it "
+                "(`clawmedic fix config` restores known-good)",
+            )
+    outcome = relaunch.restart_unsupervised(loaded, name, progress)
+    if outcome is None:  # a daemon started meanwhile: it supervises now
+        return restart_target(loaded, name, progress, check_config=False)
+    if outcome.ok:
+        return relaunch.Outcome(
+            True,
+            f"{outcome.detail}; no clawmedic daemon is supervising it: start one with "
+            f"{relaunch.how_to_start_daemon(loaded)} (it adopts pid {outcome.pid})",
+            outcome.pid,
+        )
+    return outcome
 
 
 def wait_healthy(loaded: LoadedConfig, name: str, timeout_s: float, progress: Progress) -> bool:
@@ -335,12 +361,19 @@ def rollback(
         "action",
         {"action": "rollback", "restored": restored, "snapshot_before": before.rev if before else None},
     )
-    restarted = restart_via_daemon(loaded, name)
-    healthy = (
-        wait_healthy(loaded, name, cfg.limits.startup_timeout_s + 30, progress) if restarted else live(loaded, name)
-    )
+    outcome = restart_target(loaded, name, progress)
+    healthy = outcome.ok
+    incidents.add(incident, "action", {"action": "restart", "ok": outcome.ok, "detail": outcome.detail})
     incidents.update(incident, status="recovered" if healthy else "open", closed_at=time.time() if healthy else None)
-    return {"target": name, "restored": restored, "restarted": restarted, "healthy": healthy, "incident": incident}
+    return {
+        "target": name,
+        "restored": restored,
+        "restarted": outcome.pid is not None or outcome.ok,
+        "restart": outcome.detail,
+        "pid": outcome.pid,
+        "healthy": healthy,
+        "incident": incident,
+    }
 
 
 # --- the runbook: fix status|config|deps|port|restart|nuclear, and safe-start -----------------------------------
@@ -488,38 +521,23 @@ def fix_port(loaded: LoadedConfig, name: str, *, dry_run: bool, kill_foreign: bo
     return Step("port", "fixed", f"stopped {what}: {owner.describe()}", [info])
 
 
-def fix_restart(loaded: LoadedConfig, name: str, *, dry_run: bool, progress: Progress) -> Step:
-    cfg = loaded.targets[name]
-    st = daemon_status(loaded, name)
-    if st is None:
-        if cfg.start.mode == "external" and cfg.start.restart_command:
-            if dry_run:
-                return Step("restart", "planned", f"would run {' '.join(cfg.start.restart_command)}")
-            cmd = [loaded.resolve(x, "restart_command") for x in cfg.start.restart_command]
-            r = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-                env={**os.environ, **loaded.command_env(name)},
-            )
-            if r.returncode != 0:
-                return Step("restart", "failed", f"the restart command exited {r.returncode}")
-        else:
-            return Step(
-                "restart",
-                "failed",
-                "no clawmedic daemon is running to relaunch the managed gateway: start "
-                "it with `clawmedic run` (or `systemctl --user start clawmedic`)",
-            )
-    else:
-        if dry_run:
+def fix_restart(
+    loaded: LoadedConfig, name: str, *, dry_run: bool, progress: Progress, check_config: bool = True
+) -> Step:
+    if dry_run:
+        cfg = loaded.targets[name]
+        st = daemon_status(loaded, name)
+        if st is not None:
             return Step("restart", "planned", f"would ask the daemon to restart {name} (now {st.get('state')})")
-        restart_via_daemon(loaded, name)
-    if wait_healthy(loaded, name, cfg.limits.startup_timeout_s + 30, progress):
-        return Step("restart", "fixed", f"{name} restarted and is healthy")
-    return Step("restart", "failed", f"{name} is not healthy after the restart")
+        _, no_daemon = relaunch.supervision(loaded)
+        if cfg.start.mode == "external":
+            cmd = " ".join(cfg.start.restart_command or ["(no restart_command)"])
+            return Step("restart", "planned", f"{no_daemon}; would run {cmd}")
+        pid = _target_pid(loaded, name)
+        stop = f"stop its own process (pid {pid}) and " if pid is not None else ""
+        return Step("restart", "planned", f"{no_daemon}; would {stop}launch {name} the way the daemon does")
+    outcome = restart_target(loaded, name, progress, check_config=check_config)
+    return Step("restart", "fixed" if outcome.ok else "failed", outcome.detail)
 
 
 def fix_status(loaded: LoadedConfig, name: str) -> list[Step]:
@@ -532,7 +550,7 @@ def fix_status(loaded: LoadedConfig, name: str) -> list[Step]:
         Step(
             "daemon",
             "ok" if st is not None else "failed",
-            f"daemon running, {name} is {st.get('state')}" if st is not None else "no clawmedic daemon is running",
+            relaunch.supervision(loaded)[1] + (f"; {name} is {st.get('state')}" if st is not None else ""),
         ),
         Step("liveness", "ok" if live(loaded, name) else "failed", cfg.liveness.url or ""),
     ]
@@ -598,7 +616,8 @@ def run_fix(
             lambda: fix_config(loaded, name, dry_run=dry_run),
             lambda: fix_deps(loaded, name, dry_run=dry_run),
             lambda: fix_port(loaded, name, dry_run=dry_run, kill_foreign=kill_foreign),
-            lambda: fix_restart(loaded, name, dry_run=dry_run, progress=progress),
+            # the config step just checked (or restored) the config: no second validation before the restart
+            lambda: fix_restart(loaded, name, dry_run=dry_run, progress=progress, check_config=False),
         ]
         for step in plan:
             s = step()

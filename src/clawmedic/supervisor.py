@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -24,11 +25,22 @@ from clawmedic.doctor import Doctor, Escalation
 from clawmedic.errors import ClawmedicError, NotOurProcess
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.ladder.exits import classify_exit, exit_detail
-from clawmedic.ladder.machine import Action, CloseIncident, Escalate, Ladder, Launch, OpenIncident, Stop, Transition
-from clawmedic.ladder.states import ExitKind, State
+from clawmedic.ladder.machine import (
+    Action,
+    CheckGates,
+    CloseIncident,
+    Escalate,
+    Ladder,
+    Launch,
+    OpenIncident,
+    Stop,
+    Transition,
+)
+from clawmedic.ladder.states import RESTORED_STATES, ExitKind, State
 from clawmedic.probes import Prober, ProbeResult
 from clawmedic.process import inspect
 from clawmedic.process.launcher import Handle, Launcher, run_command
+from clawmedic.store import carried as carried_store
 from clawmedic.store.events import EventLog
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.targets import openclaw
@@ -72,6 +84,8 @@ class TargetSupervisor:
         self._valid_digest: str | None = None  # content last found valid: skip the 2 s CLI when unchanged
         self._known_good_digest: str | None = None
         self.latent_incident: int | None = None
+        self._latent_digest: str | None = None  # the content the latent-fault incident is about
+        self._carried: dict[str, Any] | None = None  # what was last written for the next daemon
         self._files_changed_at = 0.0  # known-good needs the files themselves to have served healthy long enough
         self._pending: list[Transition] = []
         self._probe_now = asyncio.Event()
@@ -81,6 +95,7 @@ class TargetSupervisor:
     # --- running --------------------------------------------------------------------------------------
 
     async def run(self, *, paused: bool) -> None:
+        self._carry_over()
         handle = self.launcher.adopt() if self.cfg.start.mode == "managed" else None
         if handle is not None:
             self.handle = handle
@@ -106,6 +121,7 @@ class TargetSupervisor:
         if stop_target and self.handle is not None:
             self.ladder.change_state(State.STOPPED, self.ctx.clock(), "daemon exiting")
             await self.handle.stop(self.cfg.limits.stop_timeout_s)
+        self._persist()
 
     def pause(self) -> None:
         self._feed(self.ladder.pause)
@@ -141,6 +157,9 @@ class TargetSupervisor:
                 self._spawn(self._stop(a))
             elif isinstance(a, Escalate):
                 self._spawn(self._escalate(a))
+            elif isinstance(a, CheckGates):
+                self._spawn(self._retry_gates(a))
+        self._persist()
         if transitions:
             self._probe_now.set()
             self._tick_now.set()
@@ -156,6 +175,75 @@ class TargetSupervisor:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("%s: internal error in a supervisor task: %r", self.name, exc, exc_info=exc)
             self.ctx.events.emit("internal_error", self.name, error=repr(exc))
+
+    # --- a daemon restart: carried over (store/carried.py) ------------------------------------------------
+
+    def _carry_over(self) -> None:
+        """Pick up what the previous daemon left: the ladder's escalation state and failure history, its open
+        incident (resumed; any other incident of this target it left open is closed as abandoned) and the latent
+        fault incident. Without a record (first start, damaged file) only stale incidents are closed."""
+        prev = carried_store.load(self.launcher.target_dir)
+        now = self.ctx.clock()
+        resumed: int | None = None
+        if prev is not None and prev.incident is not None and prev.ladder.incident_open:
+            inc = self.ctx.incidents.get(prev.incident)
+            if inc is not None and inc.target == self.name and inc.closed_at is None:
+                resumed = inc.id
+        if prev is not None and prev.latent_incident is not None:
+            lat = self.ctx.incidents.get(prev.latent_incident)
+            if lat is not None and lat.target == self.name and lat.closed_at is None:
+                self.latent_incident, self._latent_digest = lat.id, prev.latent_digest
+        for inc in self.ctx.incidents.list(limit=1000, target=self.name):
+            if inc.closed_at is None and inc.id not in (resumed, self.latent_incident):
+                self._abandon(inc.id, now)
+        if prev is None:
+            return
+        saved = prev.ladder
+        if resumed is None:
+            saved = replace(saved, incident_open=False)
+            if saved.state in RESTORED_STATES:  # nothing to carry the escalation on: start afresh
+                saved = replace(saved, state=State.STOPPED)
+        self.incident_id = resumed
+        self.ctx.events.emit(
+            "carried_over",
+            self.name,
+            state=prev.ladder.state.value,
+            failures=len(saved.failures),
+            incident=resumed,
+            latent_incident=self.latent_incident,
+            saved_at=prev.saved_at,
+        )
+        self._incident_note("daemon_restarted", {"previous_state": prev.ladder.state.value}, ts=now)
+        log.info(
+            "%s: carried over from the previous daemon: %s%s",
+            self.name,
+            prev.ladder.state.value,
+            f", incident #{resumed} resumed" if resumed is not None else "",
+        )
+        self._feed(partial(self.ladder.restore, saved=saved))
+
+    def _abandon(self, incident: int, now: float) -> None:
+        self.ctx.incidents.add(
+            incident, "outcome", {"outcome": "abandoned", "why": "a daemon restart could not carry it over"}, ts=now
+        )
+        self.ctx.incidents.update(incident, status="abandoned", closed_at=now)
+        self.ctx.events.emit("incident_closed", self.name, incident=incident, outcome="abandoned", at=now)
+        log.warning("%s: incident #%d closed as abandoned: the previous daemon left it open", self.name, incident)
+
+    def _persist(self) -> None:
+        """Write what the next daemon needs, when it changed (a probe that changes nothing writes nothing)."""
+        rec = carried_store.Carried(
+            self.ladder.saved(), self.incident_id, self.latent_incident, self._latent_digest, saved_at=0.0
+        )
+        data = rec.to_dict()
+        if data == self._carried:
+            return
+        try:
+            carried_store.save(self.launcher.target_dir, replace(rec, saved_at=self.ctx.clock()))
+        except OSError as e:
+            log.warning("%s: cannot record the ladder's state for a daemon restart: %s", self.name, e)
+            return
+        self._carried = data
 
     # --- records ------------------------------------------------------------------------------------------
 
@@ -173,9 +261,11 @@ class TargetSupervisor:
             if inc is not None and inc.live_at is None:
                 self.ctx.incidents.update(self.incident_id, live_at=t.at)
                 self.ctx.events.emit("live_again", self.name, incident=self.incident_id, at=t.at)
-        elif t.new == State.GAVE_UP:
+        elif t.new == State.GAVE_UP and t.old == State.ESCALATED:
             self.ctx.incidents.update(self.incident_id, status="gave_up")
             self.ctx.events.emit("gave_up", self.name, incident=self.incident_id, reason=t.reason)
+        elif t.new == State.GAVE_UP and t.old != State.STOPPED:  # the slow retry failed: same incident, told already
+            self.ctx.events.emit("retry_failed", self.name, incident=self.incident_id, reason=t.reason)
 
     def _open_incident(self, a: OpenIncident, now: float) -> None:
         self.incident_id = self.ctx.incidents.open(self.name, a.reason, a.first_failure_at, now)
@@ -202,7 +292,7 @@ class TargetSupervisor:
         start = self.cfg.start
         env = self.ctx.loaded.command_env(self.name)
         t0 = self.ctx.clock()
-        if self.incident_id is not None and self.ladder.state == State.STARTING:
+        if self.incident_id is not None and self.ladder.state in (State.STARTING, State.RETRYING):
             self.ctx.incidents.count_restart(self.incident_id)
         self.restarts += 1 if a.reason != "initial start" else 0
         refusal = await self._config_gate()
@@ -308,7 +398,40 @@ class TargetSupervisor:
             "action", {"action": "stop", "pid": handle.pid, "exit": code, "sigkill": killed, "reason": a.reason}, took
         )
 
+    async def _retry_gates(self, a: CheckGates) -> None:
+        """Gave up, and the slow retry is due: launch only when the pre-start gates pass (config, dependencies,
+        port owner, Node). A fault a launch cannot fix is looked at again next period, never launched into."""
+        blocked = await self._pre_start_block()
+        self.ctx.events.emit(
+            "retry_gates", self.name, passed=blocked is None, detail=blocked, incident=self.incident_id
+        )
+        self._incident_note("retry", {"reason": a.reason, "launched": blocked is None, "blocked": blocked})
+        if blocked is not None:
+            log.info("%s: slow retry not launched: %s", self.name, self.ctx.loaded.redactor.text(blocked))
+        self._feed(self.ladder.gates_checked, blocked is None)
+
+    async def _pre_start_block(self) -> str | None:
+        """Why a launch now could not work, found without launching; None when the gates pass."""
+        refusal = await self._config_gate()  # also restores missing packages and, when it can, known-good config
+        if refusal is not None:
+            return refusal
+        if self.cfg.start.mode == "managed" and self.cfg.port is not None:
+            owner = await asyncio.to_thread(inspect.port_owner, self.cfg.port)
+            ours = owner is not None and self.handle is not None and owner.pid in inspect.tree_pids(self.handle.pid)
+            if owner is not None and not ours:
+                return f"port {self.cfg.port} is held by {owner.describe()}, not by clawmedic's {self.name}"
+        if self.cfg.kind == "openclaw":
+            from clawmedic.doctor import evidence
+
+            ev = evidence.Evidence(self.name)
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                await asyncio.to_thread(evidence._node, self.ctx.loaded, self.name, ev)
+            if ev.node.get("satisfied") is False:
+                return f"Node {ev.node.get('version')} does not satisfy openclaw's engines {ev.node.get('engines')!r}"
+        return None
+
     async def _escalate(self, a: Escalate) -> None:
+
         assert self.incident_id is not None
         incident = self.incident_id
         self.ctx.incidents.update(incident, status="escalated", cause=a.cause)
@@ -506,14 +629,18 @@ class TargetSupervisor:
         if not initial:
             self._files_changed_at = self.ctx.clock()
         if not v.valid:
-            if self.latent_incident is not None:
-                return
+            if self.latent_incident is not None and (not initial or v.digest == self._latent_digest):
+                return  # the fault already has its incident (opened by this daemon or the previous one)
             now = self.ctx.clock()
+            if self.latent_incident is not None:  # carried over, but about other content: that one is history
+                self.ctx.incidents.update(self.latent_incident, status="superseded", closed_at=now)
+                self.ctx.events.emit("incident_closed", self.name, incident=self.latent_incident, outcome="superseded")
             reason = (
                 f"latent config fault: {path} is invalid ({v.summary()}); "
                 "the running gateway ignores it, the next restart would fail"
             )
             self.latent_incident = self.ctx.incidents.open(self.name, reason, now, now)
+            self._latent_digest = v.digest
             self.ctx.incidents.update(self.latent_incident, cause="latent_config_fault")
             self.ctx.incidents.add(self.latent_incident, "config", v.to_dict())
             self.ctx.events.emit(
@@ -525,6 +652,7 @@ class TargetSupervisor:
                 path=str(path),
             )
             log.warning("%s: %s — clawmedic will restore known-good before any restart", self.name, reason)
+            self._persist()
             self.ctx.on_change()
             return
         if self.latent_incident is not None:
@@ -533,7 +661,8 @@ class TargetSupervisor:
             self.ctx.incidents.update(self.latent_incident, status="resolved", closed_at=now)
             self.ctx.events.emit("latent_config_resolved", self.name, incident=self.latent_incident)
             log.info("%s: %s is valid again", self.name, path)
-            self.latent_incident = None
+            self.latent_incident = self._latent_digest = None
+            self._persist()
             self.ctx.on_change()
         if not initial:
             self._spawn(self._snapshot_changed())
@@ -556,7 +685,8 @@ class TargetSupervisor:
             self._probe_now.clear()
             if self.ladder.state in _NOT_PROBED:
                 continue
-            if self.cfg.start.mode == "managed" and self.handle is None and self.ladder.state == State.STARTING:
+            launching = self.ladder.state in (State.STARTING, State.RETRYING)
+            if self.cfg.start.mode == "managed" and self.handle is None and launching:
                 continue  # the launch is still in flight
             pid = self.handle.pid if self.handle is not None else None
             result = await self.ctx.prober.liveness(self.cfg.liveness, pid)
@@ -635,6 +765,7 @@ class TargetSupervisor:
             "restarts": self.restarts,
             "consecutive_failures": lad.consecutive_restarts,
             "next_restart_at": lad.restart_at if lad.state == State.BACKOFF else None,
+            "next_retry_at": lad.retry_at if lad.state == State.GAVE_UP else None,
             "incident": self.incident_id,
             "last_exit": self.last_exit,
             "kind": self.cfg.kind,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import watchfiles
@@ -38,7 +39,7 @@ from clawmedic.ladder.machine import (
 )
 from clawmedic.ladder.states import RESTORED_STATES, ExitKind, State
 from clawmedic.probes import Prober, ProbeResult
-from clawmedic.process import inspect
+from clawmedic.process import identity, inspect
 from clawmedic.process.launcher import Handle, Launcher, run_command
 from clawmedic.store import carried as carried_store
 from clawmedic.store.events import EventLog
@@ -49,6 +50,22 @@ log = logging.getLogger("clawmedic")
 
 _NOT_PROBED = frozenset({State.RESTARTING, State.BACKOFF, State.STOPPED})
 _EXTERNAL_COMMAND_TIMEOUT_S = 120.0  # systemctl/launchctl restart returns in seconds; a hung one is killed
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How a managed target is started: by the daemon, and by `clawmedic fix restart` when no daemon runs, so a
+    daemon started later adopts what the command launched."""
+
+    command: list[str]
+    env: dict[str, str]
+    cwd: Path | None
+
+
+def launch_spec(loaded: LoadedConfig, name: str) -> LaunchSpec:
+    start = loaded.targets[name].start
+    assert start.command is not None  # config validation: a managed target has a command
+    return LaunchSpec([loaded.resolve(x, "command") for x in start.command], loaded.command_env(name), start.cwd)
 
 
 @dataclass
@@ -79,6 +96,7 @@ class TargetSupervisor:
         self.rss_bytes: int = 0
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None
+        self.last_healthy_at: float | None = None  # the last probe that found the target healthy (evidence)
         self.files = openclaw.boot_files(self.cfg)  # boot-critical files, by key
         self.config_check: openclaw.Validation | None = None  # the last validation of the live config
         self._valid_digest: str | None = None  # content last found valid: skip the 2 s CLI when unchanged
@@ -94,14 +112,13 @@ class TargetSupervisor:
 
     # --- running --------------------------------------------------------------------------------------
 
-    async def run(self, *, paused: bool) -> None:
+    async def run(self, *, paused: bool, restart: str | None = None) -> None:
+        """Adopt the running process or launch one; `restart`: a restart someone asked for while no daemon ran
+        (done on an adopted process; a fresh launch already is one)."""
         self._carry_over()
         handle = self.launcher.adopt() if self.cfg.start.mode == "managed" else None
         if handle is not None:
-            self.handle = handle
-            self._watch(handle)
-            self.ctx.events.emit("adopted", self.name, pid=handle.pid)
-            log.info("%s: adopted running pid %d", self.name, handle.pid)
+            self._adopt(handle)
             self._feed(partial(self.ladder.start, running=True))
         elif self.cfg.start.mode == "external":
             probe = await self.ctx.prober.liveness(self.cfg.liveness, None)
@@ -111,9 +128,18 @@ class TargetSupervisor:
             self._feed(self.ladder.pause)
         elif self.ladder.state == State.STOPPED:
             self._feed(self.ladder.start)
+        elif restart is not None:
+            self.request_restart(restart)
         await asyncio.gather(
             self._probe_loop(), self._timer_loop(), self._memory_loop(), self._snapshot_loop(), self._watch_loop()
         )
+
+    def _adopt(self, handle: Handle) -> None:
+        """Take over a process a previous daemon launched (found by its record or by its identity marker)."""
+        self.handle = handle
+        self._watch(handle)
+        self.ctx.events.emit("adopted", self.name, pid=handle.pid)
+        log.info("%s: adopted running pid %d", self.name, handle.pid)
 
     async def shutdown(self, stop_target: bool) -> None:
         for t in list(self._tasks):
@@ -314,6 +340,11 @@ class TargetSupervisor:
             return
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
             ours = self.handle is not None and owner.pid in inspect.tree_pids(self.handle.pid)
+            marked = owner.pid is not None and identity.has_marker(owner.pid, self.launcher.target_dir)
+            mine = not ours and self.handle is None and marked
+            if mine and (handle := self.launcher.adopt()) is not None:  # our own child, record lost: adopt, not fight
+                self._adopt(handle)
+                return
             if not ours:
                 detail = f"port {self.cfg.port} is held by {owner.describe()}, not by clawmedic's {self.name}"
                 seen = self.ctx.clock()
@@ -328,10 +359,10 @@ class TargetSupervisor:
                     ts=seen,
                 )
                 return
-        assert start.command is not None
-        cmd = [self.ctx.loaded.resolve(x, "command") for x in start.command]
+        spec = launch_spec(self.ctx.loaded, self.name)
+        cmd = spec.command
         try:
-            handle = await self.launcher.spawn(cmd, env, start.cwd)
+            handle = await self.launcher.spawn(cmd, spec.env, spec.cwd)
         except OSError as e:
             detail = f"cannot start {cmd[0]}: {e.strerror or e}"
             log.error("%s: %s", self.name, detail)
@@ -437,7 +468,11 @@ class TargetSupervisor:
         self.ctx.incidents.update(incident, status="escalated", cause=a.cause)
         self.ctx.events.emit("escalated", self.name, incident=incident, cause=a.cause, reason=a.reason)
         log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
-        evidence: dict[str, object] = {"last_exit": self.last_exit, "pid": self.handle.pid if self.handle else None}
+        evidence: dict[str, object] = {
+            "last_exit": self.last_exit,
+            "pid": self.handle.pid if self.handle else None,
+            "last_healthy_at": self.last_healthy_at,
+        }
         if self._uses_config_checks():
             evidence["config"] = (await self._validate()).to_dict()  # cached by content: free when unchanged
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
@@ -692,6 +727,8 @@ class TargetSupervisor:
             result = await self.ctx.prober.liveness(self.cfg.liveness, pid)
             self._observe_liveness(result)
             self._feed(self.ladder.probe, result.ok, result.detail)
+            if result.ok and self.ladder.state == State.HEALTHY:
+                self.last_healthy_at = self.ctx.clock()
             if result.ok and self.cfg.readiness is not None and self.ladder.state != State.STARTING:
                 self._observe_readiness(await self.ctx.prober.http(self.cfg.readiness))
 

@@ -39,7 +39,7 @@ from clawmedic.ladder.machine import (
 )
 from clawmedic.ladder.states import RESTORED_STATES, ExitKind, State
 from clawmedic.probes import Prober, ProbeResult
-from clawmedic.process import identity, inspect
+from clawmedic.process import inspect
 from clawmedic.process.launcher import Handle, Launcher, run_command
 from clawmedic.store import carried as carried_store
 from clawmedic.store.events import EventLog
@@ -96,7 +96,6 @@ class TargetSupervisor:
         self.rss_bytes: int = 0
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None
-        self.last_healthy_at: float | None = None  # the last probe that found the target healthy (evidence)
         self.files = openclaw.boot_files(self.cfg)  # boot-critical files, by key
         self.config_check: openclaw.Validation | None = None  # the last validation of the live config
         self._valid_digest: str | None = None  # content last found valid: skip the 2 s CLI when unchanged
@@ -118,7 +117,10 @@ class TargetSupervisor:
         self._carry_over()
         handle = self.launcher.adopt() if self.cfg.start.mode == "managed" else None
         if handle is not None:
-            self._adopt(handle)
+            self.handle = handle
+            self._watch(handle)
+            self.ctx.events.emit("adopted", self.name, pid=handle.pid)
+            log.info("%s: adopted running pid %d", self.name, handle.pid)
             self._feed(partial(self.ladder.start, running=True))
         elif self.cfg.start.mode == "external":
             probe = await self.ctx.prober.liveness(self.cfg.liveness, None)
@@ -133,13 +135,6 @@ class TargetSupervisor:
         await asyncio.gather(
             self._probe_loop(), self._timer_loop(), self._memory_loop(), self._snapshot_loop(), self._watch_loop()
         )
-
-    def _adopt(self, handle: Handle) -> None:
-        """Take over a process a previous daemon launched (found by its record or by its identity marker)."""
-        self.handle = handle
-        self._watch(handle)
-        self.ctx.events.emit("adopted", self.name, pid=handle.pid)
-        log.info("%s: adopted running pid %d", self.name, handle.pid)
 
     async def shutdown(self, stop_target: bool) -> None:
         for t in list(self._tasks):
@@ -340,11 +335,6 @@ class TargetSupervisor:
             return
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
             ours = self.handle is not None and owner.pid in inspect.tree_pids(self.handle.pid)
-            marked = owner.pid is not None and identity.has_marker(owner.pid, self.launcher.target_dir)
-            mine = not ours and self.handle is None and marked
-            if mine and (handle := self.launcher.adopt()) is not None:  # our own child, record lost: adopt, not fight
-                self._adopt(handle)
-                return
             if not ours:
                 detail = f"port {self.cfg.port} is held by {owner.describe()}, not by clawmedic's {self.name}"
                 seen = self.ctx.clock()
@@ -468,11 +458,7 @@ class TargetSupervisor:
         self.ctx.incidents.update(incident, status="escalated", cause=a.cause)
         self.ctx.events.emit("escalated", self.name, incident=incident, cause=a.cause, reason=a.reason)
         log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
-        evidence: dict[str, object] = {
-            "last_exit": self.last_exit,
-            "pid": self.handle.pid if self.handle else None,
-            "last_healthy_at": self.last_healthy_at,
-        }
+        evidence: dict[str, object] = {"last_exit": self.last_exit, "pid": self.handle.pid if self.handle else None}
         if self._uses_config_checks():
             evidence["config"] = (await self._validate()).to_dict()  # cached by content: free when unchanged
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
@@ -727,8 +713,6 @@ class TargetSupervisor:
             result = await self.ctx.prober.liveness(self.cfg.liveness, pid)
             self._observe_liveness(result)
             self._feed(self.ladder.probe, result.ok, result.detail)
-            if result.ok and self.ladder.state == State.HEALTHY:
-                self.last_healthy_at = self.ctx.clock()
             if result.ok and self.cfg.readiness is not None and self.ladder.state != State.STARTING:
                 self._observe_readiness(await self.ctx.prober.http(self.cfg.readiness))
 

@@ -1,0 +1,312 @@
+"""The daemon's HTTP server for real: a `clawmedic run` supervising a stand-in, scraped by a real Prometheus
+(Debian's `prometheus`) and looked at in a real headless Chromium (Debian's `chromium` + `chromium-driver`,
+driven by Selenium). Everything on loopback; every process is ended by its PID.
+
+`.ci/run` installs the three Debian packages, so nothing here is skipped in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from clawmedic import defaults
+from tests.helpers.rig import Rig, StandinTarget, free_port
+from tests.integration.test_cli import CLAWMEDIC, cli_env
+
+T = TypeVar("T")
+
+# A line a target prints just before it dies: it reaches the incident's reason, its timeline and its report.
+SCRIPT = "<script>document.title='pwned'</script>"
+PAYLOAD = SCRIPT + "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def wait(
+    predicate: Callable[[], T | None], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert proc is None or proc.poll() is None, f"the process exited ({proc.returncode}) waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback http only)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 (loopback http only)
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def end(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a process this test started (by its PID), then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class WebDaemon:
+    rig: Rig
+    proc: subprocess.Popen[bytes]
+    url: str
+    exit_file: Path
+
+    def status(self) -> dict[str, Any]:
+        code, body = get(f"{self.url}/api/status")
+        assert code == 200, body
+        data: dict[str, Any] = json.loads(body)
+        return data
+
+    def target(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.status()["targets"].get("svc", {})
+        return found
+
+
+@pytest.fixture
+def web_daemon(tmp_path: Path) -> Iterator[WebDaemon]:
+    """A real `clawmedic run` with its HTTP server on a free loopback port, supervising a stand-in that prints
+    `PAYLOAD` and exits 1 when its exit file appears, and boots in 1 s (so a restart can be seen on the page)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    rig = Rig(tmp_path)
+    exit_file = tmp_path / "exit-now"
+    port = free_port()
+    target = StandinTarget(
+        args=["--boot-delay", "1", "--exit-file", str(exit_file), "--exit-code", "1", "--print", PAYLOAD]
+    )
+    config = rig.write_config(target, daemon={"http": {"listen": f"127.0.0.1:{port}"}})
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen(
+        [CLAWMEDIC, "run", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=cli_env(home),
+        cwd=home,
+    )
+    d = WebDaemon(rig, proc, f"http://127.0.0.1:{port}", exit_file)
+    try:
+        wait(lambda: _reachable(d.url), 20, "the HTTP server", proc)
+        wait(lambda: d.target().get("state") == "healthy", 20, "the target healthy", proc)
+        yield d
+    finally:
+        end(proc, 30)
+        log.close()
+        rig.cleanup()
+
+
+def _reachable(url: str) -> bool:
+    try:
+        return get(f"{url}/api/status")[0] == 200
+    except OSError:
+        return False
+
+
+def test_status_api_and_metrics_are_served_by_a_real_daemon(web_daemon: WebDaemon) -> None:
+    svc = web_daemon.target()
+    assert (svc["state"], svc["live"], svc["restarts"]) == ("healthy", True, 0)
+    code, text = get(f"{web_daemon.url}/metrics")
+    assert code == 200
+    assert 'clawmedic_target_up{target="svc"} 1.0' in text
+    assert 'clawmedic_target_state{state="healthy",target="svc"} 1.0' in text
+    assert 'clawmedic_build_info{version="' in text
+    assert 'clawmedic_probe_duration_seconds_count{probe="liveness",target="svc"}' in text
+    code, _ = get(f"{web_daemon.url}/incidents/999")
+    assert code == 404
+
+
+# --- a real Prometheus ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prometheus:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        code, body = get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        if code != 200:
+            return []
+        result: list[dict[str, Any]] = json.loads(body)["data"]["result"]
+        return result
+
+    def value(self, promql: str) -> float | None:
+        found = self.query(promql)
+        return float(found[0]["value"][1]) if found else None
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, web_daemon: WebDaemon) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus is not installed (.ci/run installs it: apt-get install prometheus)"
+    port = free_port()
+    cfg = tmp_path / "prometheus.yml"
+    scrape = web_daemon.url.removeprefix("http://")
+    cfg.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        f"scrape_configs:\n  - job_name: clawmedic\n    static_configs:\n      - targets: ['{scrape}']\n"
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    p = Prometheus(proc, f"http://127.0.0.1:{port}")
+    try:
+        wait(lambda: _ready(p.url), 30, "Prometheus ready", proc)
+        yield p
+    finally:
+        end(proc)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return get(f"{url}/-/ready")[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_real_prometheus_scrapes_up_and_counts_a_restart_after_kill_9(
+    web_daemon: WebDaemon, prometheus: Prometheus
+) -> None:
+    up = 'clawmedic_target_up{job="clawmedic",target="svc"}'
+    wait(lambda: prometheus.value(up) == 1.0, 30, f"{up} == 1 in Prometheus", prometheus.proc)
+    assert prometheus.value('up{job="clawmedic"}') == 1.0  # the scrape itself succeeded
+    assert prometheus.value('clawmedic_restarts_total{target="svc"}') == 0.0
+
+    child = web_daemon.target()["pid"]
+    os.kill(child, signal.SIGKILL)  # the daemon started it; its PID comes from the daemon's own status
+    restarts = 'clawmedic_restarts_total{target="svc"}'
+    wait(lambda: (prometheus.value(restarts) or 0) >= 1, 30, f"{restarts} >= 1 in Prometheus", prometheus.proc)
+    recovered = 'clawmedic_incidents_total{target="svc",outcome="recovered"}'
+    wait(lambda: prometheus.value(recovered) == 1.0, 30, f"{recovered} == 1 in Prometheus", prometheus.proc)
+    wait(lambda: prometheus.value(up) == 1.0, 30, "up again", prometheus.proc)
+    ttr = prometheus.value('clawmedic_time_to_recover_seconds_count{target="svc"}')
+    assert ttr == 1.0
+    assert web_daemon.target()["pid"] != child
+
+
+# --- a real browser ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=driver, log_output=str(tmp_path / "chromedriver.log"))
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for a browser to download
+    drv = webdriver.Chrome(options=options, service=service)
+    try:
+        yield drv
+    finally:
+        drv.quit()  # ends chromedriver and the Chromium it started
+
+
+def _row_state(drv: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    state: str = drv.find_element(By.ID, "target-svc").get_attribute("data-state")
+    return state
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_the_status_page_in_a_real_browser_shows_the_restart_and_escapes_the_output(
+    web_daemon: WebDaemon, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(web_daemon.url + "/")
+    row = browser.find_element(By.ID, "target-svc")
+    assert row.get_attribute("data-state") == "healthy"
+    assert "healthy" in row.text and "live" in row.text
+    refresh = browser.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]').get_attribute("content")
+    assert refresh == str(defaults.HTTP_REFRESH_S)
+
+    # The target prints the payload and exits 1: an incident, a restart (1 s boot), healthy again.
+    seen = [_row_state(browser)]  # healthy, as asserted above
+    web_daemon.exit_file.touch()
+
+    def healthy_after_a_restart() -> bool:
+        browser.refresh()
+        state = _row_state(browser)
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        return len(seen) >= 3 and seen[-1] == "healthy"
+
+    wait(healthy_after_a_restart, 30, f"healthy → restart → healthy on the page (seen {seen})")
+    assert seen[0] == "healthy" and any(s in ("restarting", "starting", "backoff", "probation") for s in seen), seen
+    assert "1" in browser.find_element(By.ID, "target-svc").text  # one restart
+
+    reason = browser.find_element(By.CSS_SELECTOR, "#incidents .reason").text
+    assert PAYLOAD in reason  # shown as text ...
+    assert browser.find_elements(By.CSS_SELECTOR, "#incidents script, #incidents img") == []  # ... not as markup
+    assert browser.title.startswith("clawmedic")  # and nothing ran
+    browser.save_screenshot(str(tmp_path / "status-page.png"))
+
+    browser.find_element(By.CSS_SELECTOR, "#incidents a").click()
+    wait(lambda: browser.find_elements(By.ID, "timeline"), 10, "the incident page")
+    assert browser.find_element(By.ID, "incident-status").text == "recovered"
+    assert "Recovery report" in browser.page_source
+    assert browser.find_element(By.CSS_SELECTOR, "#report h2").text == "Symptom"  # the Markdown, rendered
+    assert SCRIPT in browser.find_element(By.ID, "timeline").text  # the output tail (as JSON), as text
+    assert browser.find_elements(By.CSS_SELECTOR, "#timeline script, #report script, img") == []
+    assert "pwned" not in browser.title
+    browser.save_screenshot(str(tmp_path / "incident-page.png"))
+    for shot in ("status-page.png", "incident-page.png"):
+        assert (tmp_path / shot).read_bytes().startswith(b"\x89PNG")
+        if artifacts := os.environ.get("CLAWMEDIC_ARTIFACTS"):
+            Path(artifacts).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / shot, Path(artifacts) / shot)

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,6 +62,28 @@ def _fmt_time(ts: float | None) -> str:
 
 def _fmt_s(s: float | None) -> str:
     return "—" if s is None else f"{s:.2f} s"
+
+
+def _state_label(t: dict[str, Any], now: float | None = None) -> str:
+    """A target's state in words: "gave up; next try in 7 min" while the slow retry is scheduled."""
+    state = str(t.get("state", "unknown"))
+    if state == "gave_up":
+        at = t.get("next_retry_at")
+        if not isinstance(at, int | float):
+            return "gave up; waiting for a human (clawmedic resume)"
+        left = max(0.0, at - (time.time() if now is None else now))
+        return f"gave up; next try in {_fmt_wait(left)}"
+    if state == "retrying":
+        return "gave up; trying again now"
+    return state
+
+
+def _fmt_wait(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{round(s / 60)} min"
+    return f"{s / 3600:.1f} h"
 
 
 # --- run -----------------------------------------------------------------------------------------------
@@ -137,7 +160,7 @@ def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
         ready = t.get("ready")
         table.add_row(
             name,
-            f"[{colour}]{state}[/]" + (" (paused)" if t.get("paused") and state != "maintenance" else ""),
+            f"[{colour}]{_state_label(t)}[/]" + (" (paused)" if t.get("paused") and state != "maintenance" else ""),
             str(t.get("pid") or "—"),
             {True: "yes", False: "[red]no[/]", None: "—"}[t.get("live")],
             {True: "yes", False: f"[yellow]no[/] {t.get('ready_failing') or ''}", None: "—"}[ready],

@@ -173,6 +173,15 @@ class NotifyPolicy:
     def tick(self, now: float) -> list[Alert]:
         return self._allowed(self._flush(now) + self._reminders(now))
 
+    def remember(self, target: str, incident: int, kind: str, told_at: float) -> None:
+        """A message a previous daemon sent about an incident still open (a daemon restart): it is not sent again,
+        and its follow-ups (reminders, `recovered`) still go out."""
+        case = self.cases.setdefault(incident, _Case(target, incident))
+        case.told |= {kind, "escalated"} if kind in ("gave_up", "still_down") else {kind}
+        case.reminders += kind == "still_down"
+        case.reached_someone = True
+        case.last_told_at = max(case.last_told_at or 0.0, told_at)
+
     def next_deadline(self) -> float | None:
         times = [c.pending_since + self.group_wait_s for c in self.cases.values() if c.pending_since is not None]
         if self.repeat_interval_s > 0:
@@ -673,6 +682,7 @@ class Notifier:
             outbox = self.open()
             await asyncio.to_thread(outbox.prune, now)
             await asyncio.to_thread(outbox.retry_now, now)
+            await asyncio.to_thread(self._remember_told, outbox, incidents)
         except Exception as e:  # an unusable queue must not stop the daemon; the loops keep trying and saying so
             self._internal_error("opening the queue", e)
         self._wake_delivery.set()
@@ -681,6 +691,19 @@ class Notifier:
         finally:
             if self._outbox is not None:
                 self._outbox.close()
+
+    def _remember_told(self, outbox: Outbox, incidents: IncidentStore | None) -> None:
+        """After a daemon restart: what the previous daemon told about incidents that are still open."""
+        if incidents is None:
+            return
+        seen: set[str] = set()
+        for q in outbox.all():
+            if q.kind not in ("escalated", "gave_up", "still_down") or q.incident is None or q.key in seen:
+                continue
+            seen.add(q.key)
+            inc = incidents.get(q.incident)
+            if inc is not None and inc.closed_at is None and q.target is not None:
+                self.policy.remember(q.target, q.incident, q.kind, q.sent_at or q.created_at)
 
     def _internal_error(self, doing: str, e: Exception) -> None:
         """Log an internal error once per distinct error (a broken disk would otherwise log twice a second)."""

@@ -248,3 +248,14 @@ def test_the_rendered_message_is_redacted_as_a_whole(tmp_path: Path) -> None:
     assert "abc123def456" not in body
     assert "clawmedic incidents show 3 --report" in body
     assert "line with ***" in body
+
+
+def test_after_a_daemon_restart_what_was_told_is_not_told_again_and_recovered_still_follows() -> None:
+    """A previous daemon told `gave_up` about incident 1 at t=5: the new one stays quiet about it, reminds on the
+    old schedule, and says `recovered` when it heals (issue 10 §3, issue 17)."""
+    p = policy(repeat_interval_s=100.0)
+    p.remember("gw", 1, "gave_up", 5.0)
+    script = [(10.0, state("gave_up")), *gave_up(12.0), (104.0, None), (105.0, None)]
+    script += [(200.0, state("retrying")), (230.0, state("healthy"))]
+    script += [(230.0, ev("incident_closed", incident=1, outcome="recovered"))]
+    assert run(p, script) == [(105.0, "still_down", 1), (230.0, "recovered", 1)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -223,11 +224,14 @@ class Config(_Model):
 class LoadedConfig:
     """A validated config plus where it came from, its resolved secrets and its state folder."""
 
-    def __init__(self, config: Config, source: Path, secrets: dict[str, str]) -> None:
+    def __init__(
+        self, config: Config, source: Path, secrets: dict[str, str], env_file_values: Mapping[str, str] | None = None
+    ) -> None:
         self.config = config
         self.source = source
         self.secrets = secrets
         self.redactor = Redactor(secrets.values())
+        _register_secrets(self, env_file_values or {})
         sd = config.daemon.state_dir
         self.state_dir = _relative_to(source, sd) if sd is not None else paths.default_state_dir()
 
@@ -258,6 +262,30 @@ class LoadedConfig:
     def command_env(self, name: str) -> dict[str, str]:
         t = self.targets[name]
         return {k: self.resolve(v, f"targets.{name}.start.env.{k}") for k, v in t.start.env.items()}
+
+
+_LLM_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}  # backends.py's defaults
+
+
+def _register_secrets(loaded: LoadedConfig, env_file_values: Mapping[str, str]) -> None:
+    """Teach the redactor every secret the config implies besides the resolved "${NAME}"s: `start.env` and env_file
+    values that look like secrets (see `Redactor.add_guessed`), the secret parts of the probe, notification and
+    heartbeat URLs, and the LLM backend's key."""
+    r = loaded.redactor
+    for k, v in env_file_values.items():
+        r.add_guessed(k, v)
+    for t in loaded.targets.values():
+        for k, v in t.start.env.items():
+            r.add_guessed(k, _SECRET_REF.sub(lambda m: loaded.secrets.get(m.group(1), ""), v))
+        for probe in (t.liveness, t.readiness):
+            if probe is not None and probe.url:
+                r.add_url(probe.url)
+    for _key, url in notify_url_refs(loaded.config):
+        r.add_url(_SECRET_REF.sub(lambda m: loaded.secrets.get(m.group(1), ""), url), apprise=True)
+    llm = loaded.config.daemon.doctor.llm
+    var = llm.api_key_env or _LLM_KEY_VARS.get(llm.backend)
+    if var and os.environ.get(var):
+        r.add(os.environ[var])
 
 
 def _relative_to(source: Path, p: Path) -> Path:
@@ -291,7 +319,15 @@ def load_config(path: Path | None = None) -> LoadedConfig:
         where = _loc(first["loc"]) or "(top level)"
         raise ConfigInvalid(f"{source}: {where}: {msg}{more}.") from None
     secrets = _resolve_secrets(config, source)
-    return LoadedConfig(config, source, secrets)
+    return LoadedConfig(config, source, secrets, _env_file_values(config, source))
+
+
+def _env_file_values(config: Config, source: Path) -> dict[str, str]:
+    """The env_file's NAME=value pairs (it exists: `_resolve_secrets` checked), for the redactor."""
+    if config.daemon.env_file is None:
+        return {}
+    ef = _relative_to(source, config.daemon.env_file)
+    return {k: v for k, v in dotenv_values(ef).items() if v is not None}
 
 
 def _resolve_secrets(config: Config, source: Path) -> dict[str, str]:

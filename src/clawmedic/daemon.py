@@ -221,4 +221,5 @@ class Daemon:
         }
 
     def _write_status(self, running: bool) -> None:
-        atomic_write(status_path(self.state_dir), json.dumps(self.snapshot(running), indent=2, default=str))
+        status = self.loaded.redactor.data(self.snapshot(running))  # last errors and reasons quote URLs and output
+        atomic_write(status_path(self.state_dir), json.dumps(status, indent=2, default=str))

@@ -91,6 +91,10 @@ LOCAL_MODEL_CONTEXT: Final = 8192  # tokens: the evidence summary, the tools and
 
 # --- the HTTP server: status page and Prometheus /metrics ([daemon.http]) ------------------------------------
 # 18780: below OpenClaw's 18789 and the ports it derives from it (18789 and up), outside Prometheus' fully allocated
+REDACT_MIN_SECRET_LEN: Final = 4  # a configured secret shorter than this would mask ordinary words and numbers
+REDACT_MIN_NAMED_SECRET_LEN: Final = 6  # `API_TOKEN=…` in start.env/env_file: long enough not to blank common words
+REDACT_MIN_GUESSED_SECRET_LEN: Final = 12  # any other env value counts as a secret only if long, with digits+letters
+REDACT_MIN_URL_TOKEN_LEN: Final = 16  # an Apprise URL's path segment or query value this long is a token
 # 9100-9999 exporter range and the ephemeral range, so it collides with neither the gateway nor a node exporter.
 HTTP_LISTEN: Final = "127.0.0.1:18780"  # on by default, loopback only: nothing is exposed beyond this machine
 # the environment variable holding the bearer token that a non-loopback address needs (a name, not a secret)

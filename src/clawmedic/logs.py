@@ -19,9 +19,22 @@ class RedactFilter(logging.Filter):
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the message and the exception text. The traceback is rendered here, redacted into `exc_text`, and
+        `exc_info` dropped, so no handler (Rich's pretty tracebacks, with their locals, included) can render the
+        exception itself: an exception's message often quotes a URL, a command line or a config value."""
         record.msg = self.redactor.text(record.getMessage())
         record.args = None
+        if record.exc_info:
+            record.exc_text = record.exc_text or _FORMATTER.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor.text(record.stack_info)
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,8 +45,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text  # redacted by RedactFilter, which every handler of ours carries
         return json.dumps(entry)
 
 

@@ -172,5 +172,5 @@ def write_report(loaded: LoadedConfig, incidents: IncidentStore, incident_id: in
     if inc is None:
         return None
     path = report_path(loaded.state_dir, incident_id)
-    atomic_write(path, render(inc))
+    atomic_write(path, loaded.redactor.text(render(inc)))  # whole: a block split over lines is one secret again
     return path

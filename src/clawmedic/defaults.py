@@ -31,7 +31,7 @@ CRASH_LOOP_WINDOW_S: Final = 600.0  # ... within this window is a crash loop: es
 PROBATION_S: Final = 30.0  # after a restart the target must stay live this long before it counts as healed
 RETRY_AFTER_GAVE_UP_S: Final = 600.0  # gave up: one gated launch every 10 min (a bash watchdog checks every 3 min,
 # Kubernetes retries a crash-looping pod every 5 min); slow enough that a target that still fails costs little
-RETRY_AFTER_GAVE_UP_MIN_S: Final = 10.0  # a shorter period would relaunch a failing target almost continuously
+RETRY_AFTER_GAVE_UP_MIN_S: Final = 1.0  # below a second the retry would spin (a period is a launch and a probation)
 RETRY_AFTER_GAVE_UP_JITTER: Final = 0.1  # +/-10 % so several daemons that gave up together do not retry in lockstep
 
 # --- gateway checks while healthy (faults that do not take the gateway down) ----------------------------

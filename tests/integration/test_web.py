@@ -310,3 +310,61 @@ def test_the_status_page_in_a_real_browser_shows_the_restart_and_escapes_the_out
         if artifacts := os.environ.get("CLAWMEDIC_ARTIFACTS"):
             Path(artifacts).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / shot, Path(artifacts) / shot)
+
+
+# --- the outside world -------------------------------------------------------------------------------------------
+
+
+def test_run_refuses_an_outside_address_without_a_token(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    rig = Rig(tmp_path)
+    config = rig.write_config(StandinTarget(), daemon={"http": {"listen": f"0.0.0.0:{free_port()}"}})
+    env = {k: v for k, v in cli_env(home).items() if k != defaults.HTTP_TOKEN_ENV}
+    result = subprocess.run(
+        [CLAWMEDIC, "run", "--config", str(config)], capture_output=True, text=True, env=env, cwd=home, timeout=60
+    )
+    assert result.returncode == defaults.EXIT_CONFIG
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert defaults.HTTP_TOKEN_ENV in result.stderr and "daemon.http.listen" in result.stderr
+    assert not rig.state_dir.exists()  # nothing was started
+
+
+def test_with_a_token_every_request_must_carry_it(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from clawmedic.config import load_config
+    from clawmedic.web.address import Listen
+    from clawmedic.web.server import HttpServer
+
+    token = "a-long-enough-bearer-token"
+    loaded = load_config(Rig(tmp_path).write_config(StandinTarget()))
+    server = HttpServer(loaded, Listen("127.0.0.1", 0), token)
+
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with TestClient(TestServer(server.app(), host="127.0.0.1")) as client:
+            for path in ("/", "/metrics", "/api/status", "/incidents/1"):
+                seen[f"none {path}"] = (await client.get(path)).status
+                bad = await client.get(path, headers={"Authorization": "Bearer wrong"})
+                seen[f"bad {path}"] = bad.status
+            ok = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+            seen["ok"] = (ok.status, await ok.text())
+            missing = await client.get("/incidents/1", headers={"Authorization": f"Bearer {token}"})
+            seen["missing"] = (missing.status, dict(missing.headers))
+            post = await client.post("/", headers={"Authorization": f"Bearer {token}"})
+            seen["post"] = post.status
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert {k: v for k, v in seen.items() if k.startswith(("none", "bad"))} == {
+        f"{who} {path}": 401 for path in ("/", "/metrics", "/api/status", "/incidents/1") for who in ("none", "bad")
+    }
+    status, text = seen["ok"]
+    assert status == 200 and "clawmedic_build_info" in text
+    status, headers = seen["missing"]
+    assert status == 404 and "script-src" not in headers["Content-Security-Policy"]
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert seen["post"] == 405  # read-only

@@ -144,12 +144,15 @@ class HttpServer:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
                 return web.Response(
-                    status=401, text="a bearer token is required\n", headers={"WWW-Authenticate": "Bearer"}
+                    status=401,
+                    text="a bearer token is required\n",
+                    headers={"WWW-Authenticate": "Bearer", **_SECURITY_HEADERS},
                 )
         try:
             response = await handler(request)
         except web.HTTPException as e:
-            response = e  # 404, 405: still with the headers below
+            e.headers.update(_SECURITY_HEADERS)  # 404, 405: the same headers
+            raise
         response.headers.update(_SECURITY_HEADERS)
         return response
 

@@ -673,9 +673,18 @@ def diagnose(
             )
         )
         return
+    if ev.changes:
+        out.print("[bold]what changed[/] since the last healthy state:")
+        for c in ev.changes:
+            out.print(f"  {c.get('what')}: {c.get('summary')} ({c.get('when')})", highlight=False)
+            for setting in c.get("settings") or []:
+                out.print(f"    {setting}", highlight=False)
     if not findings:
         out.print(f"[green]{name}: no known fault found[/]")
     for f in findings:
+        if f.kind != "cause":
+            out.print(f"[dim]{f.rule} (a symptom, not the cause): {f.detail}[/]", highlight=False)
+            continue
         plan = ", ".join(c.remedy for c in f.plan) or "none (a human decides)"
         out.print(f"[bold]{f.rule}[/] ({f.confidence * 100:.0f}%): {f.detail}", highlight=False)
         out.print(f"  plan: {plan}\n  advice: {f.advice}", highlight=False)

@@ -96,6 +96,7 @@ class TargetSupervisor:
         self.rss_bytes: int = 0
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None
+        self.last_healthy_at: float | None = None  # the last probe that found the target healthy (evidence)
         self.files = openclaw.boot_files(self.cfg)  # boot-critical files, by key
         self.config_check: openclaw.Validation | None = None  # the last validation of the live config
         self._valid_digest: str | None = None  # content last found valid: skip the 2 s CLI when unchanged
@@ -458,7 +459,11 @@ class TargetSupervisor:
         self.ctx.incidents.update(incident, status="escalated", cause=a.cause)
         self.ctx.events.emit("escalated", self.name, incident=incident, cause=a.cause, reason=a.reason)
         log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
-        evidence: dict[str, object] = {"last_exit": self.last_exit, "pid": self.handle.pid if self.handle else None}
+        evidence: dict[str, object] = {
+            "last_exit": self.last_exit,
+            "pid": self.handle.pid if self.handle else None,
+            "last_healthy_at": self.last_healthy_at,
+        }
         if self._uses_config_checks():
             evidence["config"] = (await self._validate()).to_dict()  # cached by content: free when unchanged
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
@@ -713,6 +718,8 @@ class TargetSupervisor:
             result = await self.ctx.prober.liveness(self.cfg.liveness, pid)
             self._observe_liveness(result)
             self._feed(self.ladder.probe, result.ok, result.detail)
+            if result.ok and self.ladder.state == State.HEALTHY:
+                self.last_healthy_at = self.ctx.clock()
             if result.ok and self.cfg.readiness is not None and self.ladder.state != State.STARTING:
                 self._observe_readiness(await self.ctx.prober.http(self.cfg.readiness))
 

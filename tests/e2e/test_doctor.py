@@ -50,6 +50,9 @@ def test_corrupted_state_database_is_moved_aside(daemon: Daemon, sandbox: gw.San
     rules, remedies = _rules_and_remedies(incident(sandbox, esc["incident"]))
     assert "state-db-corrupt" in rules
     assert any(r["remedy"] == "move_aside_state_db" and r["status"] == "ok" for r in remedies)
+    assert "config-changed" not in rules and all(r["remedy"] != "restore_known_good" for r in remedies), (
+        "no change behind this fault: nothing is reverted"
+    )
     kept = list(db.parent.glob("openclaw.sqlite.broken-*"))
     assert kept and b"not a database" in kept[0].read_bytes(), "the corrupt database is kept, not deleted"
 

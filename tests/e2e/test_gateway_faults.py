@@ -96,33 +96,6 @@ def test_foreign_listener_is_not_mistaken_for_the_gateway_nor_killed(daemon: Dae
         squatter.wait(10)
 
 
-def test_exit_78_escalates_at_once_and_the_doctor_restores_known_good(daemon: Daemon, sandbox: gw.Sandbox) -> None:
-    daemon.start()
-    daemon.wait_healthy()
-    daemon.wait_event(lambda e: e["kind"] == "known_good", 60)
-    pid = daemon.pid()
-    good = sandbox.openclaw_json.read_text()
-    # valid for the schema, but `gateway run` refuses to start with it: exit 78 (FACTS: "Gateway start blocked")
-    sandbox.openclaw_json.write_text(good.replace('"local"', '"remote"'))
-    t_kill = time.time()
-    os.kill(pid, signal.SIGKILL)  # the next boot reads the blocking config
-    esc = daemon.wait_event(lambda e: e["kind"] == "escalated", 120, after=t_kill)
-    assert esc["cause"] == "fatal_config"
-    exit78 = [e for e in daemon.events("exited") if e["ts"] >= t_kill and e["code"] == 78]
-    assert len(exit78) == 1, "escalated at the first exit 78: no restart loop"
-    daemon.wait_event(lambda e: e["kind"] == "incident_closed" and e["outcome"] == "recovered", 240, after=t_kill)
-    assert gw.health(sandbox.port)
-    assert sandbox.openclaw_json.read_text() == good
-    inc = incident(sandbox, esc["incident"])
-    rules = [f["rule"] for e in inc["timeline"] if e["kind"] == "diagnosis" for f in e["detail"]["findings"]]
-    assert "config-blocked" in rules
-    remedies = [e["detail"] for e in inc["timeline"] if e["kind"] == "remedy"]
-    assert [r["remedy"] for r in remedies] == ["restore_known_good"] and remedies[0]["status"] == "ok"
-    assert len([e for e in daemon.events("exited") if e["ts"] >= t_kill and e["code"] == 78]) == 1
-    report = daemon.cli("incidents", "show", str(esc["incident"]), "--markdown")
-    assert "config-blocked" in report.stdout and "restore_known_good" in report.stdout
-
-
 def test_pause_takes_no_action_and_resume_heals(daemon: Daemon, sandbox: gw.Sandbox) -> None:
     daemon.start()
     daemon.wait_healthy()

@@ -35,6 +35,25 @@ DISK_FULL = [
 ]
 
 
+# what doctor/changes.py records for an edited openclaw.json (changed before the first failure at t=1000)
+CONFIG_CHANGE: dict[str, Any] = {
+    "what": "config",
+    "key": "openclaw.json",
+    "summary": "1 setting(s) of /h/.openclaw/openclaw.json differ from known-good: gateway.auth.mode: (unset) → "
+    '"password"',
+    "changed_at": 990.0,
+    "reversible": True,
+    "remedy": "restore_known_good",
+    "settings": ['gateway.auth.mode: (unset) → "password"'],
+    "when": "at 00:16:30, 10 s before the first failure",
+}
+# recorded on OpenClaw 2026.9.6 with gateway.auth.mode "password" and no password: validates, exit 78 at boot
+PASSWORD_MISSING = [
+    "2026-12-01T03:08:46.134+00:00 Gateway auth is set to password, but no password is configured.",
+    "Set gateway.auth.password (or OPENCLAW_GATEWAY_PASSWORD), or pass --password.",
+]
+
+
 def ev(**kw: Any) -> Evidence:
     base: dict[str, Any] = {"target": "gateway", "cause": "fatal_config"}
     base.update(kw)
@@ -61,16 +80,55 @@ CASES: list[tuple[str, Evidence, str, list[str]]] = [
         ["restore_known_good"],
     ),
     (
-        "blocked start",
+        "blocked start after a change",
         ev(
             last_exit={"code": 78},
             output_tail=BLOCKED,
             config={"valid": True, "stage": "ok"},
             known_good="a",
             config_differs_from_known_good=True,
+            changes=[CONFIG_CHANGE],
+            first_failure_at=1000.0,
         ),
-        "config-blocked",
+        "config-changed",
         ["restore_known_good"],
+    ),
+    (
+        "refused auth change: exit 78 in other words",
+        ev(
+            last_exit={"code": 78},
+            output_tail=PASSWORD_MISSING,
+            config={"valid": True, "stage": "ok"},
+            known_good="a",
+            changes=[CONFIG_CHANGE],
+            first_failure_at=1000.0,
+        ),
+        "config-changed",
+        ["restore_known_good"],
+    ),
+    (
+        "TLS switched on: boots, never answers the HTTP probe (crash loop, no words)",
+        ev(
+            cause="crash_loop",
+            last_exit={"code": -9},
+            config={"valid": True, "stage": "ok"},
+            known_good="a",
+            changes=[CONFIG_CHANGE],
+        ),
+        "config-changed",
+        ["restore_known_good"],
+    ),
+    (
+        "a changed boot file (not the config)",
+        ev(cause="crash", last_exit={"code": 1}, changes=[{**CONFIG_CHANGE, "what": "boot_file", "key": "x.env"}]),
+        "config-changed",
+        ["restore_known_good"],
+    ),
+    (
+        "gateway's own parts not ready",
+        ev(cause="gateway_check", gateway={"ready": {"status": 503, "failing": ["startup-sidecars"]}}),
+        "not-ready",
+        [],
     ),
     (
         "blocked start, file already good again",
@@ -278,3 +336,47 @@ def test_every_planned_remedy_is_declared() -> None:
 
     planned = {c.remedy for _, evidence, _, _ in CASES for f in diagnose(evidence) for c in f.plan}
     assert planned <= set(REMEDIES), planned - set(REMEDIES)
+
+
+def test_a_change_made_after_the_failures_began_is_not_reverted() -> None:
+    """Someone edited the config during the incident (a fix, perhaps): the failures did not follow it."""
+    later = ev(last_exit={"code": 78}, known_good="a", first_failure_at=900.0, changes=[CONFIG_CHANGE])
+    assert "config-changed" not in {f.rule for f in diagnose(later)}
+
+
+def test_a_fault_with_no_change_behind_it_is_not_reverted() -> None:
+    same = ev(last_exit={"code": 78}, output_tail=BLOCKED, known_good="a", config={"valid": True, "stage": "ok"})
+    plans = {c.remedy for f in diagnose(same) for c in f.plan}
+    assert "restore_known_good" not in plans and "config-changed" not in {f.rule for f in diagnose(same)}
+
+
+def test_a_healthy_gateway_with_an_unproven_edit_is_not_diagnosed() -> None:
+    """`clawmedic diagnose` on a running gateway whose config changed since known-good: nothing failed."""
+    running = ev(cause="diagnose", process={"pid": 1, "alive": True}, changes=[CONFIG_CHANGE], known_good="a")
+    assert diagnose(running) == []
+
+
+def test_the_crash_loop_breaker_is_a_symptom_and_the_cause_comes_first() -> None:
+    looped = ev(
+        cause="crash_loop",
+        last_exit={"code": 78},
+        output_tail=[*PASSWORD_MISSING, "restart-loop breaker tripped: 3 unclean boot(s) within 300000ms"],
+        known_good="a",
+        changes=[CONFIG_CHANGE],
+    )
+    found = diagnose(looped)
+    assert found[0].rule == "config-changed"
+    breaker = next(f for f in found if f.rule == "crash-loop-breaker")
+    assert breaker.kind == "symptom" and found[-1] is breaker
+    assert "rule=crash-loop-breaker" not in signature(looped, found), "a symptom does not make another incident"
+
+
+def test_a_symptom_alone_is_still_reported() -> None:
+    only = ev(cause="crash_loop", output_tail=["restart-loop breaker tripped: 3 unclean boot(s) within 300000ms"])
+    assert [f.rule for f in diagnose(only)] == ["crash-loop-breaker"]
+
+
+def test_an_unexplained_refusal_yields_to_a_cause() -> None:
+    """config-blocked (a valid, unchanged config refused) is a fallback: a lock or a database explains exit 78."""
+    locked = ev(last_exit={"code": 78}, output_tail=CONTENTION, config={"valid": True}, known_good="a")
+    assert "config-blocked" not in {f.rule for f in diagnose(locked)}

@@ -24,7 +24,7 @@ from clawmedic.doctor.llm.backends import backend_name
 from clawmedic.doctor.llm.run import consult_in_child
 from clawmedic.doctor.remedies import REMEDIES, Guard, Outcome, Policy, RemedyContext, Status
 from clawmedic.doctor.report import write_report
-from clawmedic.doctor.rules import Finding, RemedyCall, diagnose, signature
+from clawmedic.doctor.rules import CAUSE, Finding, RemedyCall, causes, diagnose, signature
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.store.incidents import IncidentStore
 
@@ -56,6 +56,8 @@ class RuleDoctor:
         last_exit = esc.evidence.get("last_exit")
         pid = esc.evidence.get("pid")
         config = esc.evidence.get("config")  # the supervisor validated the current file already
+        healthy = esc.evidence.get("last_healthy_at")
+        incident = self.incidents.get(esc.incident_id)
         ev = await asyncio.to_thread(
             collect,
             self.loaded,
@@ -66,6 +68,8 @@ class RuleDoctor:
             pid=pid if isinstance(pid, int) else None,
             config=config if isinstance(config, dict) else None,
             since=self._window_start(esc.incident_id),
+            first_failure_at=incident.first_failure_at if incident is not None else None,
+            last_healthy_at=healthy if isinstance(healthy, int | float) else None,
         )
         collected = time.monotonic() - t0
         findings = diagnose(ev)
@@ -89,7 +93,7 @@ class RuleDoctor:
         tried += [o.to_dict() for o in outcomes]
         applied = [o for o in outcomes if o.status == Status.OK]
         remedy_s = sum(o.took_s for o in outcomes)
-        summary = "; ".join(f.title for f in findings) or "no known fault matched the evidence"
+        summary = "; ".join(f.title for f in causes(findings)) or "no known fault matched the evidence"
         llm_note = ""
         if not applied and self._should_consult(inc, findings, calls, outcomes):
             t_llm = time.monotonic()
@@ -143,8 +147,8 @@ class RuleDoctor:
         cfg = self.loaded.config.daemon.doctor.llm
         if self._consulted.get(inc, 0) >= LLM_CONSULTATIONS_PER_INCIDENT or backend_name(cfg) is None:
             return False
-        if not findings:
-            return True
+        if not any(f.kind == CAUSE for f in findings):
+            return True  # no rule explains it (a symptom such as the breaker is no explanation)
         if any(o.status == Status.FAILED for o in outcomes):
             return True
         return not calls and any(f.plan for f in findings)

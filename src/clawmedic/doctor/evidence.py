@@ -63,6 +63,9 @@ class Evidence:
     errors: dict[str, str] = field(default_factory=dict)  # collector -> why it could not tell
     collected_at: float | None = None  # epoch seconds
     window_start: float | None = None  # the incident's window opens here: older log records are an earlier life
+    first_failure_at: float | None = None  # the incident's, epoch s
+    last_healthy_at: float | None = None  # the last probe that found the target healthy, epoch s
+    changes: list[dict[str, Any]] = field(default_factory=list)  # what changed since then (doctor/changes.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +112,8 @@ def collect(
     config: dict[str, Any] | None = None,
     budget_s: float = COLLECTOR_BUDGET_S,
     since: float | None = None,
+    first_failure_at: float | None = None,
+    last_healthy_at: float | None = None,
 ) -> Evidence:
     """Run every collector (in parallel, each bounded) and return redacted evidence. `since`: when the incident's
     window opens (epoch s); without one, the last `EVIDENCE_WINDOW_S` count."""
@@ -116,12 +121,14 @@ def collect(
     now = time.time()
     ev = Evidence(name, cause, reason, last_exit, collected_at=round(now, 3))
     ev.window_start = round(since if since is not None else now - defaults.EVIDENCE_WINDOW_S, 3)
+    ev.first_failure_at, ev.last_healthy_at = first_failure_at, last_healthy_at
     collectors: dict[str, Callable[[], None]] = {
         "output": lambda: _output(loaded, name, ev),
         "log": lambda: _log(cfg.log_file, ev),
         "process": lambda: _process(pid, ev),
         "port": lambda: _port(loaded, name, pid, ev),
         "disk": lambda: _disk(loaded, name, ev),
+        "changes": lambda: _changes(loaded, name, ev),
     }
     if cfg.kind == "openclaw":
         collectors |= {
@@ -142,7 +149,13 @@ def collect(
             ev.errors[futures[f]] = f"{type(exc).__name__}: {exc}"
     for f in pending:
         ev.errors[futures[f]] = f"timed out after {budget_s:g} s"
+    done_keys = {futures[f] for f in done if f.exception() is None}
     pool.shutdown(wait=False, cancel_futures=True)
+    if "deps" in done_keys:
+        try:
+            _deps_changes(loaded, name, ev)
+        except (OSError, ValueError) as e:
+            ev.errors["changes"] = f"{type(e).__name__}: {e}"
     redacted: dict[str, Any] = loaded.redactor.data(ev.to_dict())
     return Evidence(**redacted)
 
@@ -247,18 +260,40 @@ def _disk(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
 
 
 def _config(loaded: LoadedConfig, name: str, ev: Evidence, known: dict[str, Any] | None) -> None:
-    """`known`: the supervisor's own validation of the current file (it validates before every start).
-    Known-good facts first: they are cheap, and the slow validation must not take them down with it."""
+    """`known`: the supervisor's own validation of the current file (it validates before every start). The
+    known-good facts are the `changes` collector's: the slow validation must not take them down with it."""
+    ev.config = known if known is not None else openclaw.validate(loaded, name).to_dict()
+
+
+def _changes(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    """What changed since the last healthy state (doctor/changes.py), against the known-good snapshot."""
+    from clawmedic.doctor import changes
     from clawmedic.knowngood_client import KnownGoodClient
 
     store = KnownGoodClient(loaded.state_dir)
     kg = store.known_good(name)
     if kg is not None:
         ev.known_good = kg.rev
-        data = store.read(name, openclaw.CONFIG_KEY, kg.rev)
-        path = openclaw.config_path(loaded.targets[name])
-        ev.config_differs_from_known_good = data is not None and (not path.exists() or path.read_bytes() != data)
-    ev.config = known if known is not None else openclaw.validate(loaded, name).to_dict()
+    found = changes.collect_changes(
+        loaded,
+        name,
+        lambda key: store.read(name, key, kg.rev) if kg is not None else None,
+        kg.at if kg is not None else None,
+        ev.last_healthy_at,
+    )
+    ev.config_differs_from_known_good = any(c.what == "config" for c in found)
+    ev.changes += changes.as_dicts(found, ev.last_healthy_at, ev.first_failure_at)
+
+
+def _deps_changes(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
+    """Packages that differ from the pristine install, once the `deps` collector found them."""
+    from clawmedic import deps
+    from clawmedic.doctor import changes
+
+    if ev.deps_problems:
+        manifest = deps.load_manifest(loaded, name)
+        found = changes.deps_changes(ev.deps_problems, manifest.root if manifest else None)
+        ev.changes += changes.as_dicts(found, ev.last_healthy_at, ev.first_failure_at)
 
 
 def _deps(loaded: LoadedConfig, name: str, ev: Evidence) -> None:

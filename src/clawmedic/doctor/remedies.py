@@ -117,19 +117,27 @@ def _snapshot(ctx: RemedyContext, why: str) -> str | None:
 
 
 def _restore_known_good(ctx: RemedyContext, _: NoParams) -> Outcome:
-    path = openclaw.config_path(ctx.loaded.targets[ctx.target])
+    """Every boot-critical file (openclaw.json first) back to its known-good copy; a file that already matches is
+    left alone, a replaced one is kept beside it, and a snapshot of them all is taken first."""
+    from clawmedic.knowngood_client import NoKnownGood
+
     kg = ctx.known_good.known_good(ctx.target)
     if kg is None:
         return Outcome("restore_known_good", Status.FAILED, "there is no known-good snapshot")
     before = _snapshot(ctx, "before the doctor restores known-good")
-    r = ctx.known_good.restore(ctx.target, openclaw.CONFIG_KEY, path)
-    change = {
-        "file": str(path),
-        "restored_from": r.rev,
-        "kept": str(r.moved_aside) if r.moved_aside else None,
-        "snapshot_before": before,
-    }
-    return Outcome("restore_known_good", Status.OK, f"restored {path} from known-good {r.rev[:10]}", changes=[change])
+    changes: list[dict[str, Any]] = []
+    for key, path in openclaw.boot_files(ctx.loaded.targets[ctx.target]).items():
+        existed = path.exists()
+        try:
+            r = ctx.known_good.restore(ctx.target, key, path, kg.rev)
+        except NoKnownGood:
+            continue  # the snapshot does not hold this file (it did not exist when healthy)
+        if r.moved_aside is None and existed:
+            continue  # already the known-good content
+        kept = str(r.moved_aside) if r.moved_aside else None
+        changes.append({"file": str(path), "restored_from": r.rev, "kept": kept, "snapshot_before": before})
+    files = ", ".join(c["file"] for c in changes) or "nothing (the files already match it)"
+    return Outcome("restore_known_good", Status.OK, f"restored {files} from known-good {kg.rev[:10]}", changes=changes)
 
 
 def _restore_deps(ctx: RemedyContext, _: NoParams) -> Outcome:

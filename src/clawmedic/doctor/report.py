@@ -38,6 +38,7 @@ def render(inc: Incident) -> str:
     diagnoses = [e for e in inc.timeline if e.kind == "diagnosis"]
     if evidence:
         ev = evidence[-1].detail
+        lines += changes_lines(ev.get("changes") or [])
         lines += ["## Evidence", ""]
         if ev.get("last_exit"):
             lines.append(f"- last exit: `{json.dumps(ev['last_exit'])}`")
@@ -62,10 +63,16 @@ def render(inc: Incident) -> str:
     advice: list[str] = []
     if diagnoses:
         lines += ["## Diagnosis", ""]
-        for d in diagnoses[-1].detail.get("findings", []):
+        found = diagnoses[-1].detail.get("findings", [])
+        causes = [d for d in found if d.get("kind", "cause") == "cause"]
+        symptoms = [d for d in found if d.get("kind", "cause") != "cause"]
+        for d in causes or symptoms:
             lines.append(f"- **{d['rule']}** ({d['confidence'] * 100:.0f}%): {d['detail']}")
             advice.append(d["advice"])
-        if not diagnoses[-1].detail.get("findings"):
+        if causes and symptoms:
+            lines += ["", "Consequences of the cause above (symptoms, not the diagnosis):", ""]
+            lines += [f"- {d['rule']}: {d['detail']}" for d in symptoms]
+        if not found:
             lines.append("- no known fault matched the evidence")
         lines.append("")
     lines += _llm_section(inc)
@@ -96,6 +103,18 @@ def render(inc: Incident) -> str:
     if advice:
         lines += ["## To prevent a recurrence", "", *(f"- {a}" for a in dict.fromkeys(advice)), ""]
     return "\n".join(lines)
+
+
+def changes_lines(changes: list[dict[str, Any]]) -> list[str]:
+    """The "what changed" section: every difference from the last healthy state, with when it happened."""
+    if not changes:
+        return []
+    out = ["## What changed", ""]
+    for c in changes:
+        revert = f"; reverted by `{c['remedy']}`" if c.get("reversible") and c.get("remedy") else ""
+        out.append(f"- **{c.get('what')}** {c.get('summary')} ({c.get('when')}{revert})")
+        out += [f"  - `{s}`" for s in c.get("settings") or []]
+    return [*out, ""]
 
 
 def _llm_section(inc: Incident) -> list[str]:

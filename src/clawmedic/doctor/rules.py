@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clawmedic import defaults
+from clawmedic.doctor.changes import before_failure
 from clawmedic.doctor.evidence import BREAKER_WINDOW_S, LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
 from clawmedic.text import clip
+
+CAUSE = "cause"
+SYMPTOM = "symptom"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Finding:
     detail: str
     plan: list[RemedyCall]
     advice: str
+    kind: str = CAUSE
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +49,7 @@ class Finding:
             "detail": self.detail,
             "plan": [{"remedy": c.remedy, "params": c.params} for c in self.plan],
             "advice": self.advice,
+            "kind": self.kind,
         }
 
 
@@ -55,6 +61,8 @@ class Rule:
     matches: Callable[[Evidence], str | None]  # the finding's detail, or None
     plan: Callable[[Evidence], list[RemedyCall]]
     advice: str
+    kind: str = CAUSE  # SYMPTOM: a consequence, recorded but never the diagnosis while a cause is found
+    fallback: bool = False  # matches only when no other cause does (an unexplained refusal, say)
 
 
 def _exit_code(ev: Evidence) -> int | None:
@@ -89,10 +97,47 @@ def _config_plan(ev: Evidence) -> list[RemedyCall]:
     return []
 
 
+def _last_words(ev: Evidence) -> str:
+    """What the gateway said last (this launch), for a finding's detail."""
+    return next((clip(ln.strip(), 200) for ln in reversed(ev.output_tail) if ln.strip()), "")
+
+
 def _config_blocked(ev: Evidence) -> str | None:
-    if _exit_code(ev) != 78 or (ev.config or {}).get("valid") is False:
+    """Exit 78 with a valid config that did not change (the change rule takes the ones that did), whatever words
+    the gateway used; a fallback: only when no other cause (a lock, a database, a package) explains the exit."""
+    if _exit_code(ev) != 78 or (ev.config or {}).get("valid") is False or reversible_changes(ev):
         return None
-    return _search(ev, r"Gateway start blocked[^\n]*")
+    said = _last_words(ev)
+    return "the gateway refused to start (exit 78)" + (f": {said}" if said else "")
+
+
+def _failing(ev: Evidence) -> bool:
+    """The target is down or failing: an incident, or `diagnose` of a gateway that exited and is not running."""
+    if ev.cause not in ("", "diagnose", "gateway_check"):
+        return True
+    return ev.cause == "diagnose" and not ev.process.get("alive") and _exit_code(ev) not in (None, 0)
+
+
+def reversible_changes(ev: Evidence) -> list[dict[str, Any]]:
+    """Recorded changes a remedy can revert (config or a boot file against known-good) that came before the
+    failures began."""
+    return [
+        c
+        for c in ev.changes
+        if c.get("reversible") and c.get("what") in ("config", "boot_file") and before_failure(c, ev.first_failure_at)
+    ]
+
+
+def _changed(ev: Evidence) -> str | None:
+    """The change rule: the failures began after a reversible change. Whatever words the gateway used to refuse
+    (or none: a boot that never answers), and whether the config validates or not."""
+    found = reversible_changes(ev) if _failing(ev) else []
+    if not found:
+        return None
+    said = _last_words(ev)
+    return "; ".join(f"{c.get('summary')} ({c.get('when')})" for c in found) + (
+        f"; the gateway said: {said}" if said else ""
+    )
 
 
 def _missing_dependency(ev: Evidence) -> str | None:
@@ -254,6 +299,12 @@ def _cron(ev: Evidence) -> str | None:
     return _search(ev, r"cron: job run returned error status[^\n]*|\[cron\] failed to start[^\n]*")
 
 
+def _not_ready(ev: Evidence) -> str | None:
+    """/ready fails on the gateway's own parts (its sidecars, databases): a consequence of something else."""
+    failing = [f for f in (ev.gateway.get("ready") or {}).get("failing") or [] if str(f).startswith(_INTERNAL_READY)]
+    return f"/ready fails on {', '.join(map(str, failing))}" if failing else None
+
+
 def _hang(ev: Evidence) -> str | None:
     return "the gateway process is stopped (SIGSTOP)" if ev.process.get("stopped") else None
 
@@ -272,17 +323,23 @@ RULES: list[Rule] = [
         "Change openclaw.json with `clawmedic config apply NEW_FILE`: it validates first and rolls back on failure.",
     ),
     Rule(
-        "config-blocked",
-        "the config validates but the gateway refuses to start with it",
+        "config-changed",
+        "the failures began after a change to the config (or a boot file) that can be reverted",
         0.9,
+        _changed,
+        lambda ev: [RemedyCall("restore_known_good")],
+        "A schema-valid config can still be refused at boot (auth, TLS, gateway.mode); make changes with "
+        "`clawmedic config apply NEW_FILE`: it rolls back on its own when the gateway does not stay healthy.",
+    ),
+    Rule(
+        "config-blocked",
+        "the gateway refuses to start with a config that did not change",
+        0.6,
         _config_blocked,
-        lambda ev: (
-            [RemedyCall("restore_known_good" if ev.config_differs_from_known_good else "retry_start")]
-            if ev.known_good
-            else []
-        ),
-        "A schema-valid config can still block the start (e.g. gateway.mode other than local); "
-        "`clawmedic config apply` catches this with its probation.",
+        lambda ev: [RemedyCall("retry_start")] if ev.known_good else [],
+        "The config is the known-good one, so something else changed: read the gateway's words above; "
+        "`openclaw doctor` may name it.",
+        fallback=True,
     ),
     Rule(
         "missing-dependency",
@@ -352,6 +409,16 @@ RULES: list[Rule] = [
         _breaker,
         _none,
         "After the cause is fixed, channels come back after 300 s, or with `gateway call channels.start`.",
+        kind=SYMPTOM,
+    ),
+    Rule(
+        "not-ready",
+        "the gateway reports itself not ready",
+        0.4,
+        _not_ready,
+        _none,
+        "A gateway that stays unready names what fails in /ready's `failing` list; that part is the place to look.",
+        kind=SYMPTOM,
     ),
     Rule(
         "channel-down",
@@ -393,18 +460,29 @@ RULES: list[Rule] = [
 
 
 def diagnose(ev: Evidence) -> list[Finding]:
-    """Every matching rule, most confident first."""
-    found = []
-    for rule in RULES:
-        detail = rule.matches(ev)
-        if detail is not None:
-            found.append(Finding(rule.id, rule.title, rule.confidence, detail, rule.plan(ev), rule.advice))
-    return sorted(found, key=lambda f: -f.confidence)
+    """Every matching rule: causes first (most confident first), then symptoms, which are consequences and carry
+    no plan while a cause is found. A fallback rule counts only when no other cause matched."""
+    found: list[tuple[Rule, str]] = [(r, d) for r in RULES if (d := r.matches(ev)) is not None]
+    has_cause = any(r.kind == CAUSE and not r.fallback for r, _ in found)
+    out = []
+    for rule, detail in found:
+        if rule.fallback and has_cause:
+            continue
+        caused = rule.kind == SYMPTOM and has_cause
+        plan = [] if caused else rule.plan(ev)
+        out.append(Finding(rule.id, rule.title, rule.confidence, detail, plan, rule.advice, rule.kind))
+    return sorted(out, key=lambda f: (f.kind != CAUSE, -f.confidence))
+
+
+def causes(findings: list[Finding]) -> list[Finding]:
+    """The diagnosis: the causes, or, when none was found, the symptoms (all there is to say)."""
+    found = [f for f in findings if f.kind == CAUSE]
+    return found or findings
 
 
 def signature(ev: Evidence, findings: list[Finding]) -> str:
     """Normalised evidence: what kind of incident this is, independent of PIDs, paths and times."""
-    parts = [f"cause={ev.cause}", f"exit={_exit_code(ev)}", *sorted(f"rule={f.rule}" for f in findings)]
+    parts = [f"cause={ev.cause}", f"exit={_exit_code(ev)}", *sorted(f"rule={f.rule}" for f in causes(findings))]
     missing = sorted(str(p.get("package")) for p in ev.deps_problems)
     if missing:
         parts.append("deps=" + ",".join(missing[:5]))

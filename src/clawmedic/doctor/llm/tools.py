@@ -27,6 +27,7 @@ FINISH = "finish"
 FAULTS = (
     "config-invalid",
     "config-blocked",
+    "config-changed",
     "missing-dependency",
     "port-taken-by-foreign-process",
     "port-taken-by-stale-gateway",

@@ -374,7 +374,16 @@ GUARDIAN_START_WAIT_S = 30.0  # a (re)started daemon writes its first status in 
 LOG_KEEP_DAYS = 14  # the daemon's log rotates at midnight; two weeks covers "what happened last weekend"
 
 Severity = Literal["critical", "warning", "info"]
-NotifyKind = Literal["escalated", "gave_up", "still_down", "recovered", "latent_config_fault", "latent_config_resolved"]
+NotifyKind = Literal[
+    "escalated",
+    "gave_up",
+    "still_down",
+    "recovered",
+    "latent_config_fault",
+    "latent_config_resolved",
+    "state_writes_failing",
+    "state_writes_recovered",
+]
 ALL_SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 ALL_NOTIFY_KINDS: tuple[NotifyKind, ...] = (
     "escalated",
@@ -383,6 +392,8 @@ ALL_NOTIFY_KINDS: tuple[NotifyKind, ...] = (
     "recovered",
     "latent_config_fault",
     "latent_config_resolved",
+    "state_writes_failing",
+    "state_writes_recovered",
 )
 
 

@@ -25,8 +25,10 @@ from clawmedic.paths import ensure_private_dir
 from clawmedic.probes import Prober
 from clawmedic.store.events import EventLog
 from clawmedic.store.files import atomic_write
+from clawmedic.store.health import is_write_failure, state_writes
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.store.lock import DaemonLock
+from clawmedic.store.sqlite import MovedAside
 from clawmedic.supervisor import Context, TargetSupervisor
 
 log = logging.getLogger("clawmedic")
@@ -77,6 +79,7 @@ class Daemon:
         self.started_at = time.time()
         self.supervisors: dict[str, TargetSupervisor] = {}
         self._status_dirty = asyncio.Event()
+        self._writes_failing_since: float | None = None  # the state folder stopped taking writes (full disk…)
         self._stop = asyncio.Event()
 
     def _default_doctor(
@@ -91,14 +94,23 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _on_sighup(self) -> None:
+        log.warning("SIGHUP: reload is not supported yet; carrying on")
+
     async def run(self) -> None:
         lock = DaemonLock(self.state_dir)
         lock.acquire()
+        state_writes.reset()
         events = EventLog(events_path(self.state_dir), self.loaded.redactor)
-        incidents = IncidentStore(incidents_path(self.state_dir), self.loaded.redactor)
+        self._events = events
+
+        def moved(m: MovedAside) -> None:  # one of our own databases was unreadable: recorded, then carry on
+            events.emit("state_db_moved_aside", path=str(m.path), moved_to=str(m.moved_to), error=m.error)
+
+        incidents = IncidentStore(incidents_path(self.state_dir), self.loaded.redactor, on_moved=moved)
         prober = Prober()
         known_good = KnownGoodClient(self.state_dir)
-        learnings = LearningStore(learnings_path(self.state_dir))
+        learnings = LearningStore(learnings_path(self.state_dir), on_moved=moved)
         if self.doctor is None:
             self.doctor = self._default_doctor(incidents, known_good, learnings)
         if (on_event := getattr(self.doctor, "on_event", None)) is not None:
@@ -110,6 +122,7 @@ class Daemon:
             events.subscribe(plugin.on_event)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)  # the default action would end the daemon
         events.emit("daemon_started", pid=os.getpid(), config=str(self.loaded.source))
         log.info(
             "clawmedic daemon %d supervising %s (state in %s)",
@@ -146,6 +159,7 @@ class Daemon:
                 if t is not stop and not t.cancelled() and (exc := t.exception()) is not None:
                     raise exc
         finally:
+            self._stop.set()  # loops that lost a cancellation to `wait_for` (Python 3.11) end on their next turn
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -159,11 +173,11 @@ class Daemon:
             incidents.close()
             learnings.close()
             lock.release()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
     async def _status_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             self._write_status(running=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._status_dirty.wait(), STATUS_REFRESH_S)
@@ -206,7 +220,12 @@ class Daemon:
                 acks.restart_at[name] = time.time()
                 changed = True
         if changed:
-            control.write_acks(self.state_dir, acks)
+            try:
+                control.write_acks(self.state_dir, acks)
+            except OSError as e:  # a full disk: the request is applied; its acknowledgement waits for space
+                if not is_write_failure(e):
+                    raise
+                state_writes.failed(control.ack_path(self.state_dir).name, e)
 
     def snapshot(self, running: bool) -> dict[str, Any]:
         return {
@@ -221,5 +240,39 @@ class Daemon:
         }
 
     def _write_status(self, running: bool) -> None:
-        status = self.loaded.redactor.data(self.snapshot(running))  # last errors and reasons quote URLs and output
-        atomic_write(status_path(self.state_dir), json.dumps(status, indent=2, default=str))
+        try:
+            status = self.loaded.redactor.data(self.snapshot(running))  # last errors and reasons quote URLs and output
+            atomic_write(status_path(self.state_dir), json.dumps(status, indent=2, default=str))
+        except OSError as e:
+            if not is_write_failure(e):
+                raise
+            state_writes.failed(status_path(self.state_dir).name, e)
+        else:
+            state_writes.ok(status_path(self.state_dir).name)
+        self._check_writes()
+
+    def _check_writes(self) -> None:
+        """One `state_writes_failing` when the state folder stops taking writes, one `state_writes_recovered` once
+        the status file is written again and no write failed for a while (the status write is the probe)."""
+        events = getattr(self, "_events", None)
+        if events is None:
+            return
+        if state_writes.failing and self._writes_failing_since is None:
+            self._writes_failing_since = time.time()
+            failing = dict(state_writes.failing)
+            events.emit("state_writes_failing", failing=failing, state_dir=str(self.state_dir))
+            log.error("the state folder %s takes no writes (%s); supervising from memory", self.state_dir, failing)
+        elif (
+            self._writes_failing_since is not None
+            and status_path(self.state_dir).name not in state_writes.failing
+            and state_writes.quiet_for() >= defaults.STATE_WRITES_SETTLE_S
+        ):
+            down_s = round(time.time() - self._writes_failing_since, 1)
+            self._writes_failing_since = None
+            state_writes.reset()
+            pid_file = self.state_dir / "daemon.pid"
+            if not pid_file.exists():  # the lock could not write it while the disk was full
+                with contextlib.suppress(OSError):
+                    atomic_write(pid_file, str(os.getpid()))
+            events.emit("state_writes_recovered", down_s=down_s, state_dir=str(self.state_dir))
+            log.warning("the state folder %s takes writes again after %.0f s; status caught up", self.state_dir, down_s)

@@ -12,12 +12,14 @@ import io
 import logging
 import logging.handlers
 import os
+import sys
 from pathlib import Path
 
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.logs import JsonFormatter, RedactFilter
 from clawmedic.paths import ensure_private_dir
+from clawmedic.store.health import is_write_failure
 
 HANDLER_NAME = "clawmedic-logfile"
 
@@ -31,6 +33,27 @@ class PrivateTimedRotatingFileHandler(logging.handlers.TimedRotatingFileHandler)
         os.close(fd)
         path.chmod(defaults.FILE_MODE)
         return super()._open()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A full (or read-only) disk loses file lines, said once; the console still has them — no traceback per
+        line, which is what `logging` prints by default."""
+        e = sys.exc_info()[1]
+        self._failed_now = True
+        if e is None or not is_write_failure(e):
+            super().handleError(record)
+            return
+        if not self._write_failing:
+            self._write_failing = True
+            sys.stderr.write(f"clawmedic: cannot write the log file {self.baseFilename} ({e}); logging to the console\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)
+        if not self._failed_now:
+            self._write_failing = False  # a line went through: the next failure is said again
+
+    _write_failing = False
+    _failed_now = False
 
     def doRollover(self) -> None:
         super().doRollover()

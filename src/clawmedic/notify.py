@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
+import itertools
 import logging
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,8 +38,9 @@ from clawmedic.config import LoadedConfig, NotifyKind, Severity
 from clawmedic.errors import ConfigInvalid
 from clawmedic.paths import ensure_private_dir
 from clawmedic.process.launcher import tail_lines
-from clawmedic.store.files import private_file
+from clawmedic.store.health import is_write_failure, state_writes
 from clawmedic.store.incidents import Incident, IncidentStore
+from clawmedic.store.sqlite import Db, MovedAside
 
 if TYPE_CHECKING:
     from clawmedic.supervisor import Context
@@ -114,6 +116,11 @@ class NotifyPolicy:
                     if case.target == target:
                         case.pending_since = None
             return []
+        if kind in ("state_writes_failing", "state_writes_recovered"):  # about the daemon itself: one each episode
+            facts = {k: event.get(k) for k in ("failing", "state_dir", "down_s")}
+            ntype: NotifyType = "failure" if kind == "state_writes_failing" else "success"
+            key = f"daemon:{kind}:{event.get('ts')}"
+            return self._allowed([Alert(key, kind, "critical", ntype, "", None, now, facts)])
         if not isinstance(inc, int):
             return []
         if kind == "escalated":
@@ -359,11 +366,10 @@ _COLS = (
 class Outbox:
     """Messages waiting for delivery (and those delivered, for a week). Bodies are stored already redacted."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = private_file(path)
+    def __init__(self, path: Path, on_moved: Callable[[MovedAside], None] | None = None) -> None:
+        self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
-        self._db.executescript(_SCHEMA)
+        self._db = Db(path, _SCHEMA, on_moved=on_moved)  # a corrupt file is moved aside, not fatal
 
     def close(self) -> None:
         with self._lock:
@@ -553,6 +559,8 @@ _HEADLINES: dict[str, str] = {
     "recovered": "{target} recovered",
     "latent_config_fault": "{target}: its config on disk is invalid; the next restart would fail",
     "latent_config_resolved": "{target}: its config on disk is valid again",
+    "state_writes_failing": "clawmedic cannot write its state folder; it keeps supervising from memory",
+    "state_writes_recovered": "clawmedic writes its state folder again",
 }
 _TITLES: dict[str, str] = {
     "escalated": "{target} escalated",
@@ -561,6 +569,8 @@ _TITLES: dict[str, str] = {
     "recovered": "{target} recovered",
     "latent_config_fault": "{target}: latent config fault",
     "latent_config_resolved": "{target}: config valid again",
+    "state_writes_failing": "state folder not writable",
+    "state_writes_recovered": "state folder writable again",
 }
 
 
@@ -572,7 +582,13 @@ def render(
     ref = f" (incident #{alert.incident})" if alert.incident is not None else ""
     title = "clawmedic: " + _TITLES[alert.kind].format(**facts) + ref
     lines = [_HEADLINES[alert.kind].format(**facts) + ref + ".", ""]
-    lines.append(f"host: {socket.gethostname()} · target: {alert.target}")
+    lines.append(f"host: {socket.gethostname()}" + (f" · target: {alert.target}" if alert.target else ""))
+    if alert.kind.startswith("state_writes_"):
+        lines.append(f"state folder: {alert.facts.get('state_dir')}")
+        failing = alert.facts.get("failing") or {}
+        lines += [f"  - {where}: {why}" for where, why in dict(failing).items()]
+        if alert.kind == "state_writes_failing":
+            lines.append("Status, events, incidents and logs are not saved until space returns; free some space.")
     down = alert.kind in ("escalated", "gave_up", "still_down")
     if incident is not None:
         if down:
@@ -664,6 +680,12 @@ class Notifier:
         self._wake_delivery: asyncio.Event | None = None
         self._failing: dict[str, str] = {}  # dest -> error, for logging on change
         self._last_error = ""
+        # While the state folder takes no writes (full disk): messages the queue could not take, and queued ones
+        # delivered (or retried) whose row could not be updated — so a message still goes out, and only once.
+        self._unqueued: list[Queued] = []
+        self._settled: dict[int, float | None] = {}  # row id -> next try (None: sent or dropped)
+        self._unqueued_ids = itertools.count(-1, -1)
+        self._on_moved: Callable[[MovedAside], None] | None = None
 
     # DaemonPlugin
     def on_event(self, event: dict[str, Any]) -> None:
@@ -677,6 +699,11 @@ class Notifier:
         self._wake_policy = asyncio.Event()
         self._wake_delivery = asyncio.Event()
         incidents: IncidentStore | None = getattr(ctx, "incidents", None)
+        events = getattr(ctx, "events", None)
+        if events is not None:
+            self._on_moved = lambda m: events.emit(
+                "state_db_moved_aside", path=str(m.path), moved_to=str(m.moved_to), error=m.error
+            )
         try:
             now = self.clock()
             outbox = self.open()
@@ -752,7 +779,7 @@ class Notifier:
         """Open the on-disk queue (done by `run`)."""
         if self._outbox is None:
             ensure_private_dir(self.loaded.state_dir)
-            self._outbox = Outbox(queue_path(self.loaded.state_dir))
+            self._outbox = Outbox(queue_path(self.loaded.state_dir), on_moved=self._on_moved)
         return self._outbox
 
     @property
@@ -768,16 +795,26 @@ class Notifier:
             incident = incidents.get(alert.incident) if incidents is not None and alert.incident is not None else None
             tail = log_tail(self.loaded, alert.target, self.cfg.log_tail_lines)
             title, body = render(alert, self.loaded, incident, tail, self.clock())
-            wanted = [d for d in self.destinations if d.wants(alert.target, alert.severity)]
+            wanted = [d for d in self.destinations if d.wants(alert.target or None, alert.severity)]
             for d in wanted:
-                if outbox.add(
-                    alert.key, d, alert.kind, alert.notify_type, alert.target, alert.incident, title, body, alert.at
-                ):
-                    queued += 1
+                try:
+                    added = outbox.add(
+                        alert.key, d, alert.kind, alert.notify_type, alert.target, alert.incident, title, body, alert.at
+                    )
+                except OSError as e:  # the disk is full: keep it in memory, it still goes out over the network
+                    if not is_write_failure(e):
+                        raise
+                    state_writes.failed(outbox.path.name, e)
+                    self._unqueued.append(
+                        Queued(next(self._unqueued_ids), alert.key, d.url, d.key, alert.kind, alert.notify_type,
+                               alert.target, alert.incident, title, body, alert.at, alert.at, 0, "pending", None, None)
+                    )  # fmt: skip
+                    added = True
+                queued += added
             log.info(
                 "notify: %s for %s%s → %d destination(s)",
                 alert.kind,
-                alert.target,
+                alert.target or "the daemon",
                 f" (incident #{alert.incident})" if alert.incident is not None else "",
                 len(wanted),
             )
@@ -787,7 +824,14 @@ class Notifier:
         """Try every message that is due (in this thread); return how many were delivered."""
         delivered = 0
         failed_dests: set[str] = set()
-        for row in self.outbox.due(self.clock()):
+        now = self.clock()
+        rows = [r for r in self._unqueued if r.next_at <= now]
+        for r in self.outbox.due(now):
+            if r.id not in self._settled:
+                rows.append(r)
+            elif (at := self._settled[r.id]) is not None and at <= now:
+                rows.append(dataclasses.replace(r, next_at=at))
+        for row in rows:
             if row.dest in failed_dests:
                 continue  # that receiver just failed: its other messages wait with the first one
             ok = self._deliver(row)
@@ -802,7 +846,8 @@ class Notifier:
         try:
             url = self.loaded.resolve(row.dest, row.dest_key)
         except KeyError as e:  # queued by a daemon whose config had a secret this one lacks
-            self.outbox.drop(row.id, f"secret {e} is no longer configured")
+            why = f"secret {e} is no longer configured"
+            self._settle(row, None, lambda: self.outbox.drop(row.id, why))
             log.error("notify: dropped message #%d to %s: secret %s is no longer configured", row.id, where, e)
             return False
         redact = self.loaded.redactor.text
@@ -812,20 +857,39 @@ class Notifier:
             ok, error = False, f"{type(e).__name__}: {e}"
         error = redact(error)[-500:]
         if ok:
-            self.outbox.mark_sent(row.id, now)
+            self._settle(row, None, lambda: self.outbox.mark_sent(row.id, now))
             if self._failing.pop(row.dest, None) is not None:
                 log.info("notify: %s receives again; delivered queued message #%d", where, row.id)
             return True
         if now - row.created_at >= self.cfg.give_up_after_s:
-            self.outbox.drop(row.id, error)
+            self._settle(row, None, lambda: self.outbox.drop(row.id, error))
             log.error("notify: dropped message #%d to %s after %d attempts: %s", row.id, where, row.attempts + 1, error)
             return False
         delay = min(self.cfg.retry_max_s, self.cfg.retry_initial_s * 2.0**row.attempts)
-        self.outbox.mark_failed(row, error, now + delay)
+        self._settle(row, now + delay, lambda: self.outbox.mark_failed(row, error, now + delay))
         if row.dest not in self._failing:
             log.warning("notify: cannot deliver to %s (%s); queued, retrying in %.0f s", where, error, delay)
         self._failing[row.dest] = error
         return False
+
+
+    def _settle(self, row: Queued, next_at: float | None, update: Callable[[], None]) -> None:
+        """Record a delivery attempt in the queue — or, for a message the disk did not take or cannot update now,
+        in memory (`next_at` None: done with it)."""
+        if row.id < 0:
+            self._unqueued = [r for r in self._unqueued if r.id != row.id]
+            if next_at is not None:
+                self._unqueued.append(dataclasses.replace(row, next_at=next_at, attempts=row.attempts + 1))
+            return
+        try:
+            update()
+        except OSError as e:
+            if not is_write_failure(e):
+                raise
+            state_writes.failed(self.outbox.path.name, e)
+            self._settled[row.id] = next_at
+        else:
+            self._settled.pop(row.id, None)
 
 
 def _notify_type(value: str) -> NotifyType:

@@ -222,6 +222,12 @@ CASES: list[tuple[str, Evidence, str, list[str]]] = [
     ),
     ("cron", ev(cause="diagnose", output_tail=["cron: job run returned error status {jobId: 1}"]), "cron-failing", []),
     ("channel", ev(cause="diagnose", output_tail=["[telegram] channel start failed: 401"]), "channel-down", []),
+    (
+        "start command missing",
+        ev(cause="fatal_config", reason="cannot start /nonexistent/openclaw: No such file or directory"),
+        "start-command-unusable",
+        [],
+    ),
 ]
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clawmedic.store.files import private_file
+from clawmedic.store.health import is_write_failure, state_writes
+from clawmedic.store.sqlite import Db, MovedAside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS learnings (
@@ -40,11 +41,10 @@ class Learning:
 
 
 class LearningStore:
-    def __init__(self, path: Path) -> None:
-        self.path = private_file(path)
+    def __init__(self, path: Path, on_moved: Callable[[MovedAside], None] | None = None) -> None:
+        self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
-        self._db.executescript(_SCHEMA)
+        self._db = Db(path, _SCHEMA, on_moved=on_moved)  # a corrupt file is moved aside, not fatal
 
     def close(self) -> None:
         self._db.close()
@@ -52,13 +52,18 @@ class LearningStore:
     def record(self, signature: str, remedies: list[str], healed: bool, incident: int, summary: str) -> None:
         key = json.dumps(remedies)
         col = "successes" if healed else "failures"
-        with self._lock:
-            self._db.execute(
-                f"INSERT INTO learnings (signature, remedies, {col}, last_at, last_incident, summary) "  # noqa: S608
-                f"VALUES (?,?,1,?,?,?) ON CONFLICT(signature, remedies) DO UPDATE SET {col} = {col} + 1, "
-                "last_at = excluded.last_at, last_incident = excluded.last_incident, summary = excluded.summary",
-                (signature, key, time.time(), incident, summary),
-            )
+        try:
+            with self._lock:
+                self._db.execute(
+                    f"INSERT INTO learnings (signature, remedies, {col}, last_at, last_incident, summary) "  # noqa: S608
+                    f"VALUES (?,?,1,?,?,?) ON CONFLICT(signature, remedies) DO UPDATE SET {col} = {col} + 1, "
+                    "last_at = excluded.last_at, last_incident = excluded.last_incident, summary = excluded.summary",
+                    (signature, key, time.time(), incident, summary),
+                )
+        except OSError as e:  # a full disk loses this lesson, not the supervision
+            if not is_write_failure(e):
+                raise
+            state_writes.failed(self.path.name, e)
 
     def proven(self, signature: str) -> list[str]:
         """Remedy keys that healed this signature before, best first (most successes, fewest failures)."""

@@ -309,6 +309,12 @@ def _hang(ev: Evidence) -> str | None:
     return "the gateway process is stopped (SIGSTOP)" if ev.process.get("stopped") else None
 
 
+def _start_command(ev: Evidence) -> str | None:
+    """The supervisor could not even spawn the start command (missing binary, not executable, a bad cwd)."""
+    m = re.search(r"cannot start [^\n]*", ev.reason)
+    return m.group(0) if m else None
+
+
 def _none(_: Evidence) -> list[RemedyCall]:
     return []
 
@@ -455,6 +461,15 @@ RULES: list[Rule] = [
         lambda ev: [RemedyCall("resume_stopped_gateway", {"pid": ev.process["pid"]})] if ev.process.get("pid") else [],
         "Something stops the gateway with SIGSTOP (a debugger, job control, a cgroup freezer, a watchdog) even after "
         "restarts: find it; clawmedic resumes the process it started, but the stopper will strike again.",
+    ),
+    Rule(
+        "start-command-unusable",
+        "the start command cannot be run",
+        0.95,
+        _start_command,
+        _none,
+        "Fix `start.command` (and `start.cwd`) in clawmedic's config: the program must exist and be executable; "
+        "`clawmedic config check` names what is wrong.",
     ),
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from clawmedic import defaults
 from clawmedic.errors import NotOurProcess
 from clawmedic.process import inspect
 from clawmedic.store.files import atomic_write, private_file
+from clawmedic.store.health import is_write_failure, state_writes
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes in the gateway's console output
 
@@ -153,15 +155,21 @@ class Launcher:
         self._rotate_output()
         private_file(self.log_path)
         full_env = {**os.environ, **env}
-        with self.log_path.open("ab") as out:
-            out.write(f"\n--- clawmedic: starting at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
-            out.flush()
+        with self.log_path.open("ab", buffering=0) as out:
+            sink: int | io.FileIO = out
+            try:
+                out.write(f"\n--- clawmedic: starting at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            except OSError as e:  # a full disk: the child's output goes nowhere rather than failing its writes
+                if not is_write_failure(e):
+                    raise
+                state_writes.failed(f"{self.target_dir.name}/{self.log_path.name}", e)
+                sink = asyncio.subprocess.DEVNULL
             offset = out.tell()
             proc = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
+                stdout=sink,
+                stderr=sink,
                 env=full_env,
                 cwd=cwd,
                 start_new_session=True,

@@ -6,16 +6,19 @@ An incident opens when a failure is confirmed and closes when the target is heal
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clawmedic.redact import Redactor
-from clawmedic.store.files import private_file
+from clawmedic.store.health import is_write_failure, state_writes
+from clawmedic.store.sqlite import Db, MovedAside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -88,28 +91,37 @@ class Incident:
 
 
 class IncidentStore:
-    def __init__(self, path: Path, redactor: Redactor | None = None) -> None:
-        self.path = private_file(path)
+    def __init__(
+        self, path: Path, redactor: Redactor | None = None, on_moved: Callable[[MovedAside], None] | None = None
+    ) -> None:
+        self.path = path
         self._redactor = redactor or Redactor()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if extra.exists():
-                extra.chmod(0o600)
+        self._db = Db(path, _SCHEMA, wal=True, on_moved=on_moved)  # a corrupt file is moved aside, not fatal
+        self._unsaved = itertools.count(-1, -1)  # ids of incidents the disk did not take (full): negative
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor | None:
+        """One write; None when the state folder takes no writes (reported, and supervision goes on)."""
+        try:
+            with self._lock:
+                return self._db.execute(sql, args)
+        except OSError as e:
+            if not is_write_failure(e):
+                raise
+            state_writes.failed(self.path.name, e)
+            return None
 
     def close(self) -> None:
         self._db.close()
 
     def open(self, target: str, reason: str, first_failure_at: float, detected_at: float | None = None) -> int:
         now = detected_at if detected_at is not None else time.time()
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO incidents (target, status, reason, first_failure_at, detected_at) VALUES (?,?,?,?,?)",
-                (target, "open", self._redactor.text(reason), first_failure_at, now),
-            )
-        assert cur.lastrowid is not None
+        cur = self._write(
+            "INSERT INTO incidents (target, status, reason, first_failure_at, detected_at) VALUES (?,?,?,?,?)",
+            (target, "open", self._redactor.text(reason), first_failure_at, now),
+        )
+        if cur is None or cur.lastrowid is None:
+            return next(self._unsaved)
         self.add(cur.lastrowid, "detected", {"reason": reason}, ts=now)
         return cur.lastrowid
 
@@ -122,12 +134,13 @@ class IncidentStore:
         ts: float | None = None,
         duration_s: float | None = None,
     ) -> None:
+        if incident_id < 0:
+            return  # an incident the disk did not take
         payload = json.dumps(self._redactor.data(detail), default=str)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO incident_events (incident_id, ts, kind, detail, duration_s) VALUES (?,?,?,?,?)",
-                (incident_id, ts if ts is not None else time.time(), kind, payload, duration_s),
-            )
+        self._write(
+            "INSERT INTO incident_events (incident_id, ts, kind, detail, duration_s) VALUES (?,?,?,?,?)",
+            (incident_id, ts if ts is not None else time.time(), kind, payload, duration_s),
+        )
 
     def update(self, incident_id: int, **fields: Any) -> None:
         allowed = {"status", "cause", "live_at", "closed_at", "reason"}
@@ -136,12 +149,12 @@ class IncidentStore:
         if "reason" in fields:
             fields["reason"] = self._redactor.text(fields["reason"])
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE incidents SET {sets} WHERE id = ?", (*fields.values(), incident_id))  # noqa: S608
+        if incident_id >= 0:
+            self._write(f"UPDATE incidents SET {sets} WHERE id = ?", (*fields.values(), incident_id))  # noqa: S608
 
     def count_restart(self, incident_id: int) -> None:
-        with self._lock:
-            self._db.execute("UPDATE incidents SET restarts = restarts + 1 WHERE id = ?", (incident_id,))
+        if incident_id >= 0:
+            self._write("UPDATE incidents SET restarts = restarts + 1 WHERE id = ?", (incident_id,))
 
     def get(self, incident_id: int) -> Incident | None:
         with self._lock:

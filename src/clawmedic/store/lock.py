@@ -10,6 +10,7 @@ from filelock import FileLock, Timeout
 
 from clawmedic.errors import AlreadyRunning
 from clawmedic.store.files import atomic_write
+from clawmedic.store.health import is_write_failure, state_writes
 
 
 class DaemonLock:
@@ -27,7 +28,12 @@ class DaemonLock:
             raise AlreadyRunning(
                 f"Another clawmedic daemon{who} already supervises the state folder {self.pid_path.parent}."
             ) from None
-        atomic_write(self.pid_path, str(os.getpid()))
+        try:
+            atomic_write(self.pid_path, str(os.getpid()))
+        except OSError as e:  # a full disk: the lock (an open file) holds; `status` cannot name us until it clears
+            if not is_write_failure(e):
+                raise
+            state_writes.failed(self.pid_path.name, e)
 
     def release(self) -> None:
         self.pid_path.unlink(missing_ok=True)  # our own bookkeeping file, not a user's

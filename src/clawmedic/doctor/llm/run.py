@@ -4,7 +4,10 @@ The daemon never loads a model or an SDK: it starts this process per consultatio
 message and tool call, then the result) into the incident as they come, and kills it when the time budget is
 spent. A backend that crashes (a native library's segfault included) takes this process down, not the daemon.
 
-    python -m clawmedic.doctor.llm.run --config FILE --target NAME [--read-only] < input.json
+    python -m clawmedic.doctor.llm.run --config FILE --target NAME [--read-only] [--parent-pid PID] < input.json
+
+It runs in a session of its own; the daemon SIGKILLs that whole group on every way out (verdict past the budget,
+cancellation when the daemon stops, an error), and the kernel kills it if the daemon itself dies (PDEATHSIG).
 
 Input: {"evidence": {...}, "findings": [...], "tried": [...]} (already redacted). Output: one JSON object a
 line, {"kind": ..., "detail": {...}}; the last has kind "result" and the `Consultation`.
@@ -34,6 +37,7 @@ from clawmedic.doctor.remedies import Guard, Policy, RemedyContext, Risk
 from clawmedic.errors import ClawmedicError
 from clawmedic.knowngood_client import KnownGoodClient
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent thread ends
 KILL_GRACE_S = 15.0  # past the time budget, the child gets this long to end its last request before it is killed
 
 
@@ -75,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--target", required=True)
     ap.add_argument("--read-only", action="store_true")
+    ap.add_argument("--parent-pid", type=int, default=0)  # the daemon: we die with it
     args = ap.parse_args(argv)
+    die_with_parent(args.parent_pid)
 
     def emit(kind: str, detail: dict[str, Any]) -> None:
         print(json.dumps({"kind": kind, "detail": detail}, default=str), flush=True)
@@ -103,6 +109,7 @@ async def consult_in_child(
     backend = loaded.config.daemon.doctor.llm.backend
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "clawmedic.doctor.llm.run", "--config", str(loaded.source), "--target", target]
+    cmd += ["--parent-pid", str(os.getpid())]
     if read_only:
         cmd.append("--read-only")
     proc = await asyncio.create_subprocess_exec(
@@ -143,9 +150,7 @@ async def consult_in_child(
         await asyncio.wait_for(read(), timeout=budget + KILL_GRACE_S)
         await proc.wait()
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        await _end_group(proc)
         stderr_task.cancel()
         return Consultation(
             backend,
@@ -153,6 +158,10 @@ async def consult_in_child(
             error=f"the LLM doctor ran past its {budget:g} s budget and was stopped",
             took_s=round(time.monotonic() - t0, 3),
         )
+    except BaseException:  # cancelled (the daemon stops, the incident ends) or an error here: nothing outlives us
+        stderr_task.cancel()
+        await asyncio.shield(_end_group(proc))
+        raise
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stderr_task, timeout=5)
     if result is None:
@@ -167,6 +176,30 @@ async def consult_in_child(
             took_s=round(time.monotonic() - t0, 3),
         )
     return result
+
+
+async def _end_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the consultation's whole process group (its session: a backend's own children too) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: group id == its pid
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await proc.wait()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In the consultation child: have the kernel SIGKILL us when the daemon dies, however it dies (SIGKILL, OOM)
+    — PR_SET_PDEATHSIG on Linux, so no polling thread competes with a model for the CPU. Elsewhere, and if the
+    daemon died before we got here, a parent that is no longer `parent_pid` ends us at once."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _consultation(d: dict[str, Any]) -> Consultation:

@@ -220,18 +220,15 @@ def wait_healthy(port: int, timeout_s: float = BOOT_TIMEOUT_S, pid: int | None =
 def start_gateway(sb: Sandbox) -> Handle:
     """Start the sandbox's gateway detached (its own session), recorded so a clawmedic daemon adopts it."""
     from clawmedic.config import load_config
+    from clawmedic.supervisor import launch_spec
 
     existing = sb.launcher.adopt()
     if existing is not None:
         return existing
-    loaded = load_config(sb.config_path)
-    t = loaded.targets[TARGET]
-    assert t.start.command is not None
-    cmd = [loaded.resolve(x, "command") for x in t.start.command]
-    env = loaded.command_env(TARGET)
+    spec = launch_spec(load_config(sb.config_path), TARGET)  # exactly as the daemon would launch it
 
     async def spawn() -> Handle:
-        return await sb.launcher.spawn(cmd, env, t.start.cwd)
+        return await sb.launcher.spawn(spec.command, spec.env, spec.cwd)
 
     return asyncio.run(spawn())
 

@@ -472,24 +472,8 @@ def _target_pid(loaded: LoadedConfig, name: str) -> int | None:
     return handle.pid if handle else None
 
 
-def is_stale_gateway_of(loaded: LoadedConfig, name: str, pid: int) -> bool:
-    """A gateway of this very instance that clawmedic no longer tracks: an openclaw gateway process whose HOME is
-    this target's gateway HOME."""
-    import psutil
-
-    cfg = loaded.targets[name]
-    try:
-        p = psutil.Process(pid)
-        cmd = " ".join(p.cmdline())
-        env = p.environ()
-    except psutil.Error:
-        return False
-    looks_like_gateway = "openclaw" in cmd or p.name() == "openclaw-gateway"
-    return looks_like_gateway and env.get("HOME") == str(openclaw.gateway_home(cfg))
-
-
 def fix_port(loaded: LoadedConfig, name: str, *, dry_run: bool, kill_foreign: bool = False) -> Step:
-    from clawmedic.process import inspect
+    from clawmedic.process import identity, inspect
 
     cfg = loaded.targets[name]
     if cfg.port is None:
@@ -498,10 +482,13 @@ def fix_port(loaded: LoadedConfig, name: str, *, dry_run: bool, kill_foreign: bo
     if owner is None:
         return Step("port", "ok", f"port {cfg.port} is free")
     ours = _target_pid(loaded, name)
-    if ours is not None and owner.pid in inspect.tree_pids(ours):
-        return Step("port", "ok", f"port {cfg.port} is held by {name} itself (pid {ours})")
+    if owner.pid is not None and (
+        (ours is not None and owner.pid in inspect.tree_pids(ours))
+        or identity.has_marker(owner.pid, loaded.state_dir / "targets" / name)
+    ):
+        return Step("port", "ok", f"port {cfg.port} is held by {name} itself (pid {ours or owner.pid})")
     info = {"port": cfg.port, "owner_pid": owner.pid, "owner_cmdline": owner.cmdline}
-    stale = owner.pid is not None and is_stale_gateway_of(loaded, name, owner.pid)
+    stale = owner.pid is not None and identity.is_stale_gateway_of(loaded, name, owner.pid)
     if not stale and not kill_foreign:
         return Step(
             "port",
@@ -513,8 +500,16 @@ def fix_port(loaded: LoadedConfig, name: str, *, dry_run: bool, kill_foreign: bo
     what = "a stale gateway of this target" if stale else "a foreign process (allowed by --kill-foreign)"
     if dry_run:
         return Step("port", "planned", f"would stop {what}: {owner.describe()}", [info])
-    assert owner.pid is not None
-    stop_pid(owner.pid, loaded.targets[name].limits.stop_timeout_s)
+    # Re-checked right before the signal, on the very process (psutil refuses a reused PID).
+    holder = identity.port_holder(cfg.port)
+    if (
+        holder is None
+        or holder.pid != owner.pid
+        or not identity.still_holds(cfg.port, holder)
+        or (stale and not identity.is_stale_gateway_of(loaded, name, holder.pid))
+    ):
+        return Step("port", "failed", f"port {cfg.port} changed hands while checking; run it again", [info])
+    stop_pid(holder, loaded.targets[name].limits.stop_timeout_s)
     after = inspect.port_owner(cfg.port)
     if after is not None:
         return Step("port", "failed", f"port {cfg.port} is still held by {after.describe()}", [info])
@@ -542,7 +537,7 @@ def fix_restart(
 
 def fix_status(loaded: LoadedConfig, name: str) -> list[Step]:
     from clawmedic import deps
-    from clawmedic.process import inspect
+    from clawmedic.process import identity, inspect
 
     cfg = loaded.targets[name]
     st = daemon_status(loaded, name)
@@ -580,6 +575,11 @@ def fix_status(loaded: LoadedConfig, name: str) -> list[Step]:
         owner = inspect.port_owner(cfg.port)
         ours = _target_pid(loaded, name)
         held_by_us = owner is not None and ours is not None and owner.pid in inspect.tree_pids(ours)
+        held_by_us = held_by_us or (
+            owner is not None
+            and owner.pid is not None
+            and identity.has_marker(owner.pid, loaded.state_dir / "targets" / name)
+        )
         steps.append(
             Step(
                 "port",

@@ -78,7 +78,9 @@ def test_duplicate_instance_on_the_same_state_is_stopped(daemon: Daemon, sandbox
         assert rogue.wait(30) is not None, "the duplicate was stopped"
         rules, remedies = _rules_and_remedies(incident(sandbox, esc["incident"]))
         assert "duplicate-instance" in rules
-        assert any(r["remedy"] == "stop_stale_gateway" and r["params"]["pid"] == rogue.pid for r in remedies)
+        assert any(
+            r["remedy"] == "stop_stale_gateway" and {"stopped_pid": rogue.pid} in r["changes"] for r in remedies
+        ), "the remedy found the duplicate itself (it takes no pid)"
     finally:
         _kill_tree(rogue.pid)
         rogue.wait(10)
@@ -168,8 +170,8 @@ def test_stale_gateway_on_the_port_is_stopped_and_ours_starts(
         rules, remedies = _rules_and_remedies(incident(sandbox, esc["incident"]))
         assert "port-taken-by-stale-gateway" in rules
         assert "port-taken-by-foreign-process" not in rules, "our own target's gateway is not a foreign process"
-        assert [(r["remedy"], r["params"], r["status"]) for r in remedies] == [
-            ("stop_stale_gateway", {"pid": stale.pid}, "ok")
+        assert [(r["remedy"], r["params"], r["status"], r["changes"]) for r in remedies] == [
+            ("stop_stale_gateway", {}, "ok", [{"stopped_pid": stale.pid}])
         ]
     finally:
         _kill_tree(stale.pid)
@@ -339,9 +341,8 @@ def test_a_hang_that_returns_after_restarts_is_diagnosed_and_resumed(install: In
         assert inc["status"] == "recovered"
         rules, remedies = _rules_and_remedies(inc)
         assert "process-hang" in rules
-        assert [(r["remedy"], r["params"], r["status"]) for r in remedies] == [
-            ("resume_stopped_gateway", {"pid": stopped[-1]}, "ok")
-        ]
+        assert [(r["remedy"], r["params"], r["status"]) for r in remedies] == [("resume_stopped_gateway", {}, "ok")]
+        assert {"resumed_pid": stopped[-1]} in remedies[0]["changes"], "it found our own stopped gateway itself"
         assert d.pid() == stopped[-1], "the stopped gateway was resumed, not replaced"
         assert not inspect.is_stopped(stopped[-1]) and gw.health(sb.port)
         assert free_of(stopped[0]) and free_of(stopped[1]), "the earlier hung gateways were stopped by the ladder"

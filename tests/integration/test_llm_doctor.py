@@ -75,9 +75,7 @@ def recorded(outputs: dict[str, str] | None = None, policy: Policy | None = None
 def test_a_foreign_kill_proposed_by_the_model_is_refused_recorded_and_the_process_lives(tmp_path: Path) -> None:
     squatter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        with ScriptedLLM(
-            [call("kill_port_holder", pid=squatter.pid), call("finish", diagnosis="port squatted", fault="other")]
-        ) as llm:
+        with ScriptedLLM([call("kill_port_holder"), call("finish", diagnosis="port squatted", fault="other")]) as llm:
             loaded = write_config(tmp_path, openai_cfg(llm))
             guard = Guard(policy_of(loaded))
             ctx_tools = LiveTools(loaded, "svc", guard, _ctx(loaded), read_only=False)
@@ -269,7 +267,7 @@ open(os.environ["STANDIN_CLI_LOG"], "w").write(prompt)
 print("Looking at the evidence... the config does not parse.")
 print(json.dumps({{"diagnosis": "openclaw.json is not valid JSON5", "fault": "config-invalid",
                   "remedies": [{{"name": "restore_known_good", "arguments": {{}}}},
-                               {{"name": "kill_port_holder", "arguments": {{"pid": 1}}}}]}}))
+                               {{"name": "kill_port_holder", "arguments": {{}}}}]}}))
 """
 
 
@@ -419,7 +417,7 @@ def test_remedies_the_policy_refuses_are_not_offered_and_still_refused_when_aske
     assert "kill_port_holder" not in offered, "a foreign kill needs approval by default: not offered"
     assert "cron_disable" not in offered, "remedies for a running gateway are not offered for one that is down"
     assert "kill_port_holder" in {s.name for s in tool_specs(Policy(allow_kill_foreign=True, allowed=frozenset(Risk)))}
-    with ScriptedLLM([call("kill_port_holder", pid=1), say("done")]) as llm:
+    with ScriptedLLM([call("kill_port_holder"), say("done")]) as llm:
         loaded = write_config(tmp_path, openai_cfg(llm))
         result = consult(
             make_backend(loaded.config.daemon.doctor.llm), recorded(), "x", limits(), loaded.redactor, policy=Policy()

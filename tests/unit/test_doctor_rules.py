@@ -320,10 +320,11 @@ def test_node_engine_ranges(version: str, spec: str, ok: bool) -> None:
     ("remedy", "params", "policy", "status"),
     [
         ("rm_rf_slash", {}, Policy(), Status.REFUSED),
-        ("stop_stale_gateway", {"pid": "x"}, Policy(), Status.REFUSED),
-        ("stop_stale_gateway", {"pid": 1, "extra": 2}, Policy(), Status.REFUSED),
-        ("kill_port_holder", {"pid": 1}, Policy(), Status.NEEDS_APPROVAL),
-        ("kill_port_holder", {"pid": 1}, Policy(frozenset(Risk), allow_kill_foreign=False), Status.NEEDS_APPROVAL),
+        ("stop_stale_gateway", {"pid": 1}, Policy(), Status.REFUSED),  # a remedy is named, never its victim
+        ("resume_stopped_gateway", {"pid": 1}, Policy(), Status.REFUSED),
+        ("kill_port_holder", {"pid": 1}, Policy(frozenset(Risk), allow_kill_foreign=True), Status.REFUSED),
+        ("kill_port_holder", {}, Policy(), Status.NEEDS_APPROVAL),
+        ("kill_port_holder", {}, Policy(frozenset(Risk), allow_kill_foreign=False), Status.NEEDS_APPROVAL),
         ("restore_deps", {}, Policy(frozenset({Risk.READ_ONLY})), Status.NEEDS_APPROVAL),
     ],
 )
@@ -334,7 +335,7 @@ def test_guard_refuses_as_data(remedy: str, params: dict[str, Any], policy: Poli
 
 def test_guard_allows_a_declared_remedy_in_policy() -> None:
     assert Guard(Policy()).check("restore_known_good", {}) is None
-    assert Guard(Policy(frozenset(Risk), allow_kill_foreign=True)).check("kill_port_holder", {"pid": 1}) is None
+    assert Guard(Policy(frozenset(Risk), allow_kill_foreign=True)).check("kill_port_holder", {}) is None
 
 
 def test_every_planned_remedy_is_declared() -> None:

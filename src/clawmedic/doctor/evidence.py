@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import re
 import shutil
 import sqlite3
@@ -224,7 +223,7 @@ def _process(pid: int | None, ev: Evidence) -> None:
 
 
 def _port(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> None:
-    from clawmedic.runbook import is_stale_gateway_of
+    from clawmedic.process import identity
 
     port = loaded.targets[name].port
     if port is None:
@@ -233,8 +232,11 @@ def _port(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> Non
     if owner is None:
         ev.port_owner = None
         return
-    ours = pid is not None and owner.pid in inspect.tree_pids(pid)
-    stale = owner.pid is not None and not ours and is_stale_gateway_of(loaded, name, owner.pid)
+    ours = owner.pid is not None and (
+        (pid is not None and owner.pid in inspect.tree_pids(pid))
+        or identity.has_marker(owner.pid, loaded.state_dir / "targets" / name)
+    )
+    stale = owner.pid is not None and not ours and identity.is_stale_gateway_of(loaded, name, owner.pid)
     ev.port_owner = {"port": port, "pid": owner.pid, "cmdline": owner.cmdline, "ours": ours, "stale_gateway": stale}
 
 
@@ -373,16 +375,11 @@ def _stability(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
 
 def _duplicates(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> None:
     """Other gateway processes running on this target's HOME (a duplicate instance fights over the state DB)."""
-    import psutil
-
-    from clawmedic.runbook import is_stale_gateway_of
+    from clawmedic.process import identity
 
     ours = inspect.tree_pids(pid) if pid else set()
-    for p in psutil.process_iter(["pid", "name"]):
-        if p.pid in ours or p.pid == os.getpid():
-            continue
-        if p.info.get("name") == "openclaw-gateway" and is_stale_gateway_of(loaded, name, p.pid):
-            ev.duplicates.append({"pid": p.pid, "cmdline": inspect.cmdline(p.pid)})
+    for p in identity.duplicate_gateways(loaded, name, ours):
+        ev.duplicates.append({"pid": p.pid, "cmdline": inspect.cmdline(p.pid)})
 
 
 def _lint(loaded: LoadedConfig, name: str, ev: Evidence) -> None:

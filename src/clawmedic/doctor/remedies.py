@@ -19,9 +19,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.process import inspect
+from clawmedic.process.identity import (
+    duplicate_gateways,
+    is_duplicate_gateway_of,
+    is_ours,
+    is_stale_gateway_of,
+    port_holder,
+    still_holds,
+)
 from clawmedic.process.launcher import Launcher, stop_pid
 from clawmedic.store.files import move_aside
 from clawmedic.targets import openclaw
@@ -64,11 +73,6 @@ class RemedyContext:
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class PidParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pid: int
 
 
 class CronJobParams(BaseModel):
@@ -157,51 +161,94 @@ def _restore_deps(ctx: RemedyContext, _: NoParams) -> Outcome:
     )
 
 
-def _stop_stale_gateway(ctx: RemedyContext, params: PidParams) -> Outcome:
-    from clawmedic.runbook import is_stale_gateway_of
+def _our_tree(ctx: RemedyContext) -> set[int]:
+    handle = Launcher(ctx.loaded.state_dir / "targets" / ctx.target).adopt()
+    return inspect.tree_pids(handle.pid) if handle else set()
 
-    if not is_stale_gateway_of(ctx.loaded, ctx.target, params.pid):
+
+def _stop_stale_gateway(ctx: RemedyContext, _: NoParams) -> Outcome:
+    """Stops what it finds itself, never a PID it is given: the real OpenClaw gateway holding the target's port and
+    running on its state, or gateways duplicating it on its state. Each is re-checked right before the signal."""
+    port = ctx.loaded.targets[ctx.target].port
+    holder = port_holder(port) if port is not None else None
+    victims = []
+    if holder is not None and port is not None and is_stale_gateway_of(ctx.loaded, ctx.target, holder.pid):
+        victims.append(holder)
+    ours = _our_tree(ctx)
+    victims += [p for p in duplicate_gateways(ctx.loaded, ctx.target, ours) if p.pid not in {v.pid for v in victims}]
+    if not victims:
+        held = f"; port {port} is held by pid {holder.pid}, which is not a gateway of {ctx.target}" if holder else ""
         return Outcome(
             "stop_stale_gateway",
             Status.REFUSED,
-            f"pid {params.pid} is not a gateway of {ctx.target} (its HOME differs): not touching it",
+            f"no gateway of {ctx.target} that clawmedic did not start holds its port or runs on its state{held}: "
+            "not touching anything",
         )
-    how = stop_pid(params.pid, 15.0)
-    return Outcome(
-        "stop_stale_gateway", Status.OK, f"stale gateway pid {params.pid} {how}", changes=[{"stopped_pid": params.pid}]
-    )
+    changes, said = [], []
+    for p in victims:
+        if p.pid in ours or not (
+            is_stale_gateway_of(ctx.loaded, ctx.target, p.pid) or is_duplicate_gateway_of(ctx.loaded, ctx.target, p)
+        ):
+            said.append(f"pid {p.pid} changed before the signal: left alone")
+            continue
+        said.append(f"stale gateway pid {p.pid} {stop_pid(p, defaults.FOREIGN_STOP_TIMEOUT_S)}")
+        changes.append({"stopped_pid": p.pid})
+    status = Status.OK if changes else Status.REFUSED
+    return Outcome("stop_stale_gateway", status, "; ".join(said), changes=changes)
 
 
-def _resume_stopped_gateway(ctx: RemedyContext, params: PidParams) -> Outcome:
+def _resume_stopped_gateway(ctx: RemedyContext, _: NoParams) -> Outcome:
     """SIGCONT to our own gateway's process group: a stopped process cannot answer, and a restart did not help
-    (something stops it again). Only the very process clawmedic started, checked by its recorded start time."""
+    (something stops it again). Only the very process clawmedic started (its record or marker), never a PID it is
+    given."""
     handle = Launcher(ctx.loaded.state_dir / "targets" / ctx.target).adopt()
-    if handle is None or params.pid not in inspect.tree_pids(handle.pid):
+    if handle is None:
         return Outcome(
             "resume_stopped_gateway",
             Status.REFUSED,
-            f"pid {params.pid} is not the gateway clawmedic started for {ctx.target}: not signalling it",
+            f"clawmedic runs no process for {ctx.target} now: nothing of its own to resume",
         )
-    if not inspect.is_stopped(params.pid):
-        return Outcome("resume_stopped_gateway", Status.FAILED, f"pid {params.pid} is not stopped (anymore)")
+    stopped = sorted(p for p in inspect.tree_pids(handle.pid) if inspect.is_stopped(p))
+    if not stopped:
+        return Outcome("resume_stopped_gateway", Status.FAILED, f"pid {handle.pid} is not stopped (anymore)")
     handle.signal_group(signal.SIGCONT)  # the whole group: the gateway and its same-group workers
     deadline = time.monotonic() + 5.0
-    while inspect.is_stopped(params.pid) and time.monotonic() < deadline:
+    while any(inspect.is_stopped(p) for p in stopped) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if inspect.is_stopped(params.pid):
-        return Outcome("resume_stopped_gateway", Status.FAILED, f"pid {params.pid} is still stopped after SIGCONT")
+    still = [p for p in stopped if inspect.is_stopped(p)]
+    if still:
+        return Outcome("resume_stopped_gateway", Status.FAILED, f"pid {still[0]} is still stopped after SIGCONT")
     return Outcome(
         "resume_stopped_gateway",
         Status.OK,
-        f"resumed pid {params.pid} with SIGCONT; something keeps stopping it (SIGSTOP): find what",
-        changes=[{"resumed_pid": params.pid}],
+        f"resumed pid {', '.join(map(str, stopped))} with SIGCONT; something keeps stopping it (SIGSTOP): find what",
+        changes=[{"resumed_pid": p} for p in stopped],
     )
 
 
-def _kill_port_holder(ctx: RemedyContext, params: PidParams) -> Outcome:
-    how = stop_pid(params.pid, 15.0)
+def _kill_port_holder(ctx: RemedyContext, _: NoParams) -> Outcome:
+    """Only the process that holds the target's port now (re-checked right before the signal), never a PID it is
+    given, and never clawmedic's own gateway."""
+    port = ctx.loaded.targets[ctx.target].port
+    if port is None:
+        return Outcome("kill_port_holder", Status.FAILED, f"target {ctx.target} has no port")
+    holder = port_holder(port)
+    if holder is None:
+        owner = inspect.port_owner(port)
+        why = "is free" if owner is None else "is held by a process clawmedic cannot see (another user's)"
+        return Outcome("kill_port_holder", Status.FAILED, f"port {port} {why}: nothing to stop")
+    if holder.pid in _our_tree(ctx) or is_ours(holder.pid, ctx.loaded.state_dir / "targets" / ctx.target):
+        return Outcome(
+            "kill_port_holder", Status.REFUSED, f"port {port} is held by {ctx.target} itself (pid {holder.pid})"
+        )
+    if not still_holds(port, holder):
+        return Outcome("kill_port_holder", Status.FAILED, f"pid {holder.pid} let go of port {port}: not signalling")
+    how = stop_pid(holder, defaults.FOREIGN_STOP_TIMEOUT_S)
     return Outcome(
-        "kill_port_holder", Status.OK, f"port holder pid {params.pid} {how}", changes=[{"stopped_pid": params.pid}]
+        "kill_port_holder",
+        Status.OK,
+        f"port {port} holder pid {holder.pid} {how}",
+        changes=[{"stopped_pid": holder.pid, "port": port}],
     )
 
 
@@ -338,24 +385,25 @@ REMEDIES: dict[str, Remedy] = {
         ),
         Remedy(
             "stop_stale_gateway",
-            "Stop a gateway of this very target (same HOME) that clawmedic no longer tracks",
+            "Stop a gateway of this very target that clawmedic did not start: the OpenClaw gateway holding its port "
+            "on its state (HOME), or a duplicate on its state; found and checked by clawmedic, not named",
             Risk.REVERSIBLE,
-            PidParams,
+            NoParams,
             _stop_stale_gateway,
         ),
         Remedy(
             "resume_stopped_gateway",
             "Resume (SIGCONT) the gateway clawmedic started when it is stopped (SIGSTOP) and restarts did not help",
             Risk.REVERSIBLE,
-            PidParams,
+            NoParams,
             _resume_stopped_gateway,
             restarts_target=False,
         ),
         Remedy(
             "kill_port_holder",
-            "Stop a foreign process that holds the gateway's port",
+            "Stop the foreign process that holds the gateway's port now (whichever it is then; never another one)",
             Risk.DESTRUCTIVE,
-            PidParams,
+            NoParams,
             _kill_port_holder,
             signals_foreign=True,
         ),

@@ -360,11 +360,7 @@ RULES: list[Rule] = [
         "another program holds the gateway's port",
         0.95,
         _port_foreign,
-        lambda ev: (
-            [RemedyCall("kill_port_holder", {"pid": ev.port_owner["pid"]})]
-            if ev.port_owner and ev.port_owner.get("pid")
-            else []
-        ),
+        lambda ev: [RemedyCall("kill_port_holder")] if ev.port_owner and ev.port_owner.get("pid") else [],
         "Stop the program that holds the port, or move the gateway to another port (`gateway.port`).",
     ),
     Rule(
@@ -372,7 +368,7 @@ RULES: list[Rule] = [
         "an old gateway of this target still holds the port",
         0.95,
         _port_stale,
-        lambda ev: [RemedyCall("stop_stale_gateway", {"pid": ev.port_owner["pid"]})] if ev.port_owner else [],
+        lambda ev: [RemedyCall("stop_stale_gateway")] if ev.port_owner else [],
         "Run the gateway only under clawmedic (or `clawmedic safe-start`) so no copy is left behind.",
     ),
     Rule(
@@ -380,7 +376,7 @@ RULES: list[Rule] = [
         "two gateways share one state directory",
         0.9,
         _duplicate,
-        lambda ev: [RemedyCall("stop_stale_gateway", {"pid": d["pid"]}) for d in ev.duplicates],
+        lambda ev: [RemedyCall("stop_stale_gateway")] if ev.duplicates else [],
         "Start the gateway in one place only (one service unit, or clawmedic).",
     ),
     Rule(
@@ -458,7 +454,7 @@ RULES: list[Rule] = [
         "the gateway is frozen",
         0.7,
         _hang,
-        lambda ev: [RemedyCall("resume_stopped_gateway", {"pid": ev.process["pid"]})] if ev.process.get("pid") else [],
+        lambda ev: [RemedyCall("resume_stopped_gateway")] if ev.process.get("pid") else [],
         "Something stops the gateway with SIGSTOP (a debugger, job control, a cgroup freezer, a watchdog) even after "
         "restarts: find it; clawmedic resumes the process it started, but the stopper will strike again.",
     ),

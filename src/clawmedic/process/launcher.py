@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -19,13 +20,18 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clawmedic import defaults
 from clawmedic.errors import NotOurProcess
-from clawmedic.process import inspect
+from clawmedic.process import identity, inspect
 from clawmedic.store.files import atomic_write, private_file
 from clawmedic.store.health import is_write_failure, state_writes
 
+if TYPE_CHECKING:
+    import psutil
+
+log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes in the gateway's console output
 
 
@@ -151,10 +157,12 @@ class Launcher:
         self.log_path = target_dir / "output.log"
 
     async def spawn(self, command: list[str], env: dict[str, str], cwd: Path | None) -> Handle:
-        """Start the command in its own session, output appended to the target's log. Raises OSError."""
+        """Start the command in its own session, output appended to the target's log, our identity marker in its
+        environment. Raises OSError when it cannot start (not when its record cannot be written: the marker
+        still lets a restarted daemon adopt it)."""
         self._rotate_output()
         private_file(self.log_path)
-        full_env = {**os.environ, **env}
+        full_env = {**os.environ, **env, **identity.marker_of(self.target_dir)}
         with self.log_path.open("ab", buffering=0) as out:
             sink: int | io.FileIO = out
             try:
@@ -176,8 +184,19 @@ class Launcher:
             )
         ct = inspect.create_time(proc.pid) or time.time()
         record = ProcessRecord(proc.pid, ct, command, time.time(), str(self.log_path), offset)
-        atomic_write(self.record_path, json.dumps(asdict(record)))
+        self._write_record(record)
         return Handle(record, proc)
+
+    def _write_record(self, record: ProcessRecord) -> None:
+        try:
+            atomic_write(self.record_path, json.dumps(asdict(record)))
+        except OSError as e:
+            log.warning(
+                "cannot write %s (%s): a restarted daemon will find pid %d by its marker",
+                self.record_path,
+                e.strerror or e,
+                record.pid,
+            )
 
     def _rotate_output(self) -> None:
         """Rotate the output log between launches (a running gateway holds its file open, so never during one):
@@ -195,15 +214,39 @@ class Launcher:
                     old.unlink()
 
     def adopt(self) -> Handle | None:
-        """The process a previous daemon started, if it is still that very process."""
+        """The process a previous daemon started, if it is still that very process: by its record (PID + start
+        time), else — record missing, corrupt or stale — by the identity marker in its environment (the record is
+        then rewritten if it can be)."""
         try:
             record = ProcessRecord(**json.loads(self.record_path.read_text()))
         except (OSError, ValueError, TypeError):
+            record = None
+        if record is not None:
+            handle = Handle(record, None)
+            if handle.is_ours() and inspect.is_alive(record.pid):
+                return handle
+        return self._adopt_by_marker()
+
+    def _adopt_by_marker(self) -> Handle | None:
+        import psutil
+
+        p = identity.find_ours(self.target_dir)
+        if p is None:
             return None
+        try:
+            command, ct = p.cmdline(), p.create_time()
+        except psutil.Error:
+            return None
+        try:
+            offset = self.log_path.stat().st_size  # this launch's earlier output cannot be told from older ones'
+        except OSError:
+            offset = 0
+        record = ProcessRecord(p.pid, ct, command, ct, str(self.log_path), offset)
         handle = Handle(record, None)
-        if handle.is_ours() and inspect.is_alive(record.pid):
-            return handle
-        return None
+        if not (handle.is_ours() and inspect.is_alive(p.pid)):
+            return None
+        self._write_record(record)
+        return handle
 
     def forget(self) -> None:
         self.record_path.unlink(missing_ok=True)  # our own bookkeeping file
@@ -227,11 +270,14 @@ async def run_command(command: list[str], env: dict[str, str], timeout_s: float)
     return proc.returncode, out.decode("utf-8", "replace")[-2000:]
 
 
-def stop_pid(pid: int, timeout_s: float) -> str:
+def stop_pid(target: int | psutil.Process, timeout_s: float) -> str:
     """SIGTERM a single process (the caller has checked it may), SIGKILL after `timeout_s`; returns what happened.
 
-    A zombie counts as stopped: whoever started it reaps it, not us."""
+    Pass the `psutil.Process` the caller checked: psutil then refuses to signal a reused PID. A zombie counts as
+    stopped: whoever started it reaps it, not us."""
     import psutil
+
+    pid = target if isinstance(target, int) else target.pid
 
     def gone(deadline: float) -> bool:
         while time.monotonic() < deadline:
@@ -241,7 +287,7 @@ def stop_pid(pid: int, timeout_s: float) -> str:
         return not inspect.is_alive(pid)
 
     try:
-        p = psutil.Process(pid)
+        p = psutil.Process(pid) if isinstance(target, int) else target
         p.send_signal(signal.SIGTERM)
         p.send_signal(signal.SIGCONT)
         if gone(time.monotonic() + timeout_s):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+import traceback
+from types import TracebackType
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -66,3 +69,20 @@ def setup_logging(level: str, json_logs: bool, redactor: Redactor) -> None:
     handler.addFilter(RedactFilter(redactor))
     root.addHandler(handler)
     logging.Formatter.converter = time.localtime
+    install_excepthooks(redactor)
+
+
+def install_excepthooks(redactor: Redactor) -> None:
+    """A traceback that escapes everything (a crash of the daemon itself) is printed redacted too: under the
+    guardian or systemd, stderr ends up in a file or the journal."""
+
+    def hook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        sys.stderr.write(redactor.text("".join(traceback.format_exception(tp, value, tb))))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not SystemExit and args.exc_value is not None:
+            where = f"Exception in thread {args.thread.name if args.thread else '?'}:\n"
+            sys.stderr.write(where + redactor.text("".join(traceback.format_exception(args.exc_value))))
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook

@@ -38,6 +38,7 @@ PEM_BODY = [
     "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW",
     "QyNTUxOQAAACDx7Kq2Lr9Zm8pT3vWb5nY1cX0aQe4sRj6hFg2uIo8kMwAAAJgK3s7LCt7O",
 ]
+ENV_TOKENS_FROM_FILE = "EnvFileOnlyZ9x8c7v6"  # only in the env_file (no "${NAME}" uses it) and in the output
 OUTPUT_TOKENS = {
     "github classic": "ghp_R8aZ2kQ9mX4vB7nT1cY6pL3wE5sD0fGhJ2uI",
     "github oauth": "gho_16C7e42F292c6912E7710c838347Ae178B4a",
@@ -74,6 +75,7 @@ loaded deploy key:
 {PEM_BODY[0]}
 {PEM_BODY[1]}
 -----END OPENSSH PRIVATE KEY-----
+cache: warmed with key {ENV_TOKENS_FROM_FILE}
 fatal: upstream refused every credential, exiting
 """
 
@@ -83,7 +85,7 @@ ENV_TOKENS = {
     "start.env literal opaque": "q8ZrT4mW2xK9vB7nLp3s",
     "start.env literal named": "plainwordsecret",
     "start.env dsn password": "DsnPl4ntedPass",
-    "env_file unreferenced": "EnvFileOnlyZ9x8c7v6",
+    "env_file unreferenced": ENV_TOKENS_FROM_FILE,
 }
 URL_TOKENS = {"liveness userinfo password": "L1veProbePass", "liveness ?token=": "L1veT0kenValue42"}
 LLM_KEY = "sk-proj-LlmBackendKeyPlanted0123456789AbCdEf"
@@ -205,8 +207,7 @@ def test_no_planted_token_reaches_any_file_message_or_model_request(rig: Rig, mo
     # The tokens were really planted: the child printed them (its own output log) ...
     output = (rig.state_dir / "targets" / "svc" / "output.log").read_text()
     for family, token in {**OUTPUT_TOKENS, **ENV_TOKENS}.items():
-        if family != "env_file unreferenced":
-            assert token in output, f"{family} was not planted"
+        assert token in output, f"{family} was not planted"
     # ... the model was consulted and a human was told.
     assert len(llm.requests) >= 2 and hook.items()
 

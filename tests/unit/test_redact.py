@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
+import threading
 
 import pytest
 from rich.console import Console
 from rich.logging import RichHandler
 
-from clawmedic.logs import JsonFormatter, RedactFilter
+from clawmedic.logs import JsonFormatter, RedactFilter, install_excepthooks
 from clawmedic.redact import MASK, Redactor
 
 BOT_TOKEN = "1234567890:AAHfakeFAKEfake_fake-FAKEfakeFAKEfa"
@@ -183,3 +185,17 @@ def test_exception_text_is_redacted_in_json_logs_and_rich_tracebacks() -> None:
     assert "RuntimeError" in rich_out.getvalue()
     for out in (json_out.getvalue(), rich_out.getvalue()):
         assert "Pg5ecr3t" not in out and GH_CLASSIC not in out and "configured-Zq8w2x" not in out
+
+
+def test_a_crash_traceback_is_printed_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    saved = sys.excepthook, threading.excepthook
+    try:
+        install_excepthooks(Redactor(["configured-Zq8w2x"]))
+        try:
+            raise RuntimeError(f"daemon died holding {GH_CLASSIC} and configured-Zq8w2x")
+        except RuntimeError as e:
+            sys.excepthook(type(e), e, e.__traceback__)
+    finally:
+        sys.excepthook, threading.excepthook = saved
+    err = capsys.readouterr().err
+    assert "RuntimeError: daemon died holding ghp_*** and ***" in err and "Traceback" in err

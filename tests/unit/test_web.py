@@ -235,3 +235,10 @@ def test_the_incident_page_renders_the_report_without_markup_from_the_output() -
 )
 def test_duration(seconds: float | None, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_the_status_page_renders_before_any_target_or_with_a_sparse_status() -> None:
+    pages = Pages(Redactor())
+    assert "No incident yet" in pages.index({"daemon": {}, "targets": {}}, [], now=100.0)
+    html = pages.index({"daemon": {"pid": 3}, "targets": {"svc": {"state": "healthy"}}}, [], now=100.0)
+    assert 'data-state="healthy"' in html

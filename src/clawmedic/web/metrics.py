@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -112,6 +112,8 @@ class Metrics:
     memory (`process_*`, prometheus-client's standard collector)."""
 
     def __init__(self, loaded: LoadedConfig, snapshots: Snapshots, incidents_db: Path) -> None:
+        # No `_created` series: the text format Prometheus scrapes does not use them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.registry.register(LiveCollector(snapshots, incidents_db))
         ProcessCollector(registry=self.registry)

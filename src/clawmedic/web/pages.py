@@ -43,6 +43,26 @@ _STATE_TONE = {
 }
 
 
+# Every key the pages read, with what to show when a status lacks it (a daemon before its first target, an older
+# status): a page must render whatever the snapshot holds.
+_DAEMON_DEFAULTS: dict[str, Any] = {"pid": None, "started_at": None, "config": ""}
+_TARGET_DEFAULTS: dict[str, Any] = {
+    "state": "unknown",
+    "since": None,
+    "pid": None,
+    "live": None,
+    "liveness_detail": None,
+    "ready": None,
+    "ready_failing": [],
+    "restarts": 0,
+    "incident": None,
+    "latent_incident": None,
+    "last_exit": None,
+    "kind": "",
+    "mode": "",
+}
+
+
 def duration(seconds: float | None) -> str:
     """'45 s', '12 min 3 s', '3 h 12 min', '2 d 4 h'."""
     if seconds is None:
@@ -98,15 +118,17 @@ class Pages:
         for name, t in data.get("targets", {}).items():
             targets.append(
                 {
+                    **_TARGET_DEFAULTS,
+                    **t,
                     "name": name,
                     "tone": _STATE_TONE.get(str(t.get("state")), "idle"),
                     "in_state_s": now - t["since"] if isinstance(t.get("since"), int | float) else None,
                     "uptime_s": _uptime(t.get("pid"), now),
-                    **t,
                 }
             )
+        daemon = {**_DAEMON_DEFAULTS, **data.get("daemon", {})}
         return self.env.get_template("index.html").render(
-            daemon=data.get("daemon", {}), targets=targets, incidents=data["incidents"], now=now
+            daemon=daemon, targets=targets, incidents=data["incidents"], now=now
         )
 
     def incident(self, inc: Incident) -> str:

@@ -133,7 +133,10 @@ _ORDINARY = frozenset(
     | {"warning", "error", "localhost", "127.0.0.1", "0.0.0.0", "::1", "http", "https"}  # noqa: S104 (words)
 )
 # A variable name that says its value is a secret.
-_SECRET_VAR = re.compile(r"(?i)token|secret|pass|pwd|key|auth|cred|private|session|cookie|signature|dsn|sig$")
+_SECRET_VAR = re.compile(
+    r"(?i)(?:^|[_.-])(?:[a-z]*token|secrets?|pass(?:word|wd|phrase|code)?|pwd|key|api_?key|auth|creds?|credentials?"
+    r"|private|session|cookie|sig|signature|dsn|pat)(?:[_.-]|$)"
+)
 
 
 class Redactor:
@@ -153,19 +156,24 @@ class Redactor:
 
     def add_guessed(self, name: str, value: str) -> None:
         """A value that may or may not be a secret (a `start.env` or env_file entry): registered when its name says
-        secret or it looks random, and never when it is short, a path or a plain number, so `DEBUG=1`, `MODE=true`
-        or `HOME=/home/me` do not blank every "1", "true" or path in the records. A URL gives its secret parts."""
+        secret (`DB_PASSWORD`, `GITHUB_TOKEN`, `API_KEY`) or it looks random (long, letters and digits), and never
+        when it is short, a path or a small number, so `DEBUG=1`, `MODE=true`, `HOME=/home/me` or `SESSION_TTL=3600`
+        do not blank every "1", "true", path or number in the records. A URL gives its secret parts."""
         value = value.strip()
         if "://" in value:
             self.add_url(value)
-        if value.startswith(("/", "~", "./", "../")) or value.isdigit() or " " in value:
+        if value.startswith(("/", "~", "./", "../")) or "://" in value:
             return
-        named = _SECRET_VAR.search(name) is not None and len(value) >= defaults.REDACT_MIN_NAMED_SECRET_LEN
+        named = (
+            _SECRET_VAR.search(name) is not None
+            and len(value) >= defaults.REDACT_MIN_NAMED_SECRET_LEN
+            and not (value.isdigit() and len(value) < defaults.REDACT_MIN_GUESSED_SECRET_LEN)
+        )
         randomish = (
             len(value) >= defaults.REDACT_MIN_GUESSED_SECRET_LEN
+            and " " not in value
             and any(c.isdigit() for c in value)
             and any(c.isalpha() for c in value)
-            and "://" not in value
         )
         if named or randomish:
             self.add(value)

@@ -142,12 +142,16 @@ def test_configured_values_are_masked_but_short_and_ordinary_ones_are_not() -> N
     r.add_guessed("UPSTREAM_TOKEN", "hunter")  # the name says secret
     r.add_guessed("OPAQUE", "q8ZrT4mW2xK9vB7n")  # random-looking
     r.add_guessed("GREETING", "hello world")
+    r.add_guessed("DB_PASSWORD", "correct horse battery")  # a named secret may hold spaces
+    r.add_guessed("MONKEY_MODE", "enabled")  # "KEY" inside a word does not make it a secret
+    r.add_guessed("SESSION_TTL", "3600")
     r.add_url("http://probe:Liv3Pass@127.0.0.1:9/health?token=t0k3n&verbose=1")
     text = (
         "plantedQ7v9x2LmZ4r8T 1 true abc production /home/someone/with-a-long-path-9 hunter q8ZrT4mW2xK9vB7n hello "
-        "world Liv3Pass t0k3n verbose"
+        "world Liv3Pass t0k3n verbose correct horse battery enabled 3600"
     )
     kept = "*** 1 true abc production /home/someone/with-a-long-path-9 *** *** hello world *** *** verbose"
+    kept += " *** enabled 3600"
     assert r.text(text) == kept
 
 

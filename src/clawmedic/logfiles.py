@@ -44,7 +44,9 @@ class PrivateTimedRotatingFileHandler(logging.handlers.TimedRotatingFileHandler)
             return
         if not self._write_failing:
             self._write_failing = True
-            sys.stderr.write(f"clawmedic: cannot write the log file {self.baseFilename} ({e}); logging to the console\n")
+            sys.stderr.write(
+                f"clawmedic: cannot write the log file {self.baseFilename} ({e}); logging to the console\n"
+            )
 
     def emit(self, record: logging.LogRecord) -> None:
         self._failed_now = False

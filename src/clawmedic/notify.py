@@ -872,7 +872,6 @@ class Notifier:
         self._failing[row.dest] = error
         return False
 
-
     def _settle(self, row: Queued, next_at: float | None, update: Callable[[], None]) -> None:
         """Record a delivery attempt in the queue — or, for a message the disk did not take or cannot update now,
         in memory (`next_at` None: done with it)."""

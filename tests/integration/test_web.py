@@ -7,6 +7,7 @@ driven by Selenium). Everything on loopback; every process is ended by its PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 from clawmedic import defaults
+from tests.helpers.receivers import HttpReceiver
 from tests.helpers.rig import Rig, StandinTarget, free_port
 from tests.integration.test_cli import CLAWMEDIC, cli_env
 
@@ -85,18 +87,14 @@ class WebDaemon:
         return found
 
 
-@pytest.fixture
-def web_daemon(tmp_path: Path) -> Iterator[WebDaemon]:
-    """A real `clawmedic run` with its HTTP server on a free loopback port, supervising a stand-in that prints
-    `PAYLOAD` and exits 1 when its exit file appears, and boots in 1 s (so a restart can be seen on the page)."""
+@contextlib.contextmanager
+def running(tmp_path: Path, target: StandinTarget, state: str) -> Iterator[WebDaemon]:
+    """A real `clawmedic run` with its HTTP server on a free loopback port, supervising `target`; returns once the
+    target is in `state`. Ends the daemon and every child it started, by PID."""
     home = tmp_path / "home"
     home.mkdir()
     rig = Rig(tmp_path)
-    exit_file = tmp_path / "exit-now"
     port = free_port()
-    target = StandinTarget(
-        args=["--boot-delay", "1", "--exit-file", str(exit_file), "--exit-code", "1", "--print", PAYLOAD]
-    )
     config = rig.write_config(target, daemon={"http": {"listen": f"127.0.0.1:{port}"}})
     log = (tmp_path / "daemon.log").open("wb")
     proc = subprocess.Popen(
@@ -107,15 +105,27 @@ def web_daemon(tmp_path: Path) -> Iterator[WebDaemon]:
         env=cli_env(home),
         cwd=home,
     )
-    d = WebDaemon(rig, proc, f"http://127.0.0.1:{port}", exit_file)
+    d = WebDaemon(rig, proc, f"http://127.0.0.1:{port}", tmp_path / "exit-now")
     try:
         wait(lambda: _reachable(d.url), 20, "the HTTP server", proc)
-        wait(lambda: d.target().get("state") == "healthy", 20, "the target healthy", proc)
+        wait(lambda: d.target().get("state") == state, 30, f"the target {state}", proc)
         yield d
     finally:
         end(proc, 30)
         log.close()
         rig.cleanup()
+
+
+@pytest.fixture
+def web_daemon(tmp_path: Path) -> Iterator[WebDaemon]:
+    """A stand-in that prints `PAYLOAD` and exits 1 when its exit file appears, and boots in 1 s (so a restart can
+    be seen on the page)."""
+    exit_file = tmp_path / "exit-now"
+    target = StandinTarget(
+        args=["--boot-delay", "1", "--exit-file", str(exit_file), "--exit-code", "1", "--print", PAYLOAD]
+    )
+    with running(tmp_path, target, "healthy") as d:
+        yield d
 
 
 def _reachable(url: str) -> bool:
@@ -158,16 +168,17 @@ class Prometheus:
         return float(found[0]["value"][1]) if found else None
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path, web_daemon: WebDaemon) -> Iterator[Prometheus]:
+@contextlib.contextmanager
+def running_prometheus(tmp_path: Path, scrape: str, extra: str = "") -> Iterator[Prometheus]:
+    """Debian's Prometheus on a free loopback port, scraping `scrape` (HOST:PORT) every second; `extra` is more
+    top-level YAML (rule files, alerting)."""
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus is not installed (.ci/run installs it: apt-get install prometheus)"
     port = free_port()
     cfg = tmp_path / "prometheus.yml"
-    scrape = web_daemon.url.removeprefix("http://")
     cfg.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        f"scrape_configs:\n  - job_name: clawmedic\n    static_configs:\n      - targets: ['{scrape}']\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: clawmedic\n    static_configs:\n      - targets: ['{scrape}']\n{extra}"
     )
     log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
@@ -189,6 +200,12 @@ def prometheus(tmp_path: Path, web_daemon: WebDaemon) -> Iterator[Prometheus]:
     finally:
         end(proc)
         log.close()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, web_daemon: WebDaemon) -> Iterator[Prometheus]:
+    with running_prometheus(tmp_path, web_daemon.url.removeprefix("http://")) as p:
+        yield p
 
 
 def _ready(url: str) -> bool:
@@ -368,3 +385,84 @@ def test_with_a_token_every_request_must_carry_it(tmp_path: Path) -> None:
     assert status == 404 and "script-src" not in headers["Content-Security-Policy"]
     assert headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert seen["post"] == 405  # read-only
+
+
+# --- the fleet recipe: alert rules, a real Alertmanager ----------------------------------------------------------
+
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib" / "prometheus"
+
+
+def test_promtool_accepts_the_alert_rules_and_the_scrape_example() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "Debian's prometheus (promtool) is not installed (.ci/run installs it)"
+    rules = subprocess.run([promtool, "check", "rules", str(CONTRIB / "alerts.yml")], capture_output=True, text=True)
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "SUCCESS: 5 rules found" in rules.stdout
+    config = subprocess.run(
+        [promtool, "check", "config", str(CONTRIB / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[tuple[str, HttpReceiver]]:
+    """Debian's Alertmanager on loopback (no clustering), delivering every alert at once to a loopback webhook."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "Debian's prometheus-alertmanager is not installed (.ci/run installs it)"
+    with HttpReceiver() as hook:
+        cfg = tmp_path / "alertmanager.yml"
+        cfg.write_text(
+            "route:\n  receiver: hook\n  group_by: [alertname, target]\n"
+            "  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n"
+            f"receivers:\n  - name: hook\n    webhook_configs:\n      - url: '{hook.url('/alert', 'http')}'\n"
+        )
+        port = free_port()
+        log = (tmp_path / "alertmanager.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={cfg}",
+                f"--storage.path={tmp_path / 'am'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait(lambda: _ready(f"http://127.0.0.1:{port}"), 30, "Alertmanager ready", proc)
+            yield f"127.0.0.1:{port}", hook
+        finally:
+            end(proc)
+            log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_target_that_gave_up_reaches_a_webhook_through_prometheus_and_alertmanager(
+    tmp_path: Path, alertmanager: tuple[str, HttpReceiver]
+) -> None:
+    am, hook = alertmanager
+    rules = tmp_path / "alerts.yml"
+    rules.write_text((CONTRIB / "alerts.yml").read_text())
+    extra = (
+        f"rule_files: ['{rules}']\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
+    )
+    # Exit 78 (config invalid): a restart cannot fix it, so clawmedic escalates at once and, with no remedy that
+    # fits a stand-in, gives up.
+    target = StandinTarget(args=["--exit-after", "0.5", "--exit-code", "78"])
+    with running(tmp_path, target, "gave_up") as daemon, running_prometheus(tmp_path, daemon.url[7:], extra) as prom:
+        gave_up = 'ALERTS{alertname="ClawmedicGaveUp",alertstate="firing",target="svc"}'
+        wait(lambda: prom.value(gave_up) == 1.0, 30, "ClawmedicGaveUp firing in Prometheus", prom.proc)
+
+        def delivered() -> list[dict[str, Any]]:
+            alerts = [a for r in hook.items() for a in r.json().get("alerts", [])]
+            return [a for a in alerts if a["labels"].get("alertname") == "ClawmedicGaveUp"]
+
+        alerts = wait(delivered, 60, "ClawmedicGaveUp delivered to the webhook by Alertmanager", prom.proc)
+        assert alerts[0]["status"] == "firing"
+        assert alerts[0]["labels"]["target"] == "svc" and alerts[0]["labels"]["severity"] == "critical"
+        assert "gave up on svc" in alerts[0]["annotations"]["summary"]
+        assert prom.value('ALERTS{alertname="ClawmedicTargetDown",alertstate="pending"}') == 1.0  # for: 2m

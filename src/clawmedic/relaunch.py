@@ -77,7 +77,7 @@ def live(loaded: LoadedConfig, name: str) -> bool:
 
 
 def _launcher(loaded: LoadedConfig, name: str) -> Launcher:
-    return Launcher(loaded.state_dir / "targets" / name)
+    return Launcher(loaded.state_dir / "targets" / name, loaded.redactor.text)
 
 
 def _status(state_dir: Path) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class TargetSupervisor:
         self.cfg: TargetConfig = ctx.loaded.targets[name]
         self.ctx = ctx
         self.ladder = Ladder(self.cfg.ladder_limits(), on_change=self._pending_transitions_append)
-        self.launcher = Launcher(ctx.loaded.state_dir / "targets" / name)
+        self.launcher = Launcher(ctx.loaded.state_dir / "targets" / name, ctx.loaded.redactor.text)
         self.handle: Handle | None = None
         self.incident_id: int | None = None
         self.liveness: ProbeResult | None = None

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from clawmedic.cli_ops import plugins_for
@@ -162,8 +164,8 @@ def written_texts(state_dir: Path) -> dict[str, str]:
     return texts
 
 
-def leaks(texts: dict[str, str]) -> list[str]:
-    return [f"{family} in {where}" for where, text in texts.items() for family, t in ALL_TOKENS.items() if t in text]
+def leaks(texts: dict[str, str], tokens: dict[str, str] = ALL_TOKENS) -> list[str]:
+    return [f"{family} in {where}" for where, text in texts.items() for family, t in tokens.items() if t in text]
 
 
 def test_no_planted_token_reaches_any_file_message_or_model_request(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,3 +226,22 @@ def test_no_planted_token_reaches_any_file_message_or_model_request(rig: Rig, mo
     sent = "\n".join(r.decode("utf-8", "replace") for r in llm.raw)
     assert "ghp_***" in sent and "env OPAQUE_VALUE: ***" in sent and "postgres://svc:***@db.internal" in sent
     assert "aws_secret_access_key=***" in "\n".join(r.text for r in hook.items())
+
+
+def test_a_secret_in_the_start_command_stays_out_of_the_process_record(rig: Rig) -> None:
+    """`start.command` may carry a "${NAME}": the child gets it resolved, `process.json` (written while the child
+    runs, for adoption after a daemon restart) and the events get it masked."""
+    cmd_token = "ghp_CommandLineTok3n0123456789abcdefABCD"
+    rig.write_config(StandinTarget(args=["--tag", "${CMD_TOKEN}"]), env_file={"CMD_TOKEN": cmd_token})
+
+    async def scenario() -> None:
+        async with rig.daemon():
+            await rig.wait_state("healthy")
+            record = rig.state_dir / "targets" / "svc" / "process.json"
+            pid = json.loads(record.read_text())["pid"]
+            assert cmd_token in psutil.Process(pid).cmdline()  # the child did get the secret
+            assert leaks(written_texts(rig.state_dir), {"command": cmd_token}) == []
+
+    asyncio.run(scenario())
+    assert (rig.state_dir / "targets" / "svc" / "process.json").exists()  # kept for adoption: the child runs on
+    assert leaks(written_texts(rig.state_dir), {"command": cmd_token}) == []

@@ -18,6 +18,7 @@ import re
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,8 +152,9 @@ def tail_lines(path: Path, lines: int, start: int = 0) -> list[str]:
 class Launcher:
     """Spawns and adopts the managed process of one target; keeps its record under the state folder."""
 
-    def __init__(self, target_dir: Path) -> None:
+    def __init__(self, target_dir: Path, redact: Callable[[str], str] | None = None) -> None:
         self.target_dir = target_dir
+        self.redact = redact  # process.json keeps the command with its "${NAME}"s resolved: masked when given
         self.record_path = target_dir / "process.json"
         self.log_path = target_dir / "output.log"
 
@@ -189,7 +191,10 @@ class Launcher:
 
     def _write_record(self, record: ProcessRecord) -> None:
         try:
-            atomic_write(self.record_path, json.dumps(asdict(record)))
+            data = asdict(record)
+            if self.redact is not None:
+                data["command"] = [self.redact(a) for a in record.command]
+            atomic_write(self.record_path, json.dumps(data))
         except OSError as e:
             log.warning(
                 "cannot write %s (%s): a restarted daemon will find pid %d by its marker",

@@ -28,6 +28,8 @@ from clawmedic.doctor.remedies import REMEDIES, Guard, NoParams, Policy, RemedyC
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.process import identity
 from clawmedic.process.launcher import Launcher
+from clawmedic.sandbox import gateway as gw
+from tests.e2e.conftest import Daemon, daemon, install, is_running, sandbox  # noqa: F401 (fixtures)
 from tests.helpers.rig import Rig, StandinTarget, free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -181,6 +183,49 @@ def test_stop_stale_gateway_cannot_be_pointed_at_a_foreign_process_whose_argv_sa
     assert f"pid {holder.pid}" in by_itself.detail and "not a gateway" in by_itself.detail
     assert by_itself.changes == []
     assert foreign.poll() is None and holder.poll() is None, "neither process was signalled"
+
+
+def fake_gateway(root: Path, port: int, package: str = "openclaw") -> list[str]:
+    """`node <...>/node_modules/<package>/openclaw.mjs gateway run`: a gateway-shaped command line (node is Python
+    under that name, the entry a real file) that listens on `port`."""
+    entry = root / "node_modules" / package / "openclaw.mjs"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(squatter(port)[2].replace("; ", "\n"))
+    node = root / "bin" / "node"
+    node.parent.mkdir(parents=True, exist_ok=True)
+    node.symlink_to(Path(sys.executable).resolve())
+    return [str(node), str(entry), "gateway", "run"]
+
+
+def test_stop_stale_gateway_stops_a_real_gateway_shape_on_the_port_and_home_only(
+    tmp_path: Path, home: Path, procs: Procs
+) -> None:
+    port = free_port()
+    loaded = write_config(tmp_path, port, home)
+    elsewhere = tmp_path / "other-home"
+    elsewhere.mkdir()
+    docs = procs.start(fake_gateway(tmp_path / "docs", port, package="openclaw-docs"), home=home)
+    listening(port, docs)
+    assert not identity.is_openclaw_gateway(psutil.Process(docs.pid)), "an entry outside the openclaw package"
+    assert Guard(Policy()).run(remedy_ctx(loaded), "stop_stale_gateway", {}).status == Status.REFUSED
+    docs.kill()
+    docs.wait(10)
+    other = procs.start(fake_gateway(tmp_path / "a", port), home=elsewhere)
+    listening(port, other)
+    assert identity.is_openclaw_gateway(psutil.Process(other.pid))
+    assert not identity.is_stale_gateway_of(loaded, "svc", other.pid), "another HOME: another instance"
+    assert Guard(Policy()).run(remedy_ctx(loaded), "stop_stale_gateway", {}).status == Status.REFUSED
+    assert other.poll() is None
+    other.kill()
+    other.wait(10)
+    stale = procs.start(fake_gateway(tmp_path / "b", port), home=home)
+    listening(port, stale)
+
+    out = Guard(Policy()).run(remedy_ctx(loaded), "stop_stale_gateway", {})
+
+    assert out.status == Status.OK, out.detail
+    assert out.changes == [{"stopped_pid": stale.pid}]
+    assert stale.wait(20) is not None
 
 
 def test_resume_stopped_gateway_takes_no_pid_and_touches_nothing_without_our_process(
@@ -356,3 +401,35 @@ def test_a_restarted_daemon_adopts_its_child_when_process_json_is_lost(rig: Rig,
     assert rig.events("port_conflict") == [], "its own child is not a foreign port holder"
     assert rig.incidents() == []
     assert json.loads(record.read_text())["pid"] == pid
+
+
+# --- the real gateway: one test, the promise is about it ------------------------------------------------------------
+
+
+@pytest.mark.gateway
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_restarted_daemon_adopts_the_real_gateway_after_process_json_is_deleted(
+    daemon: Daemon,  # noqa: F811
+    sandbox: gw.Sandbox,  # noqa: F811
+) -> None:
+    daemon.start()
+    daemon.wait_healthy()
+    pid = daemon.pid()
+    gateway = psutil.Process(pid)
+    assert identity.is_openclaw_gateway(gateway), "the gateway is known by its process, not by a substring"
+    assert identity.has_marker(pid, sandbox.launcher.target_dir)
+    daemon.stop()
+    assert is_running(pid) and gw.health(sandbox.port), "the gateway outlives the daemon"
+    sandbox.launcher.record_path.unlink()
+    restarted = time.time()
+
+    daemon.start()
+    adopted = daemon.wait_event(lambda e: e["kind"] == "adopted", 120, after=restarted)
+    healthy = daemon.wait_healthy(after=restarted)
+
+    assert adopted["pid"] == pid and healthy["ts"] >= adopted["ts"]
+    assert daemon.pid() == pid and is_running(pid), "the same gateway, never restarted"
+    later = [e for e in daemon.events() if e["ts"] >= restarted]
+    assert not [e for e in later if e["kind"] in ("port_conflict", "launched", "escalated")], later
+    assert json.loads(sandbox.launcher.record_path.read_text())["pid"] == pid, "the record is written again"

@@ -153,12 +153,7 @@ def duplicate_gateways(loaded: LoadedConfig, name: str, exclude: set[int] | None
     for p in _processes():
         if exclude and p.pid in exclude:
             continue
-        try:
-            if p.name() != GATEWAY_PROCESS_NAME and not p.name().startswith("node"):
-                continue
-        except psutil.Error:
-            continue
-        if is_duplicate_gateway_of(loaded, name, p):
+        if is_duplicate_gateway_of(loaded, name, p):  # node's own thread is named "MainThread": no name filter
             found.append(p)
     return found
 

@@ -293,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     except (NoKnownGood, UnknownRevision) as e:
         print(json.dumps({"error": type(e).__name__, "message": str(e)}))
         return 0
+    except OSError as e:
+        from clawmedic.store.health import is_write_failure
+
+        if not is_write_failure(e):
+            raise
+        print(json.dumps({"error": "StateUnwritable", "message": e.strerror or str(e), "errno": e.errno}))
+        return 0
     print(json.dumps({"result": result}))
     return 0
 

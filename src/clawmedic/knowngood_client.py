@@ -8,6 +8,7 @@ Also home to the store's light types (no dulwich here).
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 from clawmedic import defaults
 from clawmedic.errors import ClawmedicError, EnvironmentMissing
+from clawmedic.store.health import StateUnwritable, is_write_failure, state_writes
 
 OP_TIMEOUT_S = 120.0  # a commit of a few small files takes well under a second; a loaded machine needs more
 
@@ -83,6 +85,8 @@ class KnownGoodClient:
             raise EnvironmentMissing(
                 f"The known-good store in {self.state_dir} failed ({op}): {r.stderr.strip()[-300:]}"
             ) from None
+        if out.get("error") == "StateUnwritable":  # a full disk: the caller degrades (no snapshot this time)
+            raise StateUnwritable(int(out.get("errno") or errno.ENOSPC), f"known-good store: {out['message']}")
         if "error" in out:
             raise {"NoKnownGood": NoKnownGood, "UnknownRevision": UnknownRevision}[out["error"]](out["message"])
         return out["result"]
@@ -90,7 +94,20 @@ class KnownGoodClient:
     def snapshot(
         self, target: str, files: dict[str, Path], reason: str, health: str, *, known_good: bool = False
     ) -> Snapshot | None:
-        d = self._call(
+        """None also when the state folder takes no writes (reported; the next snapshot tries again)."""
+        try:
+            d = self._snapshot(target, files, reason, health, known_good)
+        except OSError as e:
+            if not is_write_failure(e):
+                raise
+            state_writes.failed("known-good store", e)
+            return None
+        return Snapshot(**d) if d else None
+
+    def _snapshot(
+        self, target: str, files: dict[str, Path], reason: str, health: str, known_good: bool
+    ) -> dict[str, Any] | None:
+        d: dict[str, Any] | None = self._call(
             "snapshot",
             {
                 "target": target,
@@ -100,7 +117,7 @@ class KnownGoodClient:
                 "known_good": known_good,
             },
         )
-        return Snapshot(**d) if d else None
+        return d
 
     def known_good(self, target: str) -> Snapshot | None:
         d = self._call("known_good", {"target": target})

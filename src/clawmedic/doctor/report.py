@@ -10,6 +10,7 @@ from typing import Any
 
 from clawmedic.config import LoadedConfig
 from clawmedic.store.files import atomic_write
+from clawmedic.store.health import is_write_failure, state_writes
 from clawmedic.store.incidents import Incident, IncidentStore
 
 
@@ -191,5 +192,11 @@ def write_report(loaded: LoadedConfig, incidents: IncidentStore, incident_id: in
     if inc is None:
         return None
     path = report_path(loaded.state_dir, incident_id)
-    atomic_write(path, loaded.redactor.text(render(inc)))  # whole: a block split over lines is one secret again
+    try:
+        atomic_write(path, loaded.redactor.text(render(inc)))  # whole: a block split over lines is one secret again
+    except OSError as e:  # a full disk: no report file this time, the doctor's verdict still counts
+        if not is_write_failure(e):
+            raise
+        state_writes.failed(f"reports/{path.name}", e)
+        return None
     return path

@@ -344,7 +344,7 @@ def test_run_refuses_an_outside_address_without_a_token(tmp_path: Path) -> None:
     assert result.returncode == defaults.EXIT_CONFIG
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert defaults.HTTP_TOKEN_ENV in result.stderr and "daemon.http.listen" in result.stderr
-    assert not rig.state_dir.exists()  # nothing was started
+    assert not (rig.state_dir / "events.jsonl").exists()  # the daemon never started, nor any target
 
 
 def test_with_a_token_every_request_must_carry_it(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from clawmedic.process import inspect
 from clawmedic.process.launcher import Handle, Launcher, run_command
 from clawmedic.store import carried as carried_store
 from clawmedic.store.events import EventLog
+from clawmedic.store.health import is_write_failure, state_writes
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.targets import openclaw
 
@@ -263,7 +264,10 @@ class TargetSupervisor:
         try:
             carried_store.save(self.launcher.target_dir, replace(rec, saved_at=self.ctx.clock()))
         except OSError as e:
-            log.warning("%s: cannot record the ladder's state for a daemon restart: %s", self.name, e)
+            if is_write_failure(e):  # a full disk: said once by the tracker, not on every change
+                state_writes.failed(f"{self.name}/carried state", e)
+            else:
+                log.warning("%s: cannot record the ladder's state for a daemon restart: %s", self.name, e)
             return
         self._carried = data
 

@@ -135,19 +135,6 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def test_status_api_and_metrics_are_served_by_a_real_daemon(web_daemon: WebDaemon) -> None:
-    svc = web_daemon.target()
-    assert (svc["state"], svc["live"], svc["restarts"]) == ("healthy", True, 0)
-    code, text = get(f"{web_daemon.url}/metrics")
-    assert code == 200
-    assert 'clawmedic_target_up{target="svc"} 1.0' in text
-    assert 'clawmedic_target_state{state="healthy",target="svc"} 1.0' in text
-    assert 'clawmedic_build_info{version="' in text
-    assert 'clawmedic_probe_duration_seconds_count{probe="liveness",target="svc"}' in text
-    code, _ = get(f"{web_daemon.url}/incidents/999")
-    assert code == 404
-
-
 # --- a real Prometheus ---------------------------------------------------------------------------------------------
 
 
@@ -220,6 +207,16 @@ def _ready(url: str) -> bool:
 def test_a_real_prometheus_scrapes_up_and_counts_a_restart_after_kill_9(
     web_daemon: WebDaemon, prometheus: Prometheus
 ) -> None:
+    svc = web_daemon.target()  # /api/status
+    assert (svc["state"], svc["live"], svc["restarts"]) == ("healthy", True, 0)
+    code, text = get(f"{web_daemon.url}/metrics")
+    assert code == 200
+    assert 'clawmedic_target_up{target="svc"} 1.0' in text
+    assert 'clawmedic_target_state{state="healthy",target="svc"} 1.0' in text
+    assert 'clawmedic_build_info{version="' in text
+    assert 'clawmedic_probe_duration_seconds_count{probe="liveness",target="svc"}' in text
+    assert get(f"{web_daemon.url}/incidents/999")[0] == 404
+
     up = 'clawmedic_target_up{job="clawmedic",target="svc"}'
     wait(lambda: prometheus.value(up) == 1.0, 30, f"{up} == 1 in Prometheus", prometheus.proc)
     assert prometheus.value('up{job="clawmedic"}') == 1.0  # the scrape itself succeeded

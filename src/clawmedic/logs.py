@@ -69,7 +69,34 @@ def setup_logging(level: str, json_logs: bool, redactor: Redactor) -> None:
     handler.addFilter(RedactFilter(redactor))
     root.addHandler(handler)
     logging.Formatter.converter = time.localtime
+    _redact_other_loggers(json_logs, redactor)
     install_excepthooks(redactor)
+
+
+_OTHERS = "clawmedic-other-loggers"
+
+
+class _StderrNow(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record comes (as logging's last resort does)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _redact_other_loggers(json_logs: bool, redactor: Redactor) -> None:
+    """Warnings of other libraries' loggers (asyncio's "Task exception was never retrieved" with its traceback,
+    httpx, apprise) would reach stderr through logging's last resort, unredacted: give them a redacting handler."""
+    top = logging.getLogger()
+    for h in list(top.handlers):
+        if h.get_name() == _OTHERS:
+            top.removeHandler(h)
+    other = _StderrNow()
+    other.set_name(_OTHERS)
+    other.setLevel(logging.WARNING)
+    other.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    other.addFilter(RedactFilter(redactor))
+    top.addHandler(other)
 
 
 def install_excepthooks(redactor: Redactor) -> None:

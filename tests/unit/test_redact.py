@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 from rich.logging import RichHandler
 
-from clawmedic.logs import JsonFormatter, RedactFilter, install_excepthooks
+from clawmedic.logs import JsonFormatter, RedactFilter, install_excepthooks, setup_logging
 from clawmedic.redact import MASK, Redactor
 
 BOT_TOKEN = "1234567890:AAHfakeFAKEfake_fake-FAKEfakeFAKEfa"
@@ -203,3 +203,23 @@ def test_a_crash_traceback_is_printed_redacted(capsys: pytest.CaptureFixture[str
         sys.excepthook, threading.excepthook = saved
     err = capsys.readouterr().err
     assert "RuntimeError: daemon died holding ghp_*** and ***" in err and "Traceback" in err
+
+
+def test_other_libraries_warnings_are_redacted_too(capsys: pytest.CaptureFixture[str]) -> None:
+    top = logging.getLogger()
+    before = list(top.handlers)
+    try:
+        setup_logging("info", True, Redactor())
+        try:
+            raise OSError(f"connect to postgres://app:Pg5ecr3t@db:5432/x failed, token {GH_CLASSIC}")
+        except OSError:
+            logging.getLogger("asyncio").exception("Task exception was never retrieved")
+    finally:
+        for h in top.handlers[:]:
+            if h not in before:
+                top.removeHandler(h)
+        logging.getLogger("clawmedic").handlers.clear()
+        sys.excepthook, threading.excepthook = sys.__excepthook__, threading.__excepthook__
+    err = capsys.readouterr().err
+    assert "Task exception was never retrieved" in err and "postgres://app:***@db" in err
+    assert "Pg5ecr3t" not in err and GH_CLASSIC not in err

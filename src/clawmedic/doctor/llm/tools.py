@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clawmedic.config import LoadedConfig
 from clawmedic.doctor.remedies import REMEDIES, Guard, Outcome, RemedyContext, Status
-from clawmedic.process import inspect
+from clawmedic.process import identity, inspect
 from clawmedic.process.launcher import Launcher, tail_lines
 from clawmedic.redact import MASK
 from clawmedic.targets import openclaw
@@ -159,7 +159,11 @@ class LiveTools:
         owner = inspect.port_owner(port) if port else None
         if owner is None:
             return f"nothing listens on port {port}"
-        return json.dumps({"port": port, "pid": owner.pid, "cmdline": owner.cmdline})
+        ours = owner.pid is not None and identity.has_marker(owner.pid, self.loaded.state_dir / "targets" / self.target)
+        stale = owner.pid is not None and not ours and identity.is_stale_gateway_of(self.loaded, self.target, owner.pid)
+        return json.dumps(
+            {"port": port, "pid": owner.pid, "cmdline": owner.cmdline, "ours": ours, "stale_gateway": stale}
+        )
 
     def _process_list(self, _: NoParams) -> str:
         import psutil

@@ -31,6 +31,9 @@ from tests.integration.test_cli import CLAWMEDIC, cli_env
 
 T = TypeVar("T")
 
+# The alert rules and the scrape example; the Grafana dashboard is in ../grafana.
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib" / "prometheus"
+
 # A line a target prints just before it dies: it reaches the incident's reason, its timeline and its report.
 SCRIPT = "<script>document.title='pwned'</script>"
 PAYLOAD = SCRIPT + "<img src=x onerror=\"document.title='pwned'\">"
@@ -233,6 +236,15 @@ def test_a_real_prometheus_scrapes_up_and_counts_a_restart_after_kill_9(
     assert ttr == 1.0
     assert web_daemon.target()["pid"] != child
 
+    # Every expression of the Grafana dashboard is valid PromQL and finds data (remedies: none ran here).
+    dashboard = json.loads((CONTRIB.parent / "grafana" / "clawmedic.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        code, body = get(f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        assert code == 200 and json.loads(body)["status"] == "success", (expr, body)
+        assert "remedies" in expr or json.loads(body)["data"]["result"], f"no data for {expr}"
+
 
 # --- a real browser ------------------------------------------------------------------------------------------------
 
@@ -385,8 +397,6 @@ def test_with_a_token_every_request_must_carry_it(tmp_path: Path) -> None:
 
 
 # --- the fleet recipe: alert rules, a real Alertmanager ----------------------------------------------------------
-
-CONTRIB = Path(__file__).resolve().parents[2] / "contrib" / "prometheus"
 
 
 def test_promtool_accepts_the_alert_rules_and_the_scrape_example() -> None:

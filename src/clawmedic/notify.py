@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from clawmedic.config import LoadedConfig, NotifyKind, Severity
 from clawmedic.errors import ConfigInvalid
@@ -51,7 +51,6 @@ NotifyType = Literal["info", "success", "warning", "failure"]
 _TICK_S = 0.5  # how often the policy looks at its deadlines (group wait, reminders) without events
 _SENT_KEPT_S = 7 * 86400.0  # delivered rows are kept a week for `notify` forensics, then pruned
 _TAIL_LINE_CHARS = 200  # one log line in a message; longer lines are cut (after redaction)
-_SECRET_SEGMENT_MIN = 16  # URL path segments / query values this long are treated as tokens and redacted
 # Target states in which the target is not down for a human's purposes (no reminder then).
 _NOT_DOWN_STATES = frozenset({"probation", "healthy", "maintenance"})
 
@@ -285,16 +284,9 @@ def _port(parts: Any) -> int | None:
 
 def register_url_secrets(loaded: LoadedConfig, url: str) -> None:
     """Redact what looks like a token inside a resolved URL (a password, a long path segment or query value),
-    even when the user wrote it literally instead of as "${NAME}": Apprise's error texts quote the URL."""
-    parts = urlsplit(url)
-    candidates = [parts.password or ""]
-    candidates += [seg for seg in parts.path.split("/") if len(seg) >= _SECRET_SEGMENT_MIN]
-    candidates += [v for _, v in parse_qsl(parts.query) if len(v) >= _SECRET_SEGMENT_MIN]
-    if parts.scheme not in ("json", "form", "xml", "mailto", "mailtos") and parts.username:
-        candidates.append(parts.username)  # e.g. tgram://BOT_TOKEN/…: the "user" part is the token
-    for c in candidates:
-        if c and "@" not in c:
-            loaded.redactor.add(c)
+    even when the user wrote it literally instead of as "${NAME}": Apprise's error texts quote the URL. (The config
+    registers every configured URL when it loads; this covers URLs resolved later.)"""
+    loaded.redactor.add_url(url, apprise=True)
 
 
 def check_urls(loaded: LoadedConfig) -> None:

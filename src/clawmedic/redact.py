@@ -139,6 +139,11 @@ _SECRET_VAR = re.compile(
 )
 
 
+def _long_token(s: str) -> bool:
+    """A path segment or query value of an Apprise URL that is a token (not an e-mail address: mailto://…?to=)."""
+    return len(s) >= defaults.REDACT_MIN_URL_TOKEN_LEN and "@" not in s
+
+
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
@@ -189,10 +194,10 @@ class Redactor:
         candidates = [password or ""]
         for k, v in parse_qsl(parts.query):
             named = re.fullmatch(_QUERY_NAMES, k, re.IGNORECASE) or _SECRET_VAR.search(k)
-            if named or (apprise and len(v) >= defaults.REDACT_MIN_URL_TOKEN_LEN):
+            if named or (apprise and _long_token(v)):
                 candidates.append(v)
         if apprise:
-            candidates += [s for s in parts.path.split("/") if len(s) >= defaults.REDACT_MIN_URL_TOKEN_LEN]
+            candidates += [s for s in parts.path.split("/") if _long_token(s)]
             if parts.scheme not in ("json", "form", "xml", "mailto", "mailtos") and parts.username:
                 candidates.append(parts.username)  # e.g. tgram://BOT_TOKEN/…: the "user" part is the token
         for c in candidates:

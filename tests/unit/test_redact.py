@@ -159,8 +159,10 @@ def test_apprise_urls_give_their_tokens() -> None:
     r = Redactor()
     r.add_url("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/987654/", apprise=True)
     r.add_url("json://127.0.0.1:9/hooks/hookTok3nWq8e1Rt5Yu7Io0Pa", apprise=True)
+    r.add_url("mailtos://alerts:SmtpPa55word@mail.example.com?to=oncall-team@example.com", apprise=True)
     out = r.text("tgram 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw, json /hooks/hookTok3nWq8e1Rt5Yu7Io0Pa")
     assert "AAHdqTcv" not in out and "hookTok3n" not in out
+    assert r.text("sent to oncall-team@example.com with SmtpPa55word") == "sent to oncall-team@example.com with ***"
 
 
 def _log_through(handler: logging.Handler, redactor: Redactor) -> None:

@@ -25,7 +25,7 @@ from clawmedic.config import LoadedConfig, TargetConfig
 from clawmedic.doctor import Doctor, Escalation
 from clawmedic.errors import ClawmedicError, NotOurProcess
 from clawmedic.knowngood_client import KnownGoodClient
-from clawmedic.ladder.exits import classify_exit, exit_detail
+from clawmedic.ladder.exits import classify_exit, exit_detail, telling_line
 from clawmedic.ladder.machine import (
     Action,
     CheckGates,
@@ -378,7 +378,7 @@ class TargetSupervisor:
             if self.handle is handle:
                 self.handle = None
                 self.launcher.forget()
-            last = next((ln for ln in reversed(tail) if ln.strip() and not ln.startswith("---")), "")
+            last = telling_line(tail)
             says = kind != ExitKind.REQUESTED and code is not None and 0 < code < 128 and last
             last = self.ctx.loaded.redactor.text(last)  # redact before cutting: a cut secret would not match
             detail = exit_detail(code, last if says else "")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from clawmedic import defaults
 from clawmedic.doctor.evidence import BREAKER_WINDOW_S, MAX_LINE, Evidence, parse_log
 from clawmedic.doctor.rules import diagnose
-from clawmedic.ladder.exits import exit_detail
+from clawmedic.ladder.exits import exit_detail, telling_line
 from clawmedic.ladder.machine import Ladder, LadderLimits, OpenIncident
 from clawmedic.ladder.states import ExitKind
 from clawmedic.text import ELLIPSIS, clip
@@ -124,3 +124,19 @@ def test_long_log_and_output_lines_are_cut_at_a_word() -> None:
     assert len(msg) <= MAX_LINE and msg.endswith(ELLIPSIS)
     assert words.startswith(msg.removesuffix(ELLIPSIS)) and words[len(msg) - 1] == " ", msg[-30:]
     assert clip("short", 10) == "short"
+
+
+def test_an_exit_reason_quotes_the_refusal_not_the_housekeeping_after_it() -> None:
+    """Recorded on OpenClaw 2026.9.6 with gateway.mode "remote" (validates, exit 78): the last line is an audit
+    note, the line before says why; console colours are not words."""
+    tail = [
+        "\x1b[90m2026-12-01T03:08:25.842+00:00\x1b[39m \x1b[36m[gateway]\x1b[39m \x1b[36mloading configuration…"
+        "\x1b[39m",
+        "Gateway start blocked: set gateway.mode=local (current: remote) or pass --allow-unconfigured.",
+        "Config write audit: SQLite diagnostic_events/config-audit state (latest 50000 rows)",
+        "--- clawmedic: exited 78",
+    ]
+    said = telling_line(tail)
+    assert said.startswith("Gateway start blocked: set gateway.mode=local"), said
+    assert exit_detail(78, said).startswith("exit 78: Gateway start blocked")
+    assert telling_line(["\x1b[36mhello\x1b[39m"]) == "hello", "no error words: the last line, without colours"

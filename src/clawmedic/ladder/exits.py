@@ -40,6 +40,19 @@ def describe_exit(code: int | None) -> str:
 
 
 EXIT_SAID_CHARS = 300  # of the last line the process printed, quoted in an exit's reason
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# words of a refusal or an error; OpenClaw often prints a housekeeping line after it ("Config write audit: …")
+_TELLING = re.compile(
+    r"(?i)\b(?:error|fail(?:ed|s|ure)?|blocked|refus\w*|cannot|can't|invalid|missing|not configured|denied"
+    r"|unsupported|unreadable|EADDRINUSE|ENOSPC)\b|\bno \w+ is configured"
+)
+
+
+def telling_line(output_tail: Sequence[str]) -> str:
+    """The line that says why the process ended: the last one with words of an error or a refusal, else the last
+    one; colour codes removed, clawmedic's own markers skipped."""
+    lines = [_ANSI.sub("", ln).strip() for ln in output_tail if ln.strip() and not ln.startswith("---")]
+    return next((ln for ln in reversed(lines) if _TELLING.search(ln)), lines[-1] if lines else "")
 
 
 def exit_detail(code: int | None, said: str = "") -> str:

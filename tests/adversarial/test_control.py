@@ -25,6 +25,7 @@ import pytest
 
 from clawmedic import control, defaults, relaunch
 from clawmedic.config import load_config
+from clawmedic.process import identity
 from tests.helpers.rig import Rig, StandinTarget, free_port, kill_pids, process_alive, runs_command, standin_command
 from tests.integration.test_cli import CLAWMEDIC, cli_env
 
@@ -237,6 +238,7 @@ def test_fix_restart_without_a_daemon_relaunches_and_a_later_daemon_adopts(
     assert new != old
     assert not runs_command(old, target.command())  # its own process, stopped
     assert runs_command(new, target.command())  # launched the way the daemon does: same command
+    assert identity.has_marker(new, rig.state_dir / "targets" / "svc")  # and the same identity marker
     assert relaunch.live(rig.load(), "svc")
     assert [e["pid"] for e in rig.events("launched") if e.get("by") == "cli"] == [new]
 
@@ -269,3 +271,21 @@ def test_fix_restart_without_a_daemon_never_stops_a_process_it_did_not_start(
     finally:
         foreign.kill()
         foreign.wait()
+
+
+def test_fix_restart_without_a_daemon_finds_its_own_process_by_marker_when_the_record_is_lost(
+    rig: Rig, home: Path
+) -> None:
+    target = StandinTarget()
+    rig.write_config(target)
+    assert fix(home, rig, "restart").returncode == 0
+    first = record(rig)["pid"]
+    (rig.state_dir / "targets" / "svc" / "process.json").unlink()  # the record is gone; the marker is not
+
+    done = fix(home, rig, "restart")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert f"stopping svc's own process, pid {first}" in flat(done.stderr)
+    second = record(rig)["pid"]
+    assert second != first
+    assert not runs_command(first, target.command())
+    assert runs_command(second, target.command())

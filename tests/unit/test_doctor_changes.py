@@ -106,3 +106,19 @@ def test_the_report_shows_what_changed_and_names_the_cause_before_its_symptoms()
     diagnosis = text[text.index("## Diagnosis") :]
     assert diagnosis.index("config-changed") < diagnosis.index("crash-loop-breaker")
     assert "symptoms, not the diagnosis" in diagnosis
+
+
+def test_a_change_in_form_only_is_shown_but_not_a_cause(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".openclaw").mkdir(parents=True)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[targets.gw]\nkind = "openclaw"\nport = 19185\n'
+        f'openclaw_home = "{home}"\n[targets.gw.start]\nmode = "managed"\ncommand = ["openclaw", "gateway", "run"]\n'
+    )
+    (home / ".openclaw" / "openclaw.json").write_text("// rewritten by `openclaw config set`\n" + json.dumps(GOOD))
+    found = _boot_file_changes(load_config(cfg), "gw", {"openclaw.json": json.dumps(GOOD, indent=2).encode()}.get)
+    assert len(found) == 1 and "form only" in found[0].summary and not found[0].reversible
+    (home / ".openclaw" / "openclaw.json").write_text(",,,{{")
+    broken = _boot_file_changes(load_config(cfg), "gw", {"openclaw.json": json.dumps(GOOD).encode()}.get)
+    assert broken[0].reversible and "no longer parses" in broken[0].summary

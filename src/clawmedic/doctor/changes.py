@@ -159,6 +159,8 @@ def _boot_file_changes(loaded: LoadedConfig, name: str, read_known_good: Callabl
             try:
                 _parse(now)
                 summary = f"{path} differs from known-good in form only (comments, order, whitespace)"
+                out.append(Change("config", key, summary, at))  # the same settings: not what broke it
+                continue
             except ValueError:
                 summary = f"{path} no longer parses (its known-good copy did)"
         out.append(Change("config", key, clip(summary, 400), at, True, "restore_known_good", settings))

@@ -264,6 +264,54 @@ def incidents_show(
     out.print(table)
 
 
+# --- stats ---------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    config: ConfigOpt = None,
+    since: Annotated[str, typer.Option("--since", help="How far back: 30m, 12h, 7d, 2w.")] = "7d",
+    json_: JsonOpt = False,
+) -> None:
+    """Incidents, time to recover (median and p90), uptime % per target, the tier that healed each incident and the
+    top root causes, over the last --since (default 7d)."""
+    import time
+
+    from clawmedic import stats as st
+    from clawmedic.daemon import events_path, incidents_path
+    from clawmedic.store.incidents import IncidentStore
+
+    try:
+        window = st.parse_since(since)
+    except ValueError as e:
+        raise ConfigInvalid(f"{e}.") from None
+    loaded = _load(config)
+    now = time.time()
+    store = IncidentStore(incidents_path(paths.ensure_private_dir(loaded.state_dir)), loaded.redactor)
+    try:
+        result = st.gather(store, events_path(loaded.state_dir), now - window, now)
+    finally:
+        store.close()
+    if json_:
+        out.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    out.print(
+        f"Since {_fmt_time(result.since)}: {result.incidents} incident(s); time to recover median "
+        f"{_fmt_s(result.mttr_median_s)}, p90 {_fmt_s(result.mttr_p90_s)}",
+        highlight=False,
+    )
+    table = Table("target", "uptime", "watched", "incidents", "recover median", "p90")
+    for name, t in result.targets.items():
+        up = "—" if t.uptime_pct is None else f"{t.uptime_pct:.2f} %"
+        watched = st.duration(t.watched_s)
+        table.add_row(name, up, watched, str(t.incidents), _fmt_s(t.mttr_median_s), _fmt_s(t.mttr_p90_s))
+    out.print(table)
+    healed = ", ".join(f"{tier} {n}" for tier, n in result.healed_by.items() if n)
+    out.print(f"Healed by: {healed or '—'}", highlight=False)
+    for cause, n in result.top_causes:
+        out.print(f"  {n} × {cause}", highlight=False, markup=False)
+
+
 # --- pause / resume ---------------------------------------------------------------------------------------------
 
 

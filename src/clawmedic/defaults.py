@@ -105,6 +105,8 @@ HTTP_TOKEN_ENV: Final = "CLAWMEDIC_HTTP_TOKEN"  # noqa: S105
 HTTP_BIND_RETRY_S: Final = 30.0  # a busy port is retried this often; supervision never waits for the page
 HTTP_INCIDENTS_SHOWN: Final = 50  # the status page lists this many latest incidents: a bad week, one screen
 HTTP_REFRESH_S: Final = 5  # the status page reloads itself this often (the status file's own refresh period)
+HTTP_STATS_WINDOW_S: Final = 7 * 86400.0  # the page's stats cover a week, like `clawmedic stats`' default
+HTTP_STATS_REFRESH_S: Final = 60.0  # reading a week of events costs milliseconds; once a minute is plenty
 # Histogram buckets (seconds). Time to recover: a kill -9 heals in seconds, a doctor's remedy in a minute or two,
 # an LLM consultation in up to half an hour. Probe duration: a healthy probe answers in milliseconds, a probe
 # timeout is seconds.

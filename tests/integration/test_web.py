@@ -236,6 +236,20 @@ def test_a_real_prometheus_scrapes_up_and_counts_a_restart_after_kill_9(
     assert ttr == 1.0
     assert web_daemon.target()["pid"] != child
 
+    # `clawmedic stats` reads the same records: one incident, healed by a restart, uptime below 100 %.
+    stats = subprocess.run(
+        [CLAWMEDIC, "stats", "--json", "--since", "1h", "--config", str(web_daemon.rig.config_path)],
+        capture_output=True,
+        text=True,
+        env=cli_env(web_daemon.rig.tmp_path / "home"),
+        timeout=60,
+    )
+    assert stats.returncode == 0, stats.stderr
+    summary = json.loads(stats.stdout)
+    assert summary["incidents"] == 1 and summary["healed_by"]["restart"] == 1
+    assert 0 < summary["targets"]["svc"]["uptime_pct"] < 100
+    assert summary["mttr_median_s"] > 0
+
     # Every expression of the Grafana dashboard is valid PromQL and finds data (remedies: none ran here).
     dashboard = json.loads((CONTRIB.parent / "grafana" / "clawmedic.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
@@ -316,6 +330,8 @@ def test_the_status_page_in_a_real_browser_shows_the_restart_and_escapes_the_out
     assert seen[0] == "healthy" and any(s in ("restarting", "starting", "backoff", "probation") for s in seen), seen
     assert "1" in browser.find_element(By.ID, "target-svc").text  # one restart
 
+    browser.refresh()  # the week's stats are cached for a minute: the row is there, uptime below 100 % comes later
+    assert browser.find_element(By.CSS_SELECTOR, "#stats td").text == "svc"
     reason = browser.find_element(By.CSS_SELECTOR, "#incidents .reason").text
     assert PAYLOAD in reason  # shown as text ...
     assert browser.find_elements(By.CSS_SELECTOR, "#incidents script, #incidents img") == []  # ... not as markup

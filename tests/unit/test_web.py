@@ -13,10 +13,11 @@ from clawmedic import defaults
 from clawmedic.config import LoadedConfig, load_config
 from clawmedic.errors import ConfigInvalid
 from clawmedic.redact import Redactor
+from clawmedic.stats import duration
 from clawmedic.store.incidents import Incident, IncidentStore, TimelineEntry
 from clawmedic.web.address import Listen, parse_listen
 from clawmedic.web.metrics import LiveCollector, Metrics
-from clawmedic.web.pages import Pages, duration
+from clawmedic.web.pages import Pages
 from clawmedic.web.server import MIN_TOKEN_CHARS, plugin_for
 
 # --- the address ------------------------------------------------------------------------------------------------
@@ -231,7 +232,16 @@ def test_the_incident_page_renders_the_report_without_markup_from_the_output() -
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(None, "—"), (0.4, "0.4 s"), (45, "45 s"), (723, "12 min 3 s"), (11520, "3 h 12 min")]
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (0.4, "0.4 s"),
+        (45, "45 s"),
+        (723, "12 min 3 s"),
+        (720, "12 min"),
+        (11520, "3 h 12 min"),
+        (604800, "7 d"),
+    ],
 )
 def test_duration(seconds: float | None, text: str) -> None:
     assert duration(seconds) == text

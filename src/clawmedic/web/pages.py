@@ -9,6 +9,7 @@ forbids scripts outright (a second wall behind the escaping, which the browser t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from markupsafe import Markup
 from clawmedic import defaults
 from clawmedic.doctor import report
 from clawmedic.redact import Redactor
+from clawmedic.stats import Stats, duration
 from clawmedic.store.incidents import Incident
 
 _TEMPLATES = Path(__file__).with_name("templates")
@@ -63,20 +65,6 @@ _TARGET_DEFAULTS: dict[str, Any] = {
 }
 
 
-def duration(seconds: float | None) -> str:
-    """'45 s', '12 min 3 s', '3 h 12 min', '2 d 4 h'."""
-    if seconds is None:
-        return "—"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
 def clock(ts: float | None) -> str:
     return "—" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -111,7 +99,9 @@ class Pages:
         row.pop("timeline", None)
         return row
 
-    def index(self, status: Mapping[str, Any], incidents: list[Incident], now: float | None = None) -> str:
+    def index(
+        self, status: Mapping[str, Any], incidents: list[Incident], now: float | None = None, stats: Stats | None = None
+    ) -> str:
         now = time.time() if now is None else now
         data = self.status_data(status, incidents)
         targets = []
@@ -127,8 +117,10 @@ class Pages:
                 }
             )
         daemon = {**_DAEMON_DEFAULTS, **data.get("daemon", {})}
+        if stats is not None:  # causes quote incidents' reasons: redacted again, like everything shown
+            stats = dataclasses.replace(stats, top_causes=[(self.redactor.text(c), n) for c, n in stats.top_causes])
         return self.env.get_template("index.html").render(
-            daemon=daemon, targets=targets, incidents=data["incidents"], now=now
+            daemon=daemon, targets=targets, incidents=data["incidents"], now=now, stats=stats
         )
 
     def incident(self, inc: Incident) -> str:

@@ -21,16 +21,18 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from clawmedic import defaults
+from clawmedic import defaults, stats
 from clawmedic.config import LoadedConfig
-from clawmedic.daemon import incidents_path
+from clawmedic.daemon import events_path, incidents_path
 from clawmedic.errors import ConfigInvalid
+from clawmedic.stats import Stats
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.web.address import Listen, parse_listen
 from clawmedic.web.metrics import Metrics
@@ -72,6 +74,7 @@ class HttpServer:
         self._token = token
         self._source: StatusSource | None = None
         self._incidents: IncidentStore | None = None
+        self._stats: tuple[float, Stats] | None = None  # (computed at, the last week)
         self.metrics = Metrics(loaded, self._snapshots, incidents_path(loaded.state_dir))
         self.pages = Pages(loaded.redactor)
         self.bound = asyncio.Event()  # set once the port is open (tests, and the log line)
@@ -158,7 +161,20 @@ class HttpServer:
 
     async def _index(self, request: web.Request) -> web.Response:
         incidents = self._incidents.list(limit=defaults.HTTP_INCIDENTS_SHOWN) if self._incidents else []
-        return web.Response(text=self.pages.index(self._status(), incidents), content_type="text/html")
+        text = self.pages.index(self._status(), incidents, stats=await self._week())
+        return web.Response(text=text, content_type="text/html")
+
+    async def _week(self) -> Stats | None:
+        """`clawmedic stats` for the last week, recomputed at most once a minute, in a thread (it reads the event
+        stream): the page never waits on it for long, and the loop never."""
+        if self._incidents is None:
+            return None
+        now = time.time()
+        if self._stats is None or now - self._stats[0] >= defaults.HTTP_STATS_REFRESH_S:
+            events = events_path(self.loaded.state_dir)
+            since = now - defaults.HTTP_STATS_WINDOW_S
+            self._stats = (now, await asyncio.to_thread(stats.gather, self._incidents, events, since, now))
+        return self._stats[1]
 
     async def _incident(self, request: web.Request) -> web.Response:
         incident_id = int(request.match_info["id"])

@@ -94,6 +94,7 @@ class Acks:
     resume_seq: dict[str, int] = field(default_factory=dict)
     restart_seq: dict[str, int] = field(default_factory=dict)
     restart_at: dict[str, float] = field(default_factory=dict)  # target -> when its last restart request was taken
+    restart_state: dict[str, str] = field(default_factory=dict)  # target -> its ladder state right after taking it
     daemon_pid: int | None = None
 
     def pending_restart(self, c: Control, target: str) -> bool:
@@ -116,6 +117,7 @@ def read_acks(state_dir: Path) -> Acks | None:
             {k: int(v) for k, v in raw.get("resume_seq", {}).items()},
             {k: int(v) for k, v in raw.get("restart_seq", {}).items()},
             {k: float(v) for k, v in raw.get("restart_at", {}).items()},
+            {k: str(v) for k, v in raw.get("restart_state", {}).items()},
             int(pid) if pid is not None else None,
         )
     except (OSError, ValueError, AttributeError, TypeError):
@@ -128,6 +130,7 @@ def write_acks(state_dir: Path, acks: Acks) -> None:
         "resume_seq": acks.resume_seq,
         "restart_seq": acks.restart_seq,
         "restart_at": acks.restart_at,
+        "restart_state": acks.restart_state,
     }
     atomic_write(ack_path(state_dir), json.dumps(data, indent=1))
 

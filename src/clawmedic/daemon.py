@@ -217,6 +217,7 @@ class Daemon:
                 if not launched_by_resume:  # a resume that launched it already is the restart asked for
                     sup.request_restart("restart requested by the user")
                 acks.restart_seq[name] = ctl.restart_seq[name]
+                acks.restart_state[name] = sup.ladder.state.value  # e.g. "retrying": a launch already in flight
                 acks.restart_at[name] = time.time()
                 changed = True
         if changed:

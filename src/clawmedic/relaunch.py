@@ -30,7 +30,7 @@ from clawmedic.daemon import events_path, status_path
 from clawmedic.errors import AlreadyRunning, NotOurProcess
 from clawmedic.paths import ensure_private_dir
 from clawmedic.process import inspect
-from clawmedic.process.launcher import Launcher, ProcessRecord
+from clawmedic.process.launcher import Handle, Launcher, ProcessRecord
 from clawmedic.store.events import EventLog
 from clawmedic.store.lock import DaemonLock, holder_pid
 from clawmedic.supervisor import launch_spec
@@ -78,6 +78,16 @@ def live(loaded: LoadedConfig, name: str) -> bool:
 
 def _launcher(loaded: LoadedConfig, name: str) -> Launcher:
     return Launcher(loaded.state_dir / "targets" / name, loaded.redactor.text)
+
+
+def _recorded(loaded: LoadedConfig, name: str) -> ProcessRecord | None:
+    """The daemon's record of the target's process, if that very process runs. Read only: while a daemon runs,
+    its files are its own (`Launcher.adopt` would rewrite a missing record)."""
+    try:
+        record = ProcessRecord(**json.loads(_launcher(loaded, name).record_path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return record if Handle(record, None).is_ours() and inspect.is_alive(record.pid) else None
 
 
 def _status(state_dir: Path) -> dict[str, Any]:
@@ -136,11 +146,11 @@ def ask_daemon(loaded: LoadedConfig, name: str) -> DaemonRequest | None:
     if daemon_pid is None:
         return None
     state = _target_status(loaded.state_dir, name).get("state")
-    handle = _launcher(loaded, name).adopt() if loaded.targets[name].start.mode == "managed" else None
+    before = _recorded(loaded, name) if loaded.targets[name].start.mode == "managed" else None
     requested_at = time.time()
     resume = state in ("gave_up", "escalated", "maintenance")
     seq = control.request_restart(loaded.state_dir, [name], resume=resume)[name]
-    return DaemonRequest(seq, daemon_pid, requested_at, handle.record if handle else None)
+    return DaemonRequest(seq, daemon_pid, requested_at, before)
 
 
 def _same(a: ProcessRecord | None, b: ProcessRecord | None) -> bool:
@@ -178,6 +188,10 @@ def await_daemon_restart(
                 acked = True
                 waiting_for = "a new process" if managed else "the restart"
                 say("ack", f"the daemon (pid {req.daemon_pid}) took restart request #{req.seq}")
+                if acks.restart_state.get(name) == "retrying" and req.before is not None:
+                    new = req.before  # its slow retry had just launched this process: that is the fresh start
+                    waiting_for = f"pid {new.pid} (launched by the daemon's retry) to be live and healthy"
+                    say("retrying", f"the daemon is already retrying {name} with pid {new.pid}")
             elif now - t0 > defaults.CONTROL_ACK_TIMEOUT_S:
                 return Outcome(
                     False,
@@ -191,16 +205,16 @@ def await_daemon_restart(
             if state and float(st.get("since") or 0) >= req.requested_at:  # not the state from before the request
                 say(f"state:{state}:{new.pid if new else ''}", f"{name} is {state}")
             if managed and new is None:
-                handle = _launcher(loaded, name).adopt()
-                if handle is not None and not _same(handle.record, req.before):
-                    new = handle.record
+                current = _recorded(loaded, name)
+                if current is not None and not _same(current, req.before):
+                    new = current
                     waiting_for = f"pid {new.pid} to be live and healthy"
                     say("new", f"new process pid {new.pid} started{was}")
             fresh = new is not None if managed else float(st.get("since") or 0) >= req.requested_at
             settled = state in ("healthy", "probation") and (new is None or st.get("pid") == new.pid)
             if fresh and settled and live(loaded, name):
                 what = f": new pid {new.pid}" if new is not None else ""
-                what += f", was pid {req.before.pid}" if new is not None and req.before else ""
+                what += f", was pid {req.before.pid}" if new is not None and req.before and new != req.before else ""
                 return Outcome(True, f"{name} restarted and is healthy{what}", new.pid if new else None)
             if state == "gave_up" and float(st.get("since") or 0) >= req.requested_at:
                 exit_ = st.get("last_exit") or {}

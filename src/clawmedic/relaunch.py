@@ -165,7 +165,9 @@ def await_daemon_restart(
     state_dir = loaded.state_dir
     managed = cfg.start.mode == "managed"
     limit = timeout_s or (cfg.limits.stop_timeout_s + cfg.limits.startup_timeout_s + defaults.RESTART_WAIT_MARGIN_S)
-    t0 = time.monotonic()
+    t0 = ack_t0 = time.monotonic()
+    daemon_pid = req.daemon_pid
+    gone_since: float | None = None  # the daemon's lock has been free since (a service manager may restart it)
     last_said = t0
     said: set[str] = set()
     acked = False
@@ -187,15 +189,15 @@ def await_daemon_restart(
             if acks is not None and acks.restart_seq.get(name, 0) >= req.seq:
                 acked = True
                 waiting_for = "a new process" if managed else "the restart"
-                say("ack", f"the daemon (pid {req.daemon_pid}) took restart request #{req.seq}")
+                say("ack", f"the daemon (pid {daemon_pid}) took restart request #{req.seq}")
                 if acks.restart_state.get(name) == "retrying" and req.before is not None:
                     new = req.before  # its slow retry had just launched this process: that is the fresh start
                     waiting_for = f"pid {new.pid} (launched by the daemon's retry) to be live and healthy"
                     say("retrying", f"the daemon is already retrying {name} with pid {new.pid}")
-            elif now - t0 > defaults.CONTROL_ACK_TIMEOUT_S:
+            elif now - ack_t0 > defaults.CONTROL_ACK_TIMEOUT_S:
                 return Outcome(
                     False,
-                    f"the clawmedic daemon (pid {req.daemon_pid}) did not take the restart request within "
+                    f"the clawmedic daemon (pid {daemon_pid}) did not take the restart request within "
                     f"{defaults.CONTROL_ACK_TIMEOUT_S:g} s: it may be hung (see `clawmedic status`); nothing was "
                     "restarted",
                 )
@@ -220,12 +222,17 @@ def await_daemon_restart(
                 exit_ = st.get("last_exit") or {}
                 why = f": last exit code {exit_.get('code')} ({exit_.get('kind')})" if exit_ else ""
                 return Outcome(False, f"the daemon restarted {name} but gave up on it{why}; see `clawmedic incidents`")
-        if holder_pid(state_dir) != req.daemon_pid:
+        holder = holder_pid(state_dir)
+        gone_since = (gone_since or now) if holder is None else None
+        if gone_since is not None and now - gone_since > defaults.CONTROL_ACK_TIMEOUT_S:  # not restarted by anyone
             return Outcome(
                 False,
-                f"the clawmedic daemon (pid {req.daemon_pid}) stopped while waiting for {waiting_for}: run the "
+                f"the clawmedic daemon (pid {daemon_pid}) stopped while waiting for {waiting_for}: run the "
                 f"command again (with no daemon running it restarts {name} itself)",
             )
+        if holder is not None and holder != daemon_pid:  # restarted (service manager, guardian): it honours the request
+            daemon_pid, ack_t0 = holder, now
+            say(f"daemon:{holder}", f"the clawmedic daemon restarted (now pid {holder}); it takes the request at start")
         if now - t0 > limit:
             return Outcome(False, f"{name} did not come back within {limit:g} s: still waiting for {waiting_for}")
         if now - last_said >= defaults.RESTART_PROGRESS_EVERY_S:

@@ -289,3 +289,38 @@ def test_fix_restart_without_a_daemon_finds_its_own_process_by_marker_when_the_r
     assert second != first
     assert not runs_command(first, target.command())
     assert runs_command(second, target.command())
+
+
+def test_fix_restart_written_just_before_the_daemon_restarts_is_done_by_the_next_daemon(
+    rig: Rig, daemons: Daemons, home: Path
+) -> None:
+    target = StandinTarget()
+    rig.write_config(target)
+    first = daemons.start()
+    old = wait(lambda: healthy_pid(rig), "healthy")
+    os.kill(first.pid, signal.SIGSTOP)  # hung: it can no longer take the request
+    command = subprocess.Popen(
+        [CLAWMEDIC, "fix", "restart", "--config", str(rig.config_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(home),
+        cwd=home,
+    )
+    try:
+        wait(lambda: control.read_control(rig.state_dir).restart_seq.get("svc") == 1, "the request written")
+        first.kill()  # the daemon crashes before it read the request
+        first.wait()
+        second = daemons.start()  # a service manager starts it again
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    assert command.returncode == 0, out + err
+    assert f"the clawmedic daemon restarted (now pid {second.pid})" in flat(err)
+    new = record(rig)["pid"]
+    assert new != old
+    assert f"restarted and is healthy: new pid {new}, was pid {old}" in flat(out)
+    assert not runs_command(old, target.command())

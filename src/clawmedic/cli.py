@@ -16,10 +16,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clawmedic import control, defaults, paths
-from clawmedic.config import LoadedConfig, load_config
+from clawmedic.config import LoadedConfig, check_commands, load_config, make_state_dir
 from clawmedic.errors import ClawmedicError, ConfigInvalid, EnvironmentMissing
 from clawmedic.store.files import atomic_write, move_aside
 from clawmedic.store.lock import holder_pid
@@ -101,6 +102,8 @@ def run(
     from clawmedic.logs import setup_logging
 
     loaded = _load(config)
+    check_commands(loaded)  # a missing cwd (exit 2) or program (exit 3) is refused before anything starts
+    make_state_dir(loaded)
     setup_logging(loaded.config.daemon.log_level, json_logs, loaded.redactor)
     plugins = plugins_for(loaded)  # a URL Apprise rejects is a config error (exit 2) before anything starts
     setup_file_logging(loaded)
@@ -1048,9 +1051,13 @@ import clawmedic.cli_ops  # noqa: E402, F401 - registers guardian, install, unin
 def main() -> None:
     try:
         app()
-    except ClawmedicError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+    except ClawmedicError as e:  # bad config or usage, a missing binary …: one sentence, the documented exit code
+        err.print(f"[red]error:[/] {escape(' '.join(str(e).split()))}", highlight=False)
         sys.exit(e.exit_code)
+    except OSError as e:  # a file or folder the checks could not foresee (a full disk, a permission changed since)
+        where = f" ({e.filename})" if e.filename else ""
+        err.print(f"[red]error:[/] {escape(e.strerror or str(e))}{escape(where)}.", highlight=False)
+        sys.exit(defaults.EXIT_FAILURE)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -7,51 +7,142 @@ from the `.env` file named by `daemon.env_file`, and every value resolved that w
 
 from __future__ import annotations
 
+import io
+import ipaddress
 import os
 import re
+import shutil
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from clawmedic import defaults, paths
-from clawmedic.errors import ConfigInvalid, UnknownTarget
+from clawmedic.errors import ConfigInvalid, EnvironmentMissing, UnknownTarget
 from clawmedic.ladder.machine import LadderLimits
 from clawmedic.redact import Redactor
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
+# Every number has both bounds: 1e-300 s would spin a core, 1e300 s overflows the event loop's timers.
+PositiveFloat = Annotated[float, Field(ge=defaults.MIN_DURATION_S, le=defaults.MAX_DURATION_S)]  # a duration
+
+
+def _zero_or_duration(v: float) -> float:
+    if 0 < v < defaults.MIN_DURATION_S:
+        raise ValueError(f"must be 0 (none) or at least {defaults.MIN_DURATION_S:g} seconds")
+    return v
+
+
+NonNegFloat = Annotated[float, Field(ge=0, le=defaults.MAX_DURATION_S), AfterValidator(_zero_or_duration)]  # 0: none
+Count = Annotated[int, Field(ge=1, le=defaults.MAX_COUNT)]
+CountOrZero = Annotated[int, Field(ge=0, le=defaults.MAX_COUNT)]
+MemoryMb = Annotated[int, Field(gt=0, le=defaults.MAX_MEMORY_LIMIT_MB)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 _SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # also a folder name under <state>/targets/
+_HOST = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host, as httpx will request it ("${NAME}" secrets stand for one word)."""
+    try:
+        url = httpx.URL(_SECRET_REF.sub("secret", value))
+        port = url.port
+        host = url.raw_host.decode("ascii")
+    except (httpx.InvalidURL, ValueError, TypeError) as e:
+        raise ValueError(f"not a URL ({str(e).rstrip('.')}); write e.g. http://127.0.0.1:18789/health") from None
+    if url.scheme not in ("http", "https"):
+        shown = f"a {url.scheme}: URL" if url.scheme else "a URL without a scheme"
+        raise ValueError(
+            f"must be an http:// or https:// URL with a host (e.g. http://127.0.0.1:18789/health), not {shown}"
+        )
+    if not host:
+        raise ValueError("the URL has no host (write e.g. http://127.0.0.1:18789/health)")
+    _check_host(host.strip("[]"))
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1-65535")
+    return value
+
+
+def _check_host(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST.match(host):
+            raise ValueError(f"{host!r} is not a host name or IP address") from None
+    return host
+
+
+def _no_empty(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: write a path, or leave the key out for the default")
+    return value
+
+
+def _home_known(p: Path) -> Path:
+    try:
+        return p.expanduser()
+    except RuntimeError:  # "~nosuchuser/…"
+        user = str(p).split("/", 1)[0]
+        raise ValueError(f"starts with {user}, but there is no such user on this machine") from None
+
+
+def _program(cmd: list[str]) -> list[str]:
+    if not cmd[0].strip():
+        raise ValueError("the program (its first item) is empty")
+    return cmd
+
+
+# A path in the config: never empty, and a `~user` that exists (`~` is expanded).
+UserPath = Annotated[Path, BeforeValidator(_no_empty), AfterValidator(_home_known)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Command = Annotated[list[str], Field(min_length=1), AfterValidator(_program)]  # program and arguments, no shell
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProbeConfig(_Model):
     """An HTTP check. `expect_json` keys must all be present with equal values in the response body."""
 
-    url: str | None = None  # openclaw targets derive it from `port`
-    expect_status: int = 200
+    url: HttpUrl | None = None  # openclaw targets derive it from `port`
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
     expect_json: dict[str, Any] | None = None
     interval_s: PositiveFloat = defaults.PROBE_INTERVAL_S
     timeout_s: PositiveFloat = defaults.PROBE_TIMEOUT_S
-    failure_threshold: Annotated[int, Field(ge=1)] = defaults.FAILURE_THRESHOLD
+    failure_threshold: Count = defaults.FAILURE_THRESHOLD
 
 
 class StartConfig(_Model):
     """How the target is started: as a child clawmedic manages, or through an external service manager."""
 
     mode: Literal["managed", "external"] = "managed"
-    command: list[str] | None = None  # managed: the command to run (no shell)
-    cwd: Path | None = None
+    command: Command | None = None  # managed: the command to run (no shell)
+    cwd: UserPath | None = None
     env: dict[str, str] = Field(default_factory=dict)  # added to clawmedic's environment; "${NAME}" is a secret
-    restart_command: list[str] | None = None  # external: e.g. ["systemctl", "--user", "restart", "openclaw"]
-    stop_command: list[str] | None = None  # external: optional
+    restart_command: Command | None = None  # external: e.g. ["systemctl", "--user", "restart", "openclaw"]
+    stop_command: Command | None = None  # external: optional
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not name or "=" in name:
+                raise ValueError(f"{name!r} cannot be an environment variable's name (empty, or it has '=')")
+        return env
 
     @model_validator(mode="after")
     def _commands_for_mode(self) -> StartConfig:
@@ -71,9 +162,9 @@ class LimitsConfig(_Model):
     backoff_max_s: PositiveFloat = defaults.BACKOFF_MAX_S
     backoff_jitter: Annotated[float, Field(ge=0, le=1)] = defaults.BACKOFF_JITTER
     stable_reset_s: PositiveFloat = defaults.STABLE_RESET_S
-    crash_loop_failures: Annotated[int, Field(ge=1)] = defaults.CRASH_LOOP_FAILURES
+    crash_loop_failures: Count = defaults.CRASH_LOOP_FAILURES
     crash_loop_window_s: PositiveFloat = defaults.CRASH_LOOP_WINDOW_S
-    memory_limit_mb: Annotated[int, Field(gt=0)] | None = None  # openclaw targets default to OPENCLAW_MEMORY_LIMIT_MB
+    memory_limit_mb: MemoryMb | None = None  # openclaw targets default to OPENCLAW_MEMORY_LIMIT_MB
     memory_check_interval_s: PositiveFloat = defaults.MEMORY_CHECK_INTERVAL_S
     known_good_after_s: PositiveFloat = defaults.KNOWN_GOOD_AFTER_S
     snapshot_interval_s: PositiveFloat = defaults.SNAPSHOT_INTERVAL_S
@@ -91,23 +182,24 @@ class LimitsConfig(_Model):
 
 class TargetConfig(_Model):
     kind: Literal["openclaw", "http"] = "openclaw"
-    host: str = "127.0.0.1"
+    host: Annotated[str, AfterValidator(_check_host)] = "127.0.0.1"
     port: Port | None = None
     start: StartConfig
     liveness: ProbeConfig = Field(default_factory=ProbeConfig)
     readiness: ProbeConfig | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    openclaw_home: Path | None = None  # the HOME whose .openclaw/ holds openclaw.json (openclaw targets)
-    log_file: Path | None = None  # the gateway's own JSON-lines log (`logging.file`)
-    boot_files: list[Path] = Field(default_factory=list)  # extra boot-critical files to snapshot (unit, wrapper…)
-    openclaw_command: list[str] | None = (
+    openclaw_home: UserPath | None = None  # the HOME whose .openclaw/ holds openclaw.json (openclaw targets)
+    log_file: UserPath | None = None  # the gateway's own JSON-lines log (`logging.file`)
+    boot_files: list[UserPath] = Field(default_factory=list)  # extra boot-critical files to snapshot (unit, wrapper…)
+    openclaw_command: Command | None = (
         None  # the openclaw CLI, e.g. ["openclaw"]; default: start.command before "gateway"
     )
     notify: TargetNotifyConfig | None = None  # extra notification URLs for this target (see NotifyConfig)
 
     @model_validator(mode="after")
     def _derive_probes(self) -> TargetConfig:
-        base = f"http://{self.host}:{self.port}" if self.port else None
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        base = f"http://{host}:{self.port}" if self.port else None
         if self.liveness.url is None:
             if self.kind != "openclaw" or base is None:
                 raise ValueError("`liveness.url` is needed (or, for an openclaw target, `port`)")
@@ -160,17 +252,17 @@ class LlmConfig(_Model):
 
     backend: LlmBackendName = "auto"
     model: str | None = None  # openai/anthropic: the model name; local: a GGUF path (default: the embedded model)
-    base_url: str | None = None  # openai: any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio, OpenRouter…)
+    base_url: HttpUrl | None = None  # openai: any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio, OpenRouter…)
     api_key_env: str | None = None  # default OPENAI_API_KEY / ANTHROPIC_API_KEY; a local endpoint may need none
-    command: list[str] | None = None  # cli: the agent CLI; "{prompt}" is replaced by the prompt file, else stdin
+    command: Command | None = None  # cli: the agent CLI; "{prompt}" is replaced by the prompt file, else stdin
     tmux: bool = False  # cli: run it in a detached tmux session (for CLIs that need a terminal)
     max_steps: Annotated[int, Field(ge=1, le=50)] = defaults.LLM_MAX_STEPS
     time_budget_s: PositiveFloat = defaults.LLM_TIME_BUDGET_S
     request_timeout_s: PositiveFloat = defaults.LLM_REQUEST_TIMEOUT_S
-    tool_output_max_chars: Annotated[int, Field(ge=200)] = defaults.LLM_TOOL_OUTPUT_MAX_CHARS
-    max_tokens: Annotated[int, Field(ge=16)] = defaults.LLM_MAX_TOKENS
+    tool_output_max_chars: Annotated[int, Field(ge=200, le=1_000_000)] = defaults.LLM_TOOL_OUTPUT_MAX_CHARS
+    max_tokens: Annotated[int, Field(ge=16, le=1_000_000)] = defaults.LLM_MAX_TOKENS
     cli_timeout_s: PositiveFloat = defaults.LLM_CLI_TIMEOUT_S
-    threads: Annotated[int, Field(ge=1)] | None = None  # local: CPU threads (default: all cores)
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None  # local: CPU threads (default: all cores)
 
     @model_validator(mode="after")
     def _backend_needs(self) -> LlmConfig:
@@ -203,8 +295,8 @@ class DoctorConfig(_Model):
 
 
 class DaemonConfig(_Model):
-    state_dir: Path | None = None  # default: the platform's user state folder
-    env_file: Path | None = None  # secrets as NAME=value lines; relative to the config file
+    state_dir: UserPath | None = None  # default: the platform's user state folder
+    env_file: UserPath | None = None  # secrets as NAME=value lines; relative to the config file
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stop_targets_on_exit: bool = False  # by default managed gateways outlive the daemon and are adopted again
     doctor: DoctorConfig = Field(default_factory=DoctorConfig)
@@ -293,51 +385,178 @@ def _relative_to(source: Path, p: Path) -> Path:
     return p if p.is_absolute() else (source.parent / p).resolve()
 
 
+def _check_folders(loaded: LoadedConfig) -> None:
+    """The state folder and the log file's folder: usable, and private (see `paths.check_private_dir`)."""
+    sd = loaded.config.daemon.state_dir
+    key = "daemon.state_dir" if sd is not None else f"daemon.state_dir (default {loaded.state_dir})"
+    try:
+        paths.check_private_dir(loaded.state_dir)
+    except ConfigInvalid as e:
+        raise ConfigInvalid(f"{loaded.source}: {key}: {e}") from None
+    log = loaded.config.daemon.logfile
+    if log.enabled and log.path is not None:
+        try:
+            paths.check_file_folder(_relative_to(loaded.source, log.path))
+        except ConfigInvalid as e:
+            raise ConfigInvalid(f"{loaded.source}: daemon.logfile.path: {e}") from None
+
+
+def make_state_dir(loaded: LoadedConfig) -> Path:
+    """Create the state folder (0700) for `run`, or `ConfigInvalid` naming `daemon.state_dir`."""
+    key = "daemon.state_dir" if loaded.config.daemon.state_dir is not None else "daemon.state_dir (default)"
+    try:
+        return paths.ensure_private_dir(loaded.state_dir)
+    except ConfigInvalid as e:
+        raise ConfigInvalid(f"{loaded.source}: {key}: {e}") from None
+    except OSError as e:
+        raise ConfigInvalid(f"{loaded.source}: {key}: cannot create {loaded.state_dir}: {e.strerror}.") from None
+
+
+def check_commands(loaded: LoadedConfig) -> None:
+    """Before a start: every target's cwd is a folder (else `ConfigInvalid`, exit 2) and the programs it will run
+    exist and are executable (else `EnvironmentMissing`, exit 3, as the README says for a missing binary)."""
+    for name, t in loaded.targets.items():
+        start = t.start
+        cwd = start.cwd
+        if cwd is not None and not cwd.is_dir():
+            raise ConfigInvalid(f"{loaded.source}: targets.{name}.start.cwd: {cwd} is not an existing folder.")
+        fields = ("command",) if start.mode == "managed" else ("restart_command", "stop_command")
+        path_var = loaded.command_env(name).get("PATH", os.environ.get("PATH", os.defpath))
+        for field_name in fields:
+            cmd = getattr(start, field_name)
+            if not cmd:
+                continue
+            program = loaded.resolve(cmd[0], f"targets.{name}.start.{field_name}")
+            if "/" in program:
+                try:
+                    p = Path(program).expanduser()
+                except RuntimeError:  # ~nosuchuser/…
+                    p = Path("/nonexistent")
+                p = p if p.is_absolute() else (cwd or Path.cwd()) / p
+                found = p.is_file() and os.access(p, os.X_OK)
+            else:
+                found = shutil.which(program, path=path_var) is not None
+            if not found:
+                raise EnvironmentMissing(
+                    f"{loaded.source}: targets.{name}.start.{field_name}: {cmd[0]!r} is not an executable program "
+                    + ("(no such file, or not executable)." if "/" in program else "(not found in PATH).")
+                )
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(x) for x in loc)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigInvalid(
+            f"{what}: line {line} is not valid UTF-8 (byte 0x{data[e.start]:02x}); save it as UTF-8."
+        ) from None
+
+
+def _find_nul(value: object, where: str = "") -> str | None:
+    """The key holding a NUL character, or None: no path, command, URL or environment value can carry one."""
+    if isinstance(value, str):
+        return where if "\0" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        key = f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k)
+        if isinstance(k, str) and "\0" in k:
+            return key
+        if (found := _find_nul(v, key)) is not None:
+            return found
+    return None
+
+
+_MESSAGES = {  # pydantic's wording, where a user needs a different one
+    "extra_forbidden": "unknown key: clawmedic has no such setting (check its spelling and its [section])",
+    "finite_number": "must be a finite number (not inf or nan)",
+}
+
+
 def load_config(path: Path | None = None) -> LoadedConfig:
-    """Read, validate and resolve the config, or raise `ConfigInvalid` with one sentence."""
+    """Read, validate and resolve the config, or raise `ConfigInvalid` with one sentence naming the file and key.
+
+    Checked here, for every command: TOML and UTF-8, types and bounds of every key, URLs, paths, target names, one
+    port per target, the env_file, and that the state and log folders are usable (exist or can be created, and no
+    other user can write to them). Whether the commands exist is checked by `check_commands`, before a start."""
     source = (path or paths.default_config_path()).expanduser()
     if not source.exists():
         raise ConfigInvalid(
             f"No clawmedic config at {source}: run `clawmedic init` to write one, or pass --config FILE."
         )
     try:
-        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        raw = tomllib.loads(_utf8(source.read_bytes(), str(source)))
     except tomllib.TOMLDecodeError as e:
-        raise ConfigInvalid(f"{source} is not valid TOML: {e}.") from None
+        raise ConfigInvalid(f"{source} is not valid TOML: {_one_line(str(e))}.") from None
     except OSError as e:
         raise ConfigInvalid(f"Cannot read {source}: {e.strerror}.") from None
+    if (nul := _find_nul(raw)) is not None:
+        raise ConfigInvalid(f"{source}: {nul}: contains a NUL character, which no path, command or URL can hold.")
     try:
         config = Config.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
-        msg = first["msg"].removeprefix("Value error, ")
+        msg = _MESSAGES.get(first["type"], first["msg"].removeprefix("Value error, "))
         where = _loc(first["loc"]) or "(top level)"
-        raise ConfigInvalid(f"{source}: {where}: {msg}{more}.") from None
-    secrets = _resolve_secrets(config, source)
-    return LoadedConfig(config, source, secrets, _env_file_values(config, source))
+        raise ConfigInvalid(f"{source}: {where}: {_one_line(msg)}{more}.") from None
+    _check_targets(config, source)
+    file_values = _env_file_values(config, source)
+    secrets = _resolve_secrets(config, source, file_values)
+    loaded = LoadedConfig(config, source, secrets, file_values)
+    _check_folders(loaded)
+    return loaded
+
+
+def _check_targets(config: Config, source: Path) -> None:
+    """Target names are folder names under <state>/targets/ (so never a path), and no two targets declare one port."""
+    seen: dict[tuple[str, int], str] = {}
+    for name, t in config.targets.items():
+        if not TARGET_NAME.match(name):
+            raise ConfigInvalid(
+                f"{source}: targets.{name!r}: a target name is 1-64 letters, digits, '_', '.' or '-', starting with a "
+                "letter or digit (it names a folder in the state folder)."
+            )
+        if t.port is None:
+            continue
+        endpoint = ("loopback" if t.host in ("127.0.0.1", "localhost", "::1") else t.host, t.port)
+        if endpoint in seen:
+            raise ConfigInvalid(
+                f"{source}: targets.{name}.port: port {t.port} is already target {seen[endpoint]!r}'s; each target "
+                "needs its own port."
+            )
+        seen[endpoint] = name
 
 
 def _env_file_values(config: Config, source: Path) -> dict[str, str]:
-    """The env_file's NAME=value pairs (it exists: `_resolve_secrets` checked), for the redactor."""
+    """The env_file's NAME=value pairs, or `ConfigInvalid` naming `daemon.env_file`."""
     if config.daemon.env_file is None:
         return {}
     ef = _relative_to(source, config.daemon.env_file)
-    return {k: v for k, v in dotenv_values(ef).items() if v is not None}
+    where = f"{source}: daemon.env_file: {ef}"
+    try:
+        text = _utf8(ef.read_bytes(), where)
+    except FileNotFoundError:
+        raise ConfigInvalid(f"{where} does not exist.") from None
+    except OSError as e:
+        raise ConfigInvalid(f"{where} cannot be read: {e.strerror}.") from None
+    values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+    for k, v in values.items():
+        if "\0" in k or "\0" in v or "=" in k:
+            raise ConfigInvalid(f"{where}: {k.replace(chr(0), '')!r} has a NUL character or '=' in its name or value.")
+    return values
 
 
-def _resolve_secrets(config: Config, source: Path) -> dict[str, str]:
+def _resolve_secrets(config: Config, source: Path, file_values: Mapping[str, str]) -> dict[str, str]:
     env_file = config.daemon.env_file
-    file_values: dict[str, str] = {}
-    if env_file is not None:
-        ef = _relative_to(source, env_file)
-        if not ef.exists():
-            raise ConfigInvalid(f"{source}: daemon.env_file: {ef} does not exist.")
-        file_values = {k: v for k, v in dotenv_values(ef).items() if v is not None}
     secrets: dict[str, str] = {}
     for name, t in config.targets.items():
         refs: list[tuple[str, str]] = [(f"targets.{name}.start.env.{k}", v) for k, v in t.start.env.items()]
@@ -430,8 +649,8 @@ class HeartbeatConfig(_Model):
     Kuma push…), so its own death is noticed from outside the machine; `fail_url`, if set, is pinged instead while a
     target waits for a human (gave up)."""
 
-    url: str | None = None  # None: off; "${NAME}" secrets allowed
-    fail_url: str | None = None
+    url: HttpUrl | None = None  # None: off; "${NAME}" secrets allowed
+    fail_url: HttpUrl | None = None
     method: Literal["GET", "POST"] = "GET"
     interval_s: PositiveFloat = HEARTBEAT_INTERVAL_S
     timeout_s: PositiveFloat = HEARTBEAT_TIMEOUT_S
@@ -440,7 +659,9 @@ class HeartbeatConfig(_Model):
 class GuardianConfig(_Model):
     """`[daemon.guardian]`: how `clawmedic guardian` judges the daemon."""
 
-    stale_after_s: Annotated[float, Field(ge=10)] = GUARDIAN_STALE_AFTER_S  # twice the 5 s status refresh at least
+    stale_after_s: Annotated[float, Field(ge=10, le=defaults.MAX_DURATION_S)] = (
+        GUARDIAN_STALE_AFTER_S  # twice the 5 s status refresh at least
+    )
     start_wait_s: PositiveFloat = GUARDIAN_START_WAIT_S
 
 
@@ -448,8 +669,8 @@ class LogFileConfig(_Model):
     """`[daemon.logfile]`: the daemon's own log, rotated at midnight, `keep_days` old files kept, all 0600."""
 
     enabled: bool = True
-    path: Path | None = None  # default: <state>/logs/clawmedic.log; relative to the config file
-    keep_days: Annotated[int, Field(ge=1)] = LOG_KEEP_DAYS
+    path: UserPath | None = None  # default: <state>/logs/clawmedic.log; relative to the config file
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = LOG_KEEP_DAYS
 
 
 GITHUB_MIN_INTERVAL_S = 3600.0  # one issue write an hour per incident signature: a flapping target is not spam
@@ -466,10 +687,10 @@ class GitHubConfig(_Model):
 
     repo: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")  # "owner/name"
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
-    api_url: str = "https://api.github.com"
+    api_url: HttpUrl = "https://api.github.com"
     labels: list[str] = Field(default_factory=lambda: ["clawmedic"])
     min_interval_s: NonNegFloat = GITHUB_MIN_INTERVAL_S  # at most one write (issue or comment) per signature
-    max_per_day: Annotated[int, Field(ge=0)] = GITHUB_MAX_PER_DAY  # writes in any 24 h, all signatures together
+    max_per_day: CountOrZero = GITHUB_MAX_PER_DAY  # writes in any 24 h, all signatures together
     timeout_s: PositiveFloat = GITHUB_TIMEOUT_S
     retry_s: PositiveFloat = GITHUB_RETRY_S
     retry_max_s: PositiveFloat = GITHUB_RETRY_MAX_S

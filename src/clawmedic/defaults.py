@@ -76,6 +76,12 @@ CONTROL_ACK_TIMEOUT_S: Final = 15.0  # the daemon takes a request within a poll 
 RESTART_WAIT_MARGIN_S: Final = 30.0  # `fix restart` waits stop + startup timeouts plus this for the new process
 RESTART_PROGRESS_EVERY_S: Final = 10.0  # while waiting for a restart, say so at least this often (a human watches)
 
+# --- bounds of every number in the config ---------------------------------------------------------------------
+MIN_DURATION_S: Final = 0.05  # an interval or timeout under 50 ms only burns CPU (1e-300 s pegged a core)
+MAX_DURATION_S: Final = 7 * 86400.0  # a week: longer is a typo, and 1e300 s overflows the event loop's timers
+MAX_COUNT: Final = 10_000  # thresholds and counts: beyond this a limit is never reached, so it is a mistake
+MAX_MEMORY_LIMIT_MB: Final = 1024 * 1024  # 1 TB: no gateway host has more
+
 # --- exit codes of the clawmedic command ------------------------------------------------------------------
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1  # the job ran and failed (a fault was not healed, a target is down)

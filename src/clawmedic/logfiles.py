@@ -17,8 +17,9 @@ from pathlib import Path
 
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig
+from clawmedic.errors import ConfigInvalid
 from clawmedic.logs import JsonFormatter, RedactFilter
-from clawmedic.paths import ensure_private_dir
+from clawmedic.paths import check_file_folder, make_private_dirs
 from clawmedic.store.health import is_write_failure
 
 HANDLER_NAME = "clawmedic-logfile"
@@ -29,9 +30,11 @@ class PrivateTimedRotatingFileHandler(logging.handlers.TimedRotatingFileHandler)
 
     def _open(self) -> io.TextIOWrapper:
         path = Path(self.baseFilename)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, defaults.FILE_MODE)
-        os.close(fd)
-        path.chmod(defaults.FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, defaults.FILE_MODE)
+        try:
+            os.fchmod(fd, defaults.FILE_MODE)  # the file only: its folder may be /tmp, which is not ours
+        finally:
+            os.close(fd)
         return super()._open()
 
     def handleError(self, record: logging.LogRecord) -> None:
@@ -83,7 +86,14 @@ def setup_file_logging(loaded: LoadedConfig, logger_name: str = "clawmedic") -> 
     path = log_file_path(loaded)
     if path is None:
         return None
-    ensure_private_dir(path.parent)
+    key = "daemon.logfile.path" if loaded.config.daemon.logfile.path is not None else "daemon.state_dir"
+    try:
+        check_file_folder(path)  # a folder we did not create is used as it is, never chmodded
+        make_private_dirs(path.parent)
+    except ConfigInvalid as e:
+        raise ConfigInvalid(f"{loaded.source}: {key}: {e}") from None
+    except OSError as e:
+        raise ConfigInvalid(f"{loaded.source}: {key}: cannot create {path.parent}: {e.strerror}.") from None
     logger = logging.getLogger(logger_name)
     for h in list(logger.handlers):
         if h.get_name() == HANDLER_NAME:

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from clawmedic import defaults
+from clawmedic.paths import make_private_dirs
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = defaults.FILE_MODE) -> None:
     """Write `data` to `path` so a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)  # 0700 whatever the umask; an existing folder is left as it is
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -29,7 +30,7 @@ def atomic_write(path: Path, data: str | bytes, mode: int = defaults.FILE_MODE) 
 
 def private_file(path: Path) -> Path:
     """Create `path` if needed and make it 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)  # 0700 whatever the umask; an existing folder is left as it is
     path.touch(mode=defaults.FILE_MODE, exist_ok=True)
     path.chmod(defaults.FILE_MODE)
     return path

@@ -96,6 +96,8 @@ class HttpServer:
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.metrics.on_event(event)
+        if event.get("kind") in ("incident_opened", "incident_closed", "gave_up"):
+            self._stats = None  # the week's figures must agree with the incident list below them
 
     async def run(self, ctx: Context) -> None:
         self._incidents = ctx.incidents

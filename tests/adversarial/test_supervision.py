@@ -100,7 +100,10 @@ class Run:
     def start(self) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [CLAWMEDIC, "run", "--config", str(self.config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                [CLAWMEDIC, "run", "--json-logs", "--config", str(self.config)],  # one line a record: no wrapping
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         return self.proc
 

@@ -3,6 +3,7 @@ snapshots and the incident store, and the pages' escaping and redaction. No serv
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,27 @@ def test_the_status_page_renders_before_any_target_or_with_a_sparse_status() -> 
     assert "No incident yet" in pages.index({"daemon": {}, "targets": {}}, [], now=100.0)
     html = pages.index({"daemon": {"pid": 3}, "targets": {"svc": {"state": "healthy"}}}, [], now=100.0)
     assert 'data-state="healthy"' in html
+
+
+def test_a_fault_of_the_page_never_ends_the_daemon(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+    from types import SimpleNamespace
+
+    server = plugin_for(_loaded(tmp_path))
+    assert server is not None
+    broken = SimpleNamespace(incidents=None, prober=None)  # `prober.observe` raises AttributeError
+
+    async def scenario() -> bool:
+        task = asyncio.get_running_loop().create_task(server.run(broken))  # type: ignore[arg-type]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        alive = not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return alive
+
+    with caplog.at_level(logging.ERROR, logger="clawmedic.web"):
+        assert asyncio.run(scenario()) is True  # a finished plugin task would stop the daemon
+    assert any("supervision goes on" in r.getMessage() for r in caplog.records)

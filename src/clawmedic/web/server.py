@@ -100,6 +100,15 @@ class HttpServer:
             self._stats = None  # the week's figures must agree with the incident list below them
 
     async def run(self, ctx: Context) -> None:
+        """Serve until cancelled. A fault of the page's own never ends supervision: the daemon stops when a plugin's
+        task ends, so after logging the error this task waits, without a page, until the daemon stops."""
+        try:
+            await self._serve(ctx)
+        except Exception:
+            log.exception("status page: stopped by an internal error; supervision goes on without it")
+            await asyncio.Event().wait()
+
+    async def _serve(self, ctx: Context) -> None:
         self._incidents = ctx.incidents
         self.metrics.incidents = ctx.incidents
         ctx.prober.observe(self.metrics.on_probe)

@@ -50,6 +50,9 @@ def render(d: Detected) -> str:
 log_level = "info"
 stop_targets_on_exit = false               # managed gateways outlive the daemon and are adopted on its return
 
+# [daemon.http]                            # the status page (/) and Prometheus /metrics: on by default, loopback
+# listen = "127.0.0.1:18780"               # "" turns it off; an outside address needs $CLAWMEDIC_HTTP_TOKEN
+
 [targets.gateway]
 kind = "openclaw"                          # "openclaw" derives /health and /ready probes from the port; or "http"
 port = {d.port}

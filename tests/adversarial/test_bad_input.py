@@ -662,7 +662,17 @@ def test_bad_config_in_process(case: Case, tmp_path: Path, fuzz_home: Path, monk
         kill_tagged((tmp_path / "cfg" / ".tag").read_text())
 
 
-SAMPLE = sorted(random.Random(SEED).sample(range(len(CASES)), SUBPROCESS_SAMPLE))
+def _sample() -> list[int]:
+    """One case of every category, then random ones up to SUBPROCESS_SAMPLE (seeded: the same cases every run)."""
+    rng = random.Random(SEED)
+    picked = {
+        rng.choice([i for i, c in enumerate(CASES) if c.category == cat]) for cat in sorted({c.category for c in CASES})
+    }
+    rest = [i for i in range(len(CASES)) if i not in picked]
+    return sorted(picked | set(rng.sample(rest, SUBPROCESS_SAMPLE - len(picked))))
+
+
+SAMPLE = _sample()
 
 
 @pytest.mark.parametrize("case", [CASES[i] for i in SAMPLE], ids=[CASES[i].id for i in SAMPLE])
@@ -699,12 +709,14 @@ def test_a_path_like_target_name_is_refused(
     cfg["targets"] = {name: cfg["targets"]["svc"]}
     config = _write(folder, cfg)
     before = sorted(p for p in tmp_path.rglob("*"))
+    outside = Path("/abs/path")
+    existed = outside.exists()
     for command in ("status", "run"):
         r = in_process(command, config, monkeypatch)
         assert r.code == defaults.EXIT_CONFIG, r.output
         assert CONFIG_NAME in r.output and "targets." in r.output and "target name" in r.output, r.output
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, inside the state folder or out of it
-    assert not Path("/abs/path").exists()
+    assert outside.exists() == existed  # the old code made /abs/path/{output.log,process.json}
 
 
 def test_a_log_file_in_tmp_does_not_chmod_tmp(tmp_path: Path, fuzz_home: Path) -> None:
@@ -727,6 +739,8 @@ def test_a_log_file_in_tmp_does_not_chmod_tmp(tmp_path: Path, fuzz_home: Path) -
         assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
     finally:
+        if stat.S_IMODE(Path("/tmp").stat().st_mode) != stat.S_IMODE(before.st_mode):
+            Path("/tmp").chmod(stat.S_IMODE(before.st_mode))  # undo the old bug at once: the whole machine uses /tmp
         for h in list(logging.getLogger("clawmedic").handlers):
             if h.get_name() == HANDLER_NAME:
                 logging.getLogger("clawmedic").removeHandler(h)

@@ -23,6 +23,8 @@ from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.ladder.states import State
 from clawmedic.paths import ensure_private_dir
 from clawmedic.probes import Prober
+from clawmedic.process.launcher import use_pidfd_child_watcher
+from clawmedic.sdnotify import SystemdNotifier
 from clawmedic.store.events import EventLog
 from clawmedic.store.files import atomic_write
 from clawmedic.store.health import is_write_failure, state_writes
@@ -109,6 +111,8 @@ class Daemon:
 
         incidents = IncidentStore(incidents_path(self.state_dir), self.loaded.redactor, on_moved=moved)
         prober = Prober()
+        use_pidfd_child_watcher(asyncio.get_running_loop())  # no thread per managed child
+        notifier = SystemdNotifier.from_env()  # Type=notify + WatchdogSec= (taken out of the children's env)
         known_good = KnownGoodClient(self.state_dir)
         learnings = LearningStore(learnings_path(self.state_dir), on_moved=moved)
         if self.doctor is None:
@@ -153,6 +157,8 @@ class Daemon:
             for plugin in self.plugins:
                 tasks.append(loop.create_task(plugin.run(ctx), name=f"plugin:{type(plugin).__name__}"))
             tasks.append(loop.create_task(self._control_loop(acks), name="control"))
+            if notifier is not None:
+                tasks.append(loop.create_task(notifier.run(), name="systemd-notify"))
             stop = loop.create_task(self._stop.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
             for t in done:

@@ -16,6 +16,7 @@ NPM_REGISTRY: Final = "https://registry.npmjs.org"  # overridden by $npm_config_
 # --- probing -------------------------------------------------------------------------------------
 PROBE_INTERVAL_S: Final = 5.0  # 5 s keeps an idle daemon under 1 % of a core while catching a hang quickly
 PROBE_TIMEOUT_S: Final = 3.0  # /health answers in milliseconds when alive; 3 s rides out a busy event loop
+PROBE_KEEPALIVE_S: Final = 30.0  # idle probe connections outlive a few probe intervals (the server may close first)
 SUSPECT_INTERVAL_S: Final = 1.0  # once a probe failed, confirm quickly instead of waiting a full interval
 FAILURE_THRESHOLD: Final = 3  # consecutive failed liveness checks before acting: one lost probe is not an outage
 STARTUP_TIMEOUT_S: Final = 90.0  # OpenClaw boots in 7-25 s, slower under contention (FACTS §1 says >= 60 s)
@@ -69,9 +70,12 @@ LOG_TAIL_LINES: Final = 200  # lines of a managed child's output kept in memory 
 EVENTS_MAX_BYTES: Final = 20 * 1024 * 1024  # the JSONL stream is rotated past this size
 EVENTS_KEPT_WHILE_UNWRITABLE: Final = 5000  # events held in memory while the disk is full (~1 MB), then written
 STATE_WRITES_SETTLE_S: Final = 10.0  # writes count as recovered after this long without a failed one (no flapping)
+STATE_DB_REOPEN_S: Final = 5.0  # a store the full disk kept from opening tries its file again this often (cheap)
 OUTPUT_LOG_MAX_BYTES: Final = 20 * 1024 * 1024  # a managed gateway's console output, rotated between launches
 LOG_RETENTION_DAYS: Final = 14  # rotated logs clawmedic wrote are kept this long
 CONTROL_POLL_S: Final = 0.5  # how often the daemon looks at the pause/resume control file (one stat call)
+SYSTEMD_WATCHDOG_S: Final = 60  # the unit's WatchdogSec=: a hung daemon is restarted within a minute
+SYSTEMD_WATCHDOG_MIN_PING_S: Final = 0.5  # never ping systemd more often than this, whatever WATCHDOG_USEC says
 CONTROL_ACK_TIMEOUT_S: Final = 15.0  # the daemon takes a request within a poll (0.5 s); longer means it is hung
 RESTART_WAIT_MARGIN_S: Final = 30.0  # `fix restart` waits stop + startup timeouts plus this for the new process
 RESTART_PROGRESS_EVERY_S: Final = 10.0  # while waiting for a restart, say so at least this often (a human watches)
@@ -97,13 +101,13 @@ LLM_TOOL_OUTPUT_MAX_CHARS: Final = 3000  # per tool result; more is cut, with a 
 LLM_MAX_TOKENS: Final = 300  # per decision: a tool call or a short conclusion, never an essay (CPU time is precious)
 LLM_CLI_TIMEOUT_S: Final = 900.0  # an agent CLI gets 15 min for its whole answer
 LOCAL_MODEL_CONTEXT: Final = 8192  # tokens: the evidence summary, the tools and a few turns fit comfortably
-
-# --- the HTTP server: status page and Prometheus /metrics ([daemon.http]) ------------------------------------
-# 18780: below OpenClaw's 18789 and the ports it derives from it (18789 and up), outside Prometheus' fully allocated
 REDACT_MIN_SECRET_LEN: Final = 4  # a configured secret shorter than this would mask ordinary words and numbers
 REDACT_MIN_NAMED_SECRET_LEN: Final = 6  # `API_TOKEN=…` in start.env/env_file: long enough not to blank common words
 REDACT_MIN_GUESSED_SECRET_LEN: Final = 12  # any other env value counts as a secret only if long, with digits+letters
 REDACT_MIN_URL_TOKEN_LEN: Final = 16  # an Apprise URL's path segment or query value this long is a token
+
+# --- the HTTP server: status page and Prometheus /metrics ([daemon.http]) ------------------------------------
+# 18780: below OpenClaw's 18789 and the ports it derives from it (18789 and up), outside Prometheus' fully allocated
 # 9100-9999 exporter range and the ephemeral range, so it collides with neither the gateway nor a node exporter.
 HTTP_LISTEN: Final = "127.0.0.1:18780"  # on by default, loopback only: nothing is exposed beyond this machine
 # the environment variable holding the bearer token that a non-loopback address needs (a name, not a secret)

@@ -3,8 +3,9 @@
 For the current platform:
 
 - **systemd** (Linux with systemd): user units in `$XDG_CONFIG_HOME/systemd/user` (`~/.config/systemd/user`):
-  `clawmedic.service` (the daemon, `Restart=always`, `KillMode=process` so a restart of the daemon never takes the
-  supervised gateway with it), `clawmedic-guardian.service` + `clawmedic-guardian.timer` (every minute), and with
+  `clawmedic.service` (the daemon, `Type=notify` + `WatchdogSec=`: the daemon says `READY=1` and sends `WATCHDOG=1`
+  from its own event loop, so systemd itself restarts a dead or hung daemon and no guardian timer is needed;
+  `Restart=always`, `KillMode=process` so a restart of the daemon never takes the supervised gateway with it), and with
   `--with-gateway` `openclaw-gateway.service` (`ExecStart=clawmedic safe-start TARGET`). Enabled with
   `systemctl --user` when it can be reached (not in most containers: then the files are written and the message says
   how to enable them).
@@ -48,15 +49,13 @@ Platform = Literal["systemd", "launchd", "cron"]
 PLATFORMS: tuple[Platform, ...] = ("systemd", "launchd", "cron")
 
 DAEMON_UNIT = "clawmedic.service"
-GUARDIAN_UNIT = "clawmedic-guardian.service"
-GUARDIAN_TIMER = "clawmedic-guardian.timer"
 GATEWAY_UNIT = "openclaw-gateway.service"
 DAEMON_LABEL = "ai.clawmedic.daemon"
 GUARDIAN_LABEL = "ai.clawmedic.guardian"
 GATEWAY_LABEL = "ai.clawmedic.gateway"
 CRON_BEGIN = "# >>> clawmedic >>>"
 CRON_END = "# <<< clawmedic <<<"
-GUARDIAN_EVERY_S = 60  # the guardian's period: a dead daemon is back within a minute (+ the stale threshold if hung)
+GUARDIAN_EVERY_S = 60  # launchd, cron: the guardian's period (a dead daemon is back within a minute)
 _COMMAND_TIMEOUT_S = 60.0  # systemctl/launchctl/crontab answer in seconds
 
 Runner = Callable[[list[str], str | None], tuple[int, str]]  # (argv, stdin) -> (exit code, output)
@@ -156,7 +155,10 @@ def render_systemd(
                 "StartLimitIntervalSec=0",
                 "",
                 "[Service]",
-                "Type=simple",
+                "# READY=1 once supervising, WATCHDOG=1 from the daemon's own loop: a hung daemon is restarted",
+                "Type=notify",
+                "NotifyAccess=main",
+                f"WatchdogSec={defaults.SYSTEMD_WATCHDOG_S}",
                 f"ExecStart={_exec([*exe, 'run', '--config', cfg])}",
                 "Restart=always",
                 "RestartSec=5",
@@ -170,48 +172,6 @@ def render_systemd(
                 "",
                 "[Install]",
                 "WantedBy=default.target",
-                "",
-            ]
-        ),
-        GUARDIAN_UNIT: "\n".join(
-            [
-                "# Written by `clawmedic install`; `clawmedic uninstall` removes it.",
-                "[Unit]",
-                "Description=clawmedic guardian: restarts the clawmedic daemon when it is dead or hung",
-                "",
-                "[Service]",
-                "Type=oneshot",
-                "ExecStart="
-                + _exec(
-                    [
-                        *exe,
-                        "guardian",
-                        "--config",
-                        cfg,
-                        "--quiet",
-                        "--restart-command",
-                        f"systemctl --user restart {DAEMON_UNIT}",
-                    ]
-                ),
-                "UMask=0077",
-                path_env,
-                "",
-            ]
-        ),
-        GUARDIAN_TIMER: "\n".join(
-            [
-                "# Written by `clawmedic install`; `clawmedic uninstall` removes it.",
-                "[Unit]",
-                "Description=Run the clawmedic guardian every minute",
-                "",
-                "[Timer]",
-                "OnBootSec=2min",
-                f"OnUnitActiveSec={GUARDIAN_EVERY_S}s",
-                "AccuracySec=5s",
-                f"Unit={GUARDIAN_UNIT}",
-                "",
-                "[Install]",
-                "WantedBy=timers.target",
                 "",
             ]
         ),
@@ -375,15 +335,12 @@ def build_plan(
         units = render_systemd(exe, config, gateway=gateway)
         d = systemd_user_dir()
         files = [UnitFile(d / name, content, name) for name, content in units.items()]
-        enable = [DAEMON_UNIT, GUARDIAN_TIMER] + ([GATEWAY_UNIT] if gateway else [])
+        enable = [DAEMON_UNIT] + ([GATEWAY_UNIT] if gateway else [])
         notes.append(
             "systemd runs user units only while you are logged in, unless lingering is on: "
             "`loginctl enable-linger $USER` keeps clawmedic running after logout and starts it at boot."
         )
-        notes.append(
-            f"to stop clawmedic for good: `systemctl --user disable --now {GUARDIAN_TIMER} {DAEMON_UNIT}` "
-            "(stopping the daemon alone: the guardian starts it again within a minute)."
-        )
+        notes.append(f"to stop clawmedic for good: `systemctl --user disable --now {DAEMON_UNIT}`.")
         return Plan(platform, files, None, enable, notes)
     if platform == "launchd":
         plists = render_launchd(exe, config, state_dir, os.getuid() if uid is None else uid, gateway=gateway)

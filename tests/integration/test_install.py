@@ -152,7 +152,7 @@ def test_systemd_units_are_written_valid_and_uninstall_removes_exactly_them(tmp_
     assert done.returncode == 0, done.stdout + done.stderr
     assert "systemctl is not available here: enabling skipped" in done.stdout
     assert "moved the existing" in done.stdout and "(it is not ours)" in done.stdout
-    names = ["clawmedic.service", "clawmedic-guardian.service", "clawmedic-guardian.timer", "openclaw-gateway.service"]
+    names = ["clawmedic.service", "openclaw-gateway.service"]
     files = [h.units / n for n in names]
     assert all(f.is_file() for f in files)
     verify_with_systemd_analyze(files)
@@ -162,20 +162,11 @@ def test_systemd_units_are_written_valid_and_uninstall_removes_exactly_them(tmp_
     assert daemon["Service"]["Restart"] == "always"
     assert daemon["Service"]["KillMode"] == "process"  # a daemon restart never takes the gateway with it
     assert daemon["Install"]["WantedBy"] == "default.target"
-    guard = parse_unit(files[1])
-    assert guard["Service"]["Type"] == "oneshot"
-    assert exec_start(guard)[1:] == [
-        "guardian",
-        "--config",
-        str(h.config),
-        "--quiet",
-        "--restart-command",
-        "systemctl --user restart clawmedic.service",
-    ]
-    timer = parse_unit(files[2])
-    assert timer["Timer"]["OnUnitActiveSec"] == "60s" and timer["Timer"]["Unit"] == "clawmedic-guardian.service"
-    assert timer["Install"]["WantedBy"] == "timers.target"
-    gateway = parse_unit(files[3])
+    # systemd's own watchdog instead of a guardian timer: the daemon notifies READY=1 and WATCHDOG=1
+    assert daemon["Service"]["Type"] == "notify" and daemon["Service"]["NotifyAccess"] == "main"
+    assert int(daemon["Service"]["WatchdogSec"]) > 0
+    assert not list(h.units.glob("clawmedic-guardian.*"))
+    gateway = parse_unit(files[1])
     assert exec_start(gateway)[1:] == ["safe-start", "gateway", "--config", str(h.config)]
     assert gateway["Service"]["RestartPreventExitStatus"] == "78"
     assert f'"HOME={h.home}"' in gateway["Service"]["Environment"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig, load_config
 from clawmedic.install_units import _systemd_arg, build_plan, install, strip_cron_block, uninstall
 from tests.helpers.rig import StandinTarget, render_config
@@ -45,18 +46,11 @@ def test_units_are_enabled_with_systemctl_user_in_order(loaded: LoadedConfig) ->
     assert report.ok
     assert manager.calls == [
         ["/usr/bin/systemctl", "--user", "daemon-reload"],
-        ["/usr/bin/systemctl", "--user", "enable", "--now", "clawmedic.service", "clawmedic-guardian.timer"],
+        ["/usr/bin/systemctl", "--user", "enable", "--now", "clawmedic.service"],
     ]
     manager.calls.clear()
     assert uninstall(loaded, dry_run=False, runner=manager, which=which).ok
-    assert manager.calls[0] == [
-        "/usr/bin/systemctl",
-        "--user",
-        "disable",
-        "--now",
-        "clawmedic-guardian.timer",
-        "clawmedic.service",
-    ]
+    assert manager.calls[0] == ["/usr/bin/systemctl", "--user", "disable", "--now", "clawmedic.service"]
 
 
 def test_an_unreachable_user_manager_skips_enabling_with_a_clear_message(loaded: LoadedConfig) -> None:
@@ -79,3 +73,21 @@ def test_strip_cron_block_keeps_every_other_line() -> None:
     table = "A=1\n# >>> clawmedic >>>\n@reboot x\n# <<< clawmedic <<<\n0 1 * * * y\n"
     assert strip_cron_block(table) == "A=1\n0 1 * * * y\n"
     assert strip_cron_block("") == ""
+
+
+def test_the_systemd_daemon_unit_uses_systemds_own_watchdog_and_no_guardian_timer(loaded: LoadedConfig) -> None:
+    plan = build_plan(loaded, "systemd", exe=["/opt/cm"])
+    names = [f.path.name for f in plan.files]
+    assert names == ["clawmedic.service"]  # no clawmedic-guardian.service / .timer on systemd
+    service = plan.files[0].content.splitlines()
+    assert "Type=notify" in service and "NotifyAccess=main" in service
+    assert f"WatchdogSec={defaults.SYSTEMD_WATCHDOG_S}" in service and defaults.SYSTEMD_WATCHDOG_S > 0
+    assert "Type=simple" not in service
+    assert plan.units == ["clawmedic.service"]
+
+
+def test_launchd_and_cron_keep_the_guardian(loaded: LoadedConfig) -> None:
+    launchd = build_plan(loaded, "launchd", exe=["/opt/cm"], uid=501)
+    assert "ai.clawmedic.guardian" in [f.path.stem for f in launchd.files]
+    cron = build_plan(loaded, "cron", exe=["/opt/cm"])
+    assert cron.cron_block is not None and "guardian" in cron.cron_block

@@ -702,6 +702,11 @@ class Notifier:
             await asyncio.to_thread(outbox.prune, now)
             await asyncio.to_thread(outbox.retry_now, now)
             await asyncio.to_thread(self._remember_told, outbox, incidents)
+        except OSError as e:
+            if not is_write_failure(e):
+                self._internal_error("opening the queue", e)
+            else:  # a full disk: the queue tidies itself another time; messages go out from memory meanwhile
+                state_writes.failed(queue_path(self.loaded.state_dir).name, e)
         except Exception as e:  # an unusable queue must not stop the daemon; the loops keep trying and saying so
             self._internal_error("opening the queue", e)
         self._wake_delivery.set()
@@ -757,6 +762,8 @@ class Notifier:
             try:
                 await asyncio.to_thread(self.deliver_due)
                 next_due = await asyncio.to_thread(self.outbox.next_due)
+                held = [r.next_at for r in self._unqueued] + [t for t in self._settled.values() if t is not None]
+                next_due = min([*held, *([next_due] if next_due is not None else [])], default=None)
                 if next_due is not None:
                     wait = min(max(0.05, next_due - self.clock()), 60.0)
             except Exception as e:  # never up into the daemon

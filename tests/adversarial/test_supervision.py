@@ -237,19 +237,41 @@ def test_a_daemon_started_on_a_full_state_folder_starts_and_supervises(tmp_path:
     with HttpReceiver() as receiver, small_disk(tmp_path / "state") as state:
         run = Run(tmp_path, disk_config(tmp_path, target, receiver), [target.command()])
         runs.append(run)
-        fill(state)
+        filler = fill(state)
         daemon = run.start()
         try:
             first = poll(lambda: pids_running(target.command()), 30, "the launch", daemon)
             poll(lambda: serves(target), 30, "the child to serve", daemon)
             os.kill(first[0], signal.SIGKILL)
-            poll(lambda: [p for p in pids_running(target.command()) if p != first[0]], 30, "a relaunch", daemon)
+            second = poll(
+                lambda: [p for p in pids_running(target.command()) if p != first[0]], 30, "a relaunch", daemon
+            )
             poll(lambda: serves(target), 30, "the relaunched child to serve", daemon)
             poll(lambda: messages(receiver, "state folder not writable"), 30, "the full-disk alert", daemon)
             assert daemon.poll() is None
+
+            # Space returns: the stores it could not open at start open now, and the next incident is recorded.
+            filler.unlink()
+            poll(lambda: healthy(state), 30, "a status written again", daemon)
+            poll(lambda: messages(receiver, "state folder writable again"), 40, "the recovery message", daemon)
+            os.kill(second[0], signal.SIGKILL)
+            poll(
+                lambda: [
+                    e for e in read_events(events_path(state)) if e["kind"] == "incident_closed" and e["incident"] > 0
+                ],
+                30,
+                "an incident recorded after the disk recovered",
+                daemon,
+            )
         finally:
             assert run.stop() == 0, run.output()[-3000:]
             run.cleanup()
+        store = IncidentStore(incidents_path(state))  # before the small disk goes away
+        try:
+            recorded = [(i.status, i.restarts) for i in store.list()]
+        finally:
+            store.close()
+    assert recorded == [("recovered", 1)], "incidents.sqlite, unopenable at start, took the later incident"
     assert "Traceback" not in run.output(), run.output()[-3000:]
 
 

@@ -3,19 +3,23 @@
 A store file that is not a database, or is malformed, is moved aside (`NAME.broken-<timestamp>`, with its -wal and
 -shm) and a fresh one is started — at open, or when a later statement finds the damage — and the caller is told,
 so the daemon records it and keeps supervising. A state folder that takes no writes (full disk, read-only) turns
-into `StateUnwritable`; a store that cannot even be opened then lives in memory until the daemon restarts.
+into `StateUnwritable`; a store that cannot even be opened refuses writes the same way and tries its file again
+every `STATE_DB_REOPEN_S`, so it catches up once space returns.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clawmedic import defaults
 from clawmedic.store.files import move_aside, private_file
 from clawmedic.store.health import StateUnwritable, is_write_failure, state_writes
 
@@ -42,6 +46,10 @@ def is_corrupt(e: BaseException) -> bool:
     return "file is not a database" in text or "malformed" in text
 
 
+def _is_write(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+
+
 def _looks_like_sqlite(path: Path) -> bool:
     """Empty (a new store) or starting with SQLite's magic header."""
     with path.open("rb") as f:
@@ -62,6 +70,7 @@ class Db:
         self._on_moved = on_moved
         self._lock = threading.RLock()
         self.in_memory = False
+        self._reopen_at = 0.0  # time.monotonic() of the next try to open the file, while in memory
         self._conn = self._open()
 
     def _connect(self, where: Path | str) -> sqlite3.Connection:
@@ -97,7 +106,8 @@ class Db:
                 raise
             state_writes.failed(self.path.name, e)
             self.in_memory = True
-            return self._connect(":memory:")  # supervision goes on; this daemon's records live in memory
+            self._reopen_at = time.monotonic() + defaults.STATE_DB_REOPEN_S
+            return self._connect(":memory:")  # an empty stand-in: reads find nothing, writes are refused
 
     def _sidecar(self, suffix: str) -> Path:
         return self.path.with_name(self.path.name + suffix)
@@ -112,8 +122,27 @@ class Db:
         if self._on_moved is not None:
             self._on_moved(MovedAside(self.path, moved, str(e)))
 
+    def _reopen(self) -> bool:
+        """While in memory (the file could not be opened for a full disk), try the file again now and then."""
+        if time.monotonic() < self._reopen_at:
+            return False
+        stand_in = self._conn
+        self.in_memory = False
+        self._conn = self._open()  # back to memory (and a later retry) if the disk is still full
+        if self.in_memory:
+            self._conn.close()
+            self._conn = stand_in
+            return False
+        stand_in.close()
+        log.info("%s is open again", self.path)
+        return True
+
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
+            if self.in_memory and not self._reopen() and _is_write(sql):
+                # Refused rather than kept in memory: the stores degrade one way (incidents get no id, messages
+                # stay in the notifier's memory), and no id from memory ever meets a row of the file.
+                raise StateUnwritable(errno.ENOSPC, f"{self.path.name}: not open (the state folder takes no writes)")
             try:
                 cur = self._execute(sql, args)
             except sqlite3.DatabaseError as e:
@@ -132,7 +161,7 @@ class Db:
             if is_write_failure(e):
                 raise StateUnwritable(28, f"{self.path.name}: {e}") from e
             raise
-        if not self.in_memory and sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+        if not self.in_memory and _is_write(sql):
             state_writes.ok(self.path.name)
         return cur
 

@@ -2,9 +2,11 @@
 
 The fault is real: TLS is switched on in openclaw.json. The config validates and the gateway boots and says
 "ready" — but it now speaks HTTPS, so `/health` over HTTP never answers: restarts cannot help, the crash loop
-escalates, and no diagnosis rule matches. The model (a scripted OpenAI-compatible server on loopback, so the test
-is deterministic) reads the evidence, asks for the config validation, and calls `restore_known_good` through the
-guard; the verdict is clawmedic's own probation on the relaunched gateway.
+escalates, and no diagnosis rule matches: the edit was made during the incident (a hang had opened it), so the
+change rule, which reverts only what came before the failures, leaves it to the model. The model (a scripted
+OpenAI-compatible server on loopback, so the test is deterministic) reads the evidence, asks for the config
+validation, and calls `restore_known_good` through the guard; the verdict is clawmedic's own probation on the
+relaunched gateway.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,9 +72,11 @@ def test_an_unknown_fault_is_diagnosed_and_healed_by_the_llm_doctor(tls_sandbox:
                 "certPath": str(tls_dir / "cert.pem"),
                 "keyPath": str(tls_dir / "key.pem"),
             }
-            sb.openclaw_json.write_text(json.dumps(cfg, indent=2))
-            os.kill(daemon.pid(), signal.SIGKILL)  # the relaunch boots with TLS: restarts cannot help now
-            esc = daemon.wait_event(lambda e: e["kind"] == "escalated", 400)
+            t_hang = time.time()
+            os.kill(daemon.pid(), signal.SIGSTOP)  # a hang opens the incident before anything changed
+            daemon.wait_event(lambda e: e["kind"] == "incident_opened", 120, after=t_hang)
+            sb.openclaw_json.write_text(json.dumps(cfg, indent=2))  # edited during the incident, before the relaunch
+            esc = daemon.wait_event(lambda e: e["kind"] == "escalated", 400, after=t_hang)
             assert esc["cause"] == "crash_loop"
             closed = daemon.wait_event(
                 lambda e: e["kind"] == "incident_closed" and e.get("incident") == esc["incident"], 400

@@ -149,6 +149,7 @@ async def consult_in_child(
     try:
         await asyncio.wait_for(read(), timeout=budget + KILL_GRACE_S)
         await proc.wait()
+        await _end_group(proc)  # a backend's own children (an agent CLI's helpers) do not outlive its verdict
     except TimeoutError:
         await _end_group(proc)
         stderr_task.cancel()

@@ -23,8 +23,17 @@ from pathlib import Path
 
 import pytest
 
+from clawmedic.config import load_config
+from clawmedic.daemon import events_path, incidents_path
+from clawmedic.doctor import RecordOnlyDoctor
+from clawmedic.knowngood_client import KnownGoodClient
+from clawmedic.probes import Prober
+from clawmedic.store.events import EventLog
+from clawmedic.store.incidents import IncidentStore
+from clawmedic.supervisor import Context, TargetSupervisor
+from clawmedic.targets.openclaw import Validation
 from tests.helpers.receivers import HttpReceiver
-from tests.helpers.rig import Rig, StandinTarget, holds
+from tests.helpers.rig import Rig, StandinTarget, free_port, holds
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -140,13 +149,16 @@ def test_a_sigkilled_daemon_that_had_given_up_stays_given_up_with_the_same_incid
         # A human fixes it and resumes: the recovery is credited to that same incident.
         crash.unlink()
         resumed_at = time.time()
-        assert subprocess.run(
-            [_clawmedic(), "resume", "--config", str(rig.config_path)],
-            capture_output=True,
-            env={**os.environ, "HOME": str(rig.tmp_path / "home")},
-            timeout=60,
-            check=False,
-        ).returncode == 0
+        assert (
+            subprocess.run(
+                [_clawmedic(), "resume", "--config", str(rig.config_path)],
+                capture_output=True,
+                env={**os.environ, "HOME": str(rig.tmp_path / "home")},
+                timeout=60,
+                check=False,
+            ).returncode
+            == 0
+        )
         daemons.wait(lambda: rig.events("incident_closed", since=resumed_at), 30, "the incident closing")
         [closed] = rig.incidents()
         assert (closed.id, closed.status) == (incident.id, "recovered")
@@ -195,3 +207,49 @@ def test_an_incident_left_open_without_a_record_is_closed_as_abandoned_and_a_dam
     assert len(kept) == 1
     assert kept[0].read_text() == "{ not json"
     assert json.loads(record.read_text())["state"] == "healthy"
+
+
+def _openclaw_supervisor(tmp_path: Path) -> tuple[TargetSupervisor, IncidentStore]:
+    """A supervisor of an openclaw target over real stores in `tmp_path/state` (nothing launched, nothing probed)."""
+    config = tmp_path / "clawmedic.toml"
+    config.write_text(
+        '[daemon]\nstate_dir = "state"\n[daemon.doctor.llm]\nbackend = "off"\n'
+        f'[targets.gw]\nkind = "openclaw"\nport = {free_port()}\nopenclaw_home = "{tmp_path / "home"}"\n'
+        f'[targets.gw.start]\ncommand = ["{sys.executable}", "gateway"]\n'
+    )
+    loaded = load_config(config)
+    incidents = IncidentStore(incidents_path(loaded.state_dir), loaded.redactor)
+    ctx = Context(
+        loaded,
+        EventLog(events_path(loaded.state_dir), loaded.redactor),
+        incidents,
+        Prober(),
+        RecordOnlyDoctor(),
+        KnownGoodClient(loaded.state_dir),
+    )
+    return TargetSupervisor("gw", ctx), incidents
+
+
+def test_the_same_invalid_file_does_not_open_a_second_latent_fault_incident_after_a_restart(tmp_path: Path) -> None:
+    invalid = Validation(False, "schema", ["gateway.port: expected a number"], "digest-a")
+    first, store = _openclaw_supervisor(tmp_path)
+    first._carry_over()
+    first._on_config_change(invalid, initial=True)
+    opened = first.latent_incident
+    assert opened is not None
+    store.close()
+
+    second, store = _openclaw_supervisor(tmp_path)  # the daemon restarted; the file is unchanged
+    second._carry_over()
+    second._on_config_change(invalid, initial=True)
+    assert second.latent_incident == opened
+    assert [(i.id, i.closed_at) for i in store.list(target="gw")] == [(opened, None)]
+    store.close()
+
+    third, store = _openclaw_supervisor(tmp_path)  # restarted again, and the file is now broken differently
+    third._carry_over()
+    third._on_config_change(Validation(False, "schema", ["other"], "digest-b"), initial=True)
+    assert third.latent_incident not in (None, opened)
+    old = store.get(opened)
+    assert old is not None and old.status == "superseded" and old.closed_at is not None
+    store.close()

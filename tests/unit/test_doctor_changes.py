@@ -122,3 +122,19 @@ def test_a_change_in_form_only_is_shown_but_not_a_cause(tmp_path: Path) -> None:
     (home / ".openclaw" / "openclaw.json").write_text(",,,{{")
     broken = _boot_file_changes(load_config(cfg), "gw", {"openclaw.json": json.dumps(GOOD).encode()}.get)
     assert broken[0].reversible and "no longer parses" in broken[0].summary
+
+
+def test_the_llm_doctor_is_shown_what_changed() -> None:
+    from clawmedic.doctor.llm.agent import evidence_prompt
+
+    change = {
+        "what": "config",
+        "summary": 'gateway.auth.mode: (unset) → "password"',
+        "when": "at 10:00:00, 5 s before the first failure",
+        "reversible": True,
+        "remedy": "restore_known_good",
+    }
+    prompt = evidence_prompt({"target": "gw", "cause": "fatal_config", "changes": [change]}, [], [])
+    assert "What changed since the last healthy state" in prompt
+    assert 'gateway.auth.mode: (unset) → "password" (at 10:00:00, 5 s before the first failure)' in prompt
+    assert "[reverted by restore_known_good]" in prompt

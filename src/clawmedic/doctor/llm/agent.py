@@ -120,6 +120,13 @@ def evidence_prompt(evidence: dict[str, Any], findings: list[dict[str, Any]], tr
         kg = ev.get("known_good")
         differs = " (the current config differs from it)" if ev.get("config_differs_from_known_good") else ""
         lines.append(f"- known-good config snapshot: {'yes' + differs if kg else 'none'}")
+    changes = ev.get("changes") or []
+    if changes:
+        lines += ["", "What changed since the last healthy state (each with when):"]
+        for c in changes[:8]:
+            revert = f" [reverted by {c.get('remedy')}]" if c.get("reversible") and c.get("remedy") else ""
+            lines.append(f"- {c.get('what')}: {c.get('summary')} ({c.get('when')}){revert}")
+        lines.append("")
     if ev.get("disk_free_mb") is not None:
         lines.append(f"- free disk: {ev['disk_free_mb']} MB")
     if ev.get("lint_findings"):

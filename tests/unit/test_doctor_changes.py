@@ -28,9 +28,10 @@ def test_a_changed_secret_is_named_but_never_shown() -> None:
     new["gateway"]["auth"] = {"token": "tok-Xyz789-also-secret", "password": "hunter2-long-enough"}
     lines = config_diff(GOOD, new, Redactor())
     text = "\n".join(lines)
-    assert "gateway.auth.token: *** (old) → *** (new)" in lines
-    assert "gateway.auth.password: (unset) → ***" in lines
+    assert "gateway.auth.token (secret): *** (old) → *** (new)" in lines
+    assert "gateway.auth.password (secret): (unset) → ***" in lines
     assert "tok-" not in text and "hunter2" not in text, text
+    assert Redactor().data(lines) == lines, "the evidence's own redaction leaves these lines as they are"
 
 
 def test_a_known_secret_is_masked_under_any_name() -> None:
@@ -76,7 +77,8 @@ def test_boot_files_against_known_good(tmp_path: Path) -> None:
     change = found["openclaw.json"]
     assert change.reversible and change.remedy == "restore_known_good" and change.changed_at is not None
     assert 'gateway.auth.mode: (unset) → "password"' in change.settings
-    assert "gateway.auth.token: *** → (unset)" in change.settings and "tok-" not in json.dumps(change.to_dict())
+    assert "gateway.auth.token (secret): *** → (unset)" in change.settings
+    assert "tok-" not in json.dumps(change.to_dict())
     extra.write_text("A=2\n")
     assert {c.what for c in _boot_file_changes(loaded, "gw", known.get)} == {"config", "boot_file"}
 

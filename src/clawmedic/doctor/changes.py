@@ -80,7 +80,9 @@ def config_diff(old: Any, new: Any, redactor: Redactor) -> list[str]:
             shown_was, shown_now = _show(path, was, redactor), _show(path, now, redactor)
             if shown_was == shown_now:  # a secret's value changed: say so without showing either
                 shown_was, shown_now = f"{MASK} (old)", f"{MASK} (new)"
-            lines.append(f"{path or '(whole file)'}: {shown_was} → {shown_now}")
+            # "(secret)" keeps `password: value` patterns of the redactor from masking "(unset)" later on
+            label = f"{path} (secret)" if _SECRET_SETTING.search(path.rsplit(".", 1)[-1]) else path or "(whole file)"
+            lines.append(f"{label}: {shown_was} → {shown_now}")
     return lines
 
 

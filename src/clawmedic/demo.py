@@ -63,19 +63,25 @@ def run_demo(dir_: Path | None, console: Console, quiet: bool = False) -> list[d
     gw.stop_gateway(sb)
     loaded = load_config(sb.config_path)
     setup_logging("info", quiet, loaded.redactor)
-    daemon = Daemon(loaded, stop_targets_on_exit=True)
+    from clawmedic.web.address import Listen
+    from clawmedic.web.server import HttpServer
+
+    page = HttpServer(loaded, Listen("127.0.0.1", gw.free_port()))  # a free port: a real daemon may hold 18780
+    daemon = Daemon(loaded, stop_targets_on_exit=True, plugins=[page])
+    page.attach(daemon)
     try:
-        return asyncio.run(_scenario(daemon, sb, console))
+        return asyncio.run(_scenario(daemon, sb, console, page.listen.url))
     finally:
         gw.stop_gateway(sb)
 
 
-async def _scenario(daemon: Daemon, sb: gw.Sandbox, console: Console) -> list[dict[str, Any]]:
+async def _scenario(daemon: Daemon, sb: gw.Sandbox, console: Console, page_url: str) -> list[dict[str, Any]]:
     task = asyncio.create_task(daemon.run())
     rows: list[dict[str, Any]] = []
     try:
         console.rule("[bold]clawmedic demo[/]: a real OpenClaw gateway, supervised")
         console.print(f"sandbox {sb.root}, gateway on 127.0.0.1:{sb.port}")
+        console.print(f"watch it live: {page_url}/", highlight=False)
         t0 = time.monotonic()
         await _wait_state(daemon, task, State.HEALTHY, 240.0)
         console.print(

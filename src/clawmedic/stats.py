@@ -25,6 +25,7 @@ from typing import Any
 
 from clawmedic.ladder.states import LIVE_STATES
 from clawmedic.store.incidents import Incident, IncidentStore
+from clawmedic.text import clip
 
 TIERS = ("restart", "known_good", "rule", "llm", "human")
 _LIVE = frozenset(s.value for s in LIVE_STATES)
@@ -88,7 +89,7 @@ def root_cause(inc: Incident) -> str:
                 return str(causes[0].get("title") or causes[0].get("rule"))
     if inc.cause:
         return inc.cause
-    return re.sub(r"\d+", "N", inc.reason)[:80]  # "exited 1: … pid 4242" groups with its repeats
+    return clip(re.sub(r"\d+", "N", inc.reason), 80)  # "exited 1: … pid 4242" groups with its repeats
 
 
 @dataclass

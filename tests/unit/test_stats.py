@@ -158,3 +158,8 @@ def test_quantile_is_nearest_rank() -> None:
     assert quantile([5.0], 0.9) == 5.0
     assert quantile([float(i) for i in range(1, 11)], 0.9) == 9.0
     assert quantile([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_a_long_reason_is_cut_at_a_word() -> None:
+    cause = root_cause(incident(reason="liveness failed 3 times: process 10129 is stopped (SIGSTOP or traced): " * 2))
+    assert len(cause) <= 80 and cause.endswith("…") and not cause.endswith("ans…")

@@ -277,3 +277,9 @@ def test_a_fault_of_the_page_never_ends_the_daemon(tmp_path: Path, caplog: pytes
     with caplog.at_level(logging.ERROR, logger="clawmedic.web"):
         assert asyncio.run(scenario()) is True  # a finished plugin task would stop the daemon
     assert any("supervision goes on" in r.getMessage() for r in caplog.records)
+
+
+def test_readiness_is_not_claimed_for_a_target_that_is_not_live() -> None:
+    target = {"state": "starting", "live": False, "ready": True}
+    html = Pages(Redactor()).index({"daemon": {}, "targets": {"svc": target}}, [], now=100.0)
+    assert '<span class="ok">ready</span>' not in html and "not live" in html

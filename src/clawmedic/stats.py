@@ -194,7 +194,8 @@ def compute(
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """The events of `path` and of its rotated predecessor (`.1`); a line cut short by a crash is skipped."""
+    """The state changes and daemon starts/stops in `path` and its rotated predecessor (`.1`); a line cut short by
+    a crash is skipped."""
     out: list[dict[str, Any]] = []
     for p in (path.with_name(path.name + ".1"), path):
         try:
@@ -202,6 +203,8 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         except OSError:
             continue
         for line in text.splitlines():
+            if '"kind":"state"' not in line and '"kind":"daemon_' not in line:
+                continue  # the only kinds uptime needs; a week of events is parsed in milliseconds, not seconds
             try:
                 event = json.loads(line)
             except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,3 +164,18 @@ def test_quantile_is_nearest_rank() -> None:
 def test_a_long_reason_is_cut_at_a_word() -> None:
     cause = root_cause(incident(reason="liveness failed 3 times: process 10129 is stopped (SIGSTOP or traced): " * 2))
     assert len(cause) <= 80 and cause.endswith("…") and not cause.endswith("ans…")
+
+
+def test_read_events_keeps_state_and_daemon_events_and_skips_a_cut_line(tmp_path: Path) -> None:
+    from clawmedic.redact import Redactor
+    from clawmedic.stats import read_events
+    from clawmedic.store.events import EventLog
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, Redactor())
+    log.emit("daemon_started", pid=1)
+    log.emit("state", "gw", old="stopped", new="starting", at=1.0)
+    log.emit("liveness", "gw", ok=True)
+    with path.open("a") as f:
+        f.write('{"ts":2,"kind":"state","target":"gw","ne')  # a crash mid-line
+    assert [e["kind"] for e in read_events(path)] == ["daemon_started", "state"]

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -527,13 +528,25 @@ def in_process(command: str, config: Path, monkeypatch: pytest.MonkeyPatch) -> R
 
     monkeypatch.setattr(Daemon, "run", run_briefly)
     monkeypatch.setattr(sys, "argv", ["clawmedic", *ARGS[command], "--config", str(config)])
+    # `run` configures the process (logging handlers, excepthooks): give it all back for the tests that follow
+    logger = logging.getLogger("clawmedic")
+    before = list(logger.handlers)
+    for obj, attr in ((sys, "excepthook"), (threading, "excepthook")):
+        monkeypatch.setattr(obj, attr, getattr(obj, attr))
+    for attr in ("handlers", "level", "propagate"):
+        monkeypatch.setattr(logger, attr, copy.copy(getattr(logger, attr)))
     buf = io.StringIO()
     code = 0
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        try:
-            cli.main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            try:
+                cli.main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        for h in logger.handlers:
+            if h not in before:
+                h.close()
     return Result(command, code, buf.getvalue())
 
 
@@ -720,8 +733,6 @@ def test_a_path_like_target_name_is_refused(
 
 
 def test_a_log_file_in_tmp_does_not_chmod_tmp(tmp_path: Path, fuzz_home: Path) -> None:
-    import logging
-
     from clawmedic.config import load_config
     from clawmedic.logfiles import HANDLER_NAME, setup_file_logging
 

@@ -840,3 +840,13 @@ def test_a_url_the_checks_missed_is_a_failed_probe_not_a_dead_daemon() -> None:
     for url in ("http://[::1", "127.0.0.1:1/health", "ftp://127.0.0.1/", "http://exa mple.com:99999/"):
         ok, detail = asyncio.run(probe(url))
         assert not ok and detail, (url, detail)
+
+
+def test_the_base_config_runs_and_stops_cleanly_as_a_subprocess(tmp_path: Path, fuzz_home: Path) -> None:
+    """The control for the sample above: the real console script starts, supervises, and exits 0 on SIGTERM."""
+    config = build(Case("base", "base", lambda c, f, p: None, None, NONE), tmp_path / "cfg")
+    try:
+        ran = RunningDaemon(config, fuzz_home).finish()
+    finally:
+        kill_tagged((tmp_path / "cfg" / ".tag").read_text())
+    assert ran.code == defaults.EXIT_OK and "supervising" in ran.output and "Traceback" not in ran.output, ran.output

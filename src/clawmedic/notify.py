@@ -270,7 +270,10 @@ def destinations(loaded: LoadedConfig) -> list[Destination]:
 
 def describe_url(url: str) -> str:
     """A URL safe to print: scheme and host only (Apprise URLs carry tokens in every other part)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[::1": not even its host can be shown
+        return f"{url.split(':', 1)[0][:20]}://…" if ":" in url else "(not a URL)"
     return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if _port(parts) else ''}/…"
 
 

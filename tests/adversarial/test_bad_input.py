@@ -425,6 +425,9 @@ def generate_cases() -> list[Case]:
     for i, host in enumerate(["bad host", "", "http://x", "[::1", "a/b", "-x-"]):
         add(f"host#{i}", "url", set_key(f"{T}.host", host), "host")
     add("api-url", "url", set_key("daemon.github", {"repo": "a/b", "api_url": "api.github.com"}), "api_url")
+    for label, url in BAD_URLS:  # Apprise URLs: any scheme, checked by Apprise when `run` starts
+        if label != "nul":
+            add(f"notify={label}", "url", set_key("daemon.notify.urls", [url.format(port=1)]), "notify.urls", RUN)
 
     # commands, cwd, restart_command
     missing = defaults.EXIT_ENVIRONMENT

@@ -37,6 +37,7 @@ CONTRIB = Path(__file__).resolve().parents[2] / "contrib" / "prometheus"
 # A line a target prints just before it dies: it reaches the incident's reason, its timeline and its report.
 SCRIPT = "<script>document.title='pwned'</script>"
 PAYLOAD = SCRIPT + "<img src=x onerror=\"document.title='pwned'\">"
+SECRET = "web-s3cret-9f4e2a7c1d"  # a resolved "${WEB_SECRET}" the target prints just before dying
 
 
 def wait(
@@ -91,14 +92,16 @@ class WebDaemon:
 
 
 @contextlib.contextmanager
-def running(tmp_path: Path, target: StandinTarget, state: str) -> Iterator[WebDaemon]:
+def running(
+    tmp_path: Path, target: StandinTarget, state: str, env_file: dict[str, str] | None = None
+) -> Iterator[WebDaemon]:
     """A real `clawmedic run` with its HTTP server on a free loopback port, supervising `target`; returns once the
     target is in `state`. Ends the daemon and every child it started, by PID."""
     home = tmp_path / "home"
     home.mkdir()
     rig = Rig(tmp_path)
     port = free_port()
-    config = rig.write_config(target, daemon={"http": {"listen": f"127.0.0.1:{port}"}})
+    config = rig.write_config(target, env_file=env_file, daemon={"http": {"listen": f"127.0.0.1:{port}"}})
     log = (tmp_path / "daemon.log").open("wb")
     proc = subprocess.Popen(
         [CLAWMEDIC, "run", "--config", str(config)],
@@ -121,13 +124,12 @@ def running(tmp_path: Path, target: StandinTarget, state: str) -> Iterator[WebDa
 
 @pytest.fixture
 def web_daemon(tmp_path: Path) -> Iterator[WebDaemon]:
-    """A stand-in that prints `PAYLOAD` and exits 1 when its exit file appears, and boots in 1 s (so a restart can
-    be seen on the page)."""
+    """A stand-in that prints a secret, then `PAYLOAD`, and exits 1 when its exit file appears, and boots in 1 s (so
+    a restart can be seen on the page)."""
     exit_file = tmp_path / "exit-now"
-    target = StandinTarget(
-        args=["--boot-delay", "1", "--exit-file", str(exit_file), "--exit-code", "1", "--print", PAYLOAD]
-    )
-    with running(tmp_path, target, "healthy") as d:
+    dies = ["--exit-file", str(exit_file), "--exit-code", "1", "--print", "token ${WEB_SECRET}", "--print", PAYLOAD]
+    target = StandinTarget(args=["--boot-delay", "1", *dies])
+    with running(tmp_path, target, "healthy", env_file={"WEB_SECRET": SECRET}) as d:
         yield d
 
 
@@ -345,6 +347,9 @@ def test_the_status_page_in_a_real_browser_shows_the_restart_and_escapes_the_out
     assert "Recovery report" in browser.page_source
     assert browser.find_element(By.CSS_SELECTOR, "#report h2").text == "Symptom"  # the Markdown, rendered
     assert SCRIPT in browser.find_element(By.ID, "timeline").text  # the output tail (as JSON), as text
+    assert "token ***" in browser.find_element(By.ID, "timeline").text  # the secret line, redacted
+    assert SECRET not in browser.page_source
+    assert SECRET not in get(f"{web_daemon.url}/api/status")[1] and SECRET not in get(f"{web_daemon.url}/")[1]
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline script, #report script, img") == []
     assert "pwned" not in browser.title
     browser.save_screenshot(str(tmp_path / "incident-page.png"))

@@ -44,6 +44,11 @@ VENV_BIN = Path(sys.executable).parent
 BODY = b'{"ok":true}'
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n" + BODY
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# `--prober raw`: the daemon with its HTTP probe swapped for bench/_raw_prober.py (a hand-written asyncio GET)
+RAW_DAEMON = (
+    f"import sys; sys.path.insert(0, {str(HERE)!r}); import _raw_prober; _raw_prober.install(); "
+    "from clawmedic.cli import main; sys.argv[0] = 'clawmedic'; main()"
+)
 
 
 # --- the stand-in fleet (its own process) -------------------------------------------------------------------------
@@ -179,7 +184,7 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def run(n: int, managed: bool, floor: bool, warmup: float, seconds: float) -> dict[str, Any]:
+def run(n: int, managed: bool, floor: bool, warmup: float, seconds: float, prober: str = "") -> dict[str, Any]:
     base = _free_base(n)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         folder = Path(tmp)
@@ -193,10 +198,13 @@ def run(n: int, managed: bool, floor: bool, warmup: float, seconds: float) -> di
         try:
             assert fleet.stdout is not None
             fleet.stdout.readline()  # "ready"
+            config = ["run", "--config", str(_config(folder, base, n, managed))]
             if floor:
                 cmd = [sys.executable, __file__, "--floor-loop", str(base), str(n)]
+            elif prober == "raw":
+                cmd = [sys.executable, "-c", RAW_DAEMON, *config]
             else:
-                cmd = [str(VENV_BIN / "clawmedic"), "run", "--config", str(_config(folder, base, n, managed))]
+                cmd = [str(VENV_BIN / "clawmedic"), *config]
             log = (folder / "daemon.log").open("wb")
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             time.sleep(warmup)
@@ -239,7 +247,7 @@ def run(n: int, managed: bool, floor: bool, warmup: float, seconds: float) -> di
         probed += bool(inside)
         gaps.extend(b - a for a, b in itertools.pairwise(inside))
     return {
-        "what": "floor" if floor else ("managed" if managed else "external"),
+        "what": "floor" if floor else ("managed" if managed else "external") + (f" ({prober})" if prober else ""),
         "targets": n,
         "seconds": round(t1 - t0, 1),
         "cpu_pct_of_core": round(100 * (c1 - c0) / CLK_TCK / (t1 - t0), 2),
@@ -266,11 +274,12 @@ def main() -> None:
     ap.add_argument("--targets", type=int, nargs="+", default=[200])
     ap.add_argument("--managed", action="store_true", help="managed `sleep` children instead of external targets")
     ap.add_argument("--floor", action="store_true", help="a raw asyncio GET loop instead of the daemon")
+    ap.add_argument("--prober", choices=["", "raw"], default="", help="raw: the daemon with a hand-written GET")
     ap.add_argument("--warmup", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    rows = [run(n, args.managed, args.floor, args.warmup, args.seconds) for n in args.targets]
+    rows = [run(n, args.managed, args.floor, args.warmup, args.seconds, args.prober) for n in args.targets]
     if args.json:
         print(json.dumps(rows, indent=2))
         return

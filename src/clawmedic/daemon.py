@@ -23,7 +23,6 @@ from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.ladder.states import State
 from clawmedic.paths import ensure_private_dir
 from clawmedic.probes import Prober
-from clawmedic.process.launcher import use_pidfd_child_watcher
 from clawmedic.sdnotify import SystemdNotifier
 from clawmedic.store.events import EventLog
 from clawmedic.store.files import atomic_write
@@ -111,7 +110,6 @@ class Daemon:
 
         incidents = IncidentStore(incidents_path(self.state_dir), self.loaded.redactor, on_moved=moved)
         prober = Prober()
-        use_pidfd_child_watcher(asyncio.get_running_loop())  # no thread per managed child
         notifier = SystemdNotifier.from_env()  # Type=notify + WatchdogSec= (taken out of the children's env)
         known_good = KnownGoodClient(self.state_dir)
         learnings = LearningStore(learnings_path(self.state_dir), on_moved=moved)

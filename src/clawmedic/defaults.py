@@ -76,6 +76,7 @@ LOG_RETENTION_DAYS: Final = 14  # rotated logs clawmedic wrote are kept this lon
 CONTROL_POLL_S: Final = 0.5  # how often the daemon looks at the pause/resume control file (one stat call)
 SYSTEMD_WATCHDOG_S: Final = 60  # the unit's WatchdogSec=: a hung daemon is restarted within a minute
 SYSTEMD_WATCHDOG_MIN_PING_S: Final = 0.5  # never ping systemd more often than this, whatever WATCHDOG_USEC says
+TIMER_SAFETY_S: Final = 30.0  # a target's ladder timer wakes at its deadlines; this only bounds a missed wake-up
 CONTROL_ACK_TIMEOUT_S: Final = 15.0  # the daemon takes a request within a poll (0.5 s); longer means it is hung
 RESTART_WAIT_MARGIN_S: Final = 30.0  # `fix restart` waits stop + startup timeouts plus this for the new process
 RESTART_PROGRESS_EVERY_S: Final = 10.0  # while waiting for a restart, say so at least this often (a human watches)

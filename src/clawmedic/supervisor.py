@@ -183,9 +183,9 @@ class TargetSupervisor:
             elif isinstance(a, CheckGates):
                 self._spawn(self._retry_gates(a))
         self._persist()
+        self._tick_now.set()  # any observation may move a deadline: the timer looks again (no 1 Hz polling)
         if transitions:
             self._probe_now.set()
-            self._tick_now.set()
             self.ctx.on_change()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -709,10 +709,15 @@ class TargetSupervisor:
     # --- loops -------------------------------------------------------------------------------------------------
 
     async def _probe_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
+            # Due one interval after the previous probe *started*, so the probe's own latency does not add drift.
+            wait = max(0.0, started + self.ladder.probe_interval() - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._probe_now.wait(), self.ladder.probe_interval())
+                await asyncio.wait_for(self._probe_now.wait(), wait)
             self._probe_now.clear()
+            started = loop.time()
             if self.ladder.state in _NOT_PROBED:
                 continue
             launching = self.ladder.state in (State.STARTING, State.RETRYING)
@@ -759,13 +764,16 @@ class TargetSupervisor:
             self.ctx.on_change()
 
     async def _timer_loop(self) -> None:
+        """Tick the ladder at its next deadline, or when an observation (`_feed`) may have moved it."""
         while True:
             deadline = self.ladder.next_deadline()
-            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.ctx.clock()))
+            wait = defaults.TIMER_SAFETY_S
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - self.ctx.clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tick_now.wait(), wait)
-            self._tick_now.clear()
             self._feed(self.ladder.tick)
+            self._tick_now.clear()  # after the tick: its own feed must not wake the loop again at once
 
     async def _memory_loop(self) -> None:
         limit_mb = self.cfg.limits.memory_limit_mb

@@ -1,12 +1,14 @@
 """systemd's notify protocol from a real `clawmedic run`: a Unix datagram socket stands for systemd as NOTIFY_SOCKET
 and receives READY=1, periodic WATCHDOG=1 and STOPPING=1; the supervised child does not inherit the socket.
 
-Also the child watcher: managed children's exits come through pidfds, not a thread per child.
+Also managed children: their exits come through pidfds, not a thread per child, and they outlive the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import re
 import signal
@@ -18,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from clawmedic.process.launcher import use_pidfd_child_watcher
+from clawmedic.process.launcher import Launcher
 from clawmedic.sdnotify import SystemdNotifier
-from tests.helpers.rig import Rig, StandinTarget
+from tests.helpers.rig import Rig, StandinTarget, process_alive
 from tests.integration.test_cli import CLAWMEDIC, cli_env
 
 
@@ -78,22 +80,39 @@ def test_no_notify_socket_means_no_notifier_and_an_abstract_address_is_understoo
     assert other is not None and other.interval_s is None  # the watchdog is another process's
 
 
-def test_children_exits_come_through_pidfds_not_a_thread_each() -> None:
+def test_children_exits_come_through_pidfds_not_a_thread_each(tmp_path: Path) -> None:
     children = 30
 
-    async def scenario() -> tuple[bool, int, list[int]]:
-        used = use_pidfd_child_watcher(asyncio.get_running_loop())
+    async def scenario() -> tuple[int, list[int | None]]:
         before = threading.active_count()
-        procs = [await asyncio.create_subprocess_exec("sleep", "60") for _ in range(children)]
+        handles = [await Launcher(tmp_path / f"t{i}").spawn(["sleep", "60"], {}, None) for i in range(children)]
         try:
             during = threading.active_count() - before
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGKILL)
-            codes = [await asyncio.wait_for(p.wait(), 10) for p in procs]
-        return used, during, codes
+            for h in handles:
+                h.signal_group(signal.SIGKILL)
+            codes = [await asyncio.wait_for(h.wait(), 10) for h in handles]
+        return during, codes
 
-    used, extra_threads, codes = asyncio.run(scenario())
-    assert used  # Linux >= 5.3 on Python 3.11 (CI and this machine)
-    assert extra_threads < children // 2
-    assert codes == [-signal.SIGKILL] * children  # every exit was seen
+    extra_threads, codes = asyncio.run(scenario())
+    assert extra_threads == 0  # was one waitpid thread per child (asyncio's threaded child watcher)
+    assert codes == [-signal.SIGKILL] * children  # every exit was seen, with its code
+
+
+def test_a_managed_child_outlives_the_event_loop_that_started_it(tmp_path: Path) -> None:
+    """A daemon that exits leaves its gateways running (they are adopted by the next one): nothing tied to the
+    loop — a subprocess transport collected after the loop ends — may kill them."""
+
+    async def start() -> int:
+        return (await Launcher(tmp_path / "t").spawn(["sleep", "60"], {}, None)).pid
+
+    pid = asyncio.run(start())
+    gc.collect()
+    try:
+        time.sleep(0.2)
+        assert process_alive(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

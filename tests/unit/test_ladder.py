@@ -1688,6 +1688,7 @@ def test_probe_interval(state: State) -> None:
         pytest.param(at_starting, 60.0, id="starting-startup-deadline"),
         pytest.param(at_probation, 11.0, id="probation-until"),
         pytest.param(at_healthy, None, id="healthy"),
+        pytest.param(at_healthy_after_failure, 112.0, id="healthy-forgets-failures-at"),
         pytest.param(at_suspect, None, id="suspect"),
         pytest.param(at_restarting, None, id="restarting"),
         pytest.param(at_backoff, 12.0, id="backoff-restart-at"),
@@ -1699,3 +1700,15 @@ def test_probe_interval(state: State) -> None:
 def test_next_deadline(rig: Rig, setup: Setup, expected: float | None) -> None:
     setup(rig)
     assert rig.ladder.next_deadline() == expected
+
+
+def test_ticking_only_at_deadlines_forgets_failures_on_time(rig: Rig) -> None:
+    """The supervisor's timer sleeps until `next_deadline()` (no 1 Hz tick): ticking exactly there must do
+    everything the old once-a-second tick did — here, forget past failures after `stable_reset_s` healthy."""
+    at_healthy_after_failure(rig)
+    deadline = rig.ladder.next_deadline()
+    assert deadline == 112.0
+    assert rig.ladder.tick(deadline - 0.001) == [] and rig.ladder.consecutive_restarts == 1
+    assert rig.ladder.tick(deadline) == []
+    assert rig.ladder.consecutive_restarts == 0 and not rig.ladder.failures
+    assert rig.ladder.next_deadline() is None  # nothing time-based is left: the timer waits for an observation

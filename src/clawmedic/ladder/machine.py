@@ -377,6 +377,12 @@ class Ladder:
             return self.retry_at
         if self.state == State.RETRYING:
             return self.startup_deadline
+        if (
+            self.state == State.HEALTHY
+            and self.healthy_since is not None
+            and (self.consecutive_restarts or self.failures)
+        ):
+            return self.healthy_since + self.limits.stable_reset_s  # past failures are forgotten then
         return None
 
     def retry_delay(self) -> float:

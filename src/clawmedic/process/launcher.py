@@ -16,10 +16,8 @@ import logging
 import os
 import re
 import signal
-import sys
-import threading
+import subprocess
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -52,7 +50,7 @@ class ProcessRecord:
 class Handle:
     """A running process of ours: a child we spawned, or one adopted from a previous daemon."""
 
-    def __init__(self, record: ProcessRecord, proc: asyncio.subprocess.Process | None) -> None:
+    def __init__(self, record: ProcessRecord, proc: subprocess.Popen[bytes] | None) -> None:
         self.record = record
         self._proc = proc
         self.stop_requested = False
@@ -71,11 +69,19 @@ class Handle:
         return ct is not None and abs(ct - self.record.create_time) < 1.0
 
     async def wait(self) -> int | None:
-        """Return the exit code when the process ends (None if unknown: an adopted process is not our child)."""
-        if self._proc is not None:
-            return await self._proc.wait()
-        await _wait_foreign(self.pid)
-        return None
+        """Return the exit code when the process ends (None if unknown: an adopted process is not our child).
+
+        Our own child is waited for like a foreign one — its pidfd turns readable on the event loop — and then
+        reaped with `Popen.wait()`, which returns at once. No asyncio child watcher: Python 3.11's default one
+        blocks a thread per child (200 children, 200 threads), and with its pidfd watcher (the default from 3.12)
+        nothing holds the child's subprocess transport once the loop ends, and a collected transport kills its
+        child — a managed gateway must outlive the daemon (tests/integration/test_systemd_notify.py)."""
+        if self._proc is None:
+            await _wait_foreign(self.pid)
+            return None
+        if self._proc.returncode is None:
+            await _wait_foreign(self.pid)
+        return self._proc.wait()  # reaped (or already): immediate
 
     def output_tail(self, lines: int = defaults.LOG_TAIL_LINES) -> list[str]:
         """The last lines this very launch printed (not an earlier launch's)."""
@@ -111,30 +117,6 @@ class Handle:
             with contextlib.suppress(NotOurProcess):
                 self.signal_group(signal.SIGKILL)
             return await waiter, True
-
-
-def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> bool:
-    """Learn of our children's exits through a pidfd each (Linux >= 5.3) instead of a thread each.
-
-    Python 3.11's default `ThreadedChildWatcher` blocks one thread in `waitpid` per child: 200 managed children
-    meant 200 threads. `PidfdChildWatcher` waits on the event loop itself (a readable pidfd). Python >= 3.12
-    already picks it by itself where the kernel has pidfd; elsewhere the threaded watcher stays (the fallback).
-    Call from inside the running loop before the first child starts; True when the pidfd watcher is in use.
-    """
-    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher") or not hasattr(os, "pidfd_open"):
-        return False
-    if threading.current_thread() is not threading.main_thread():
-        return False  # asyncio attaches a policy's watcher to main-thread loops only
-    try:
-        os.close(os.pidfd_open(os.getpid()))  # the kernel may predate pidfd (ENOSYS) or a sandbox forbid it
-    except OSError:
-        return False
-    # Managed gateways outlive the daemon by design: their pending handlers at the loop's end are expected.
-    warnings.filterwarnings("ignore", "A loop is being detached from a child watcher", RuntimeWarning)
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
-    return True
 
 
 async def _wait_foreign(pid: int) -> None:
@@ -200,11 +182,11 @@ class Launcher:
                 if not is_write_failure(e):
                     raise
                 state_writes.failed(f"{self.target_dir.name}/{self.log_path.name}", e)
-                sink = asyncio.subprocess.DEVNULL
+                sink = subprocess.DEVNULL
             offset = out.tell()
-            proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
+            proc = subprocess.Popen(  # fork+exec as asyncio would do it, without tying the child to the loop
+                command,
+                stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=sink,
                 env=full_env,

@@ -33,7 +33,8 @@ def test_fix_nuclear_without_a_daemon_heals_and_a_later_daemon_adopts(daemon: Da
     good = sandbox.openclaw_json.read_text()
     first = daemon.pid()
     daemon.stop()
-    assert is_running(first), "stop_targets_on_exit is false: the gateway outlives the daemon"
+    output = sandbox.state_dir / "targets" / gw.TARGET / "output.log"
+    assert is_running(first), f"the gateway should outlive the daemon; its last output:\n{output.read_text()[-2000:]}"
 
     corrupt = good + ",,,{{"
     sandbox.openclaw_json.write_text(corrupt)

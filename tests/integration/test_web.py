@@ -221,6 +221,9 @@ def test_a_real_prometheus_scrapes_up_and_counts_a_restart_after_kill_9(
     assert 'clawmedic_build_info{version="' in text
     assert 'clawmedic_probe_duration_seconds_count{probe="liveness",target="svc"}' in text
     assert get(f"{web_daemon.url}/incidents/999")[0] == 404
+    code, body = get(f"{web_daemon.url}/targets/svc")
+    assert code == 200 and json.loads(body)["state"] == "healthy"
+    assert get(f"{web_daemon.url}/targets/nope")[0] == 404
 
     up = 'clawmedic_target_up{job="clawmedic",target="svc"}'
     wait(lambda: prometheus.value(up) == 1.0, 30, f"{up} == 1 in Prometheus", prometheus.proc)
@@ -495,3 +498,5 @@ def test_a_target_that_gave_up_reaches_a_webhook_through_prometheus_and_alertman
         assert alerts[0]["labels"]["target"] == "svc" and alerts[0]["labels"]["severity"] == "critical"
         assert "gave up on svc" in alerts[0]["annotations"]["summary"]
         assert prom.value('ALERTS{alertname="ClawmedicTargetDown",alertstate="pending"}') == 1.0  # for: 2m
+        code, body = get(f"{daemon.url}/targets/svc")  # what a status-code monitor or a kubelet sees
+        assert code == 503 and json.loads(body)["state"] == "gave_up"

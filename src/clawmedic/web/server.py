@@ -149,6 +149,7 @@ class HttpServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/incidents/{id:[0-9]{1,18}}", self._incident)
         app.router.add_get("/api/status", self._api_status)
+        app.router.add_get("/targets/{name}", self._target)
         app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         return app
 
@@ -194,6 +195,18 @@ class HttpServer:
             text = self.pages.not_found(f"There is no incident #{incident_id}.")
             return web.Response(status=404, text=text, content_type="text/html")
         return web.Response(text=self.pages.incident(inc), content_type="text/html")
+
+    async def _target(self, request: web.Request) -> web.Response:
+        """One target for monitors that read only the status code (Uptime Kuma, a Kubernetes liveness probe of the
+        gateway's container): 200 while it is live or clawmedic is healing it, 503 once clawmedic gave up (a human's
+        turn, or the platform's), 404 for a name the config does not have."""
+        name = request.match_info["name"]
+        snap = self._snapshots().get(name)
+        if snap is None:
+            return web.json_response({"error": f"no target {name!r}"}, status=404)
+        body = self.loaded.redactor.data({"target": name, **snap})
+        status = 503 if snap.get("state") == "gave_up" else 200
+        return web.Response(status=status, text=json.dumps(body, default=str), content_type="application/json")
 
     async def _api_status(self, request: web.Request) -> web.Response:
         incidents = self._incidents.list(limit=defaults.HTTP_INCIDENTS_SHOWN) if self._incidents else []

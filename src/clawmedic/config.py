@@ -602,6 +602,8 @@ NotifyKind = Literal[
     "latent_config_resolved",
     "state_writes_failing",
     "state_writes_recovered",
+    "gateway_fault",
+    "gateway_fault_resolved",
 ]
 ALL_SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 ALL_NOTIFY_KINDS: tuple[NotifyKind, ...] = (
@@ -613,6 +615,8 @@ ALL_NOTIFY_KINDS: tuple[NotifyKind, ...] = (
     "latent_config_resolved",
     "state_writes_failing",
     "state_writes_recovered",
+    "gateway_fault",
+    "gateway_fault_resolved",
 )
 
 
@@ -621,8 +625,10 @@ class NotifyConfig(_Model):
 
     Messages: `escalated` (the doctor is still working on it after `group_wait_s`), `gave_up` (a human is needed),
     `still_down` (a reminder every `repeat_interval_s`), `recovered` (after a message about the incident),
-    `latent_config_fault` / `latent_config_resolved`. Severity tags: critical (escalated, gave up), warning (latent
-    fault); a follow-up goes wherever the first message went. One message per incident and kind.
+    `latent_config_fault` / `latent_config_resolved`, `gateway_fault` / `gateway_fault_resolved` (a fault inside a
+    running gateway that needs a human), `state_writes_failing` / `state_writes_recovered`. Severity tags: critical
+    (escalated, gave up, gateway fault), warning (latent fault); a follow-up goes wherever the first message went.
+    One message per incident and kind.
     """
 
     urls: list[str] = Field(default_factory=list)  # Apprise URLs; write tokens as "${NAME}" (a secret)

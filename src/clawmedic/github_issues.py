@@ -37,6 +37,7 @@ import httpx
 from clawmedic.config import GitHubConfig, LoadedConfig
 from clawmedic.doctor.report import render as render_report
 from clawmedic.paths import ensure_private_dir
+from clawmedic.store.event_kinds import GITHUB_KINDS
 from clawmedic.store.files import atomic_write
 from clawmedic.store.incidents import Incident, IncidentStore
 
@@ -140,6 +141,7 @@ class _Job:
     at: float
     attempts: int = 0
     next_at: float = 0.0
+    kind: str = "gave_up"  # or "gateway_fault_escalated": up, but a fault inside it needs a human
 
 
 class ApiError(Exception):
@@ -188,11 +190,12 @@ class GitHubIssues:
 
     # DaemonPlugin
     def on_event(self, event: dict[str, Any]) -> None:
-        if event.get("kind") != "gave_up" or not isinstance(event.get("incident"), int):
+        if event.get("kind") not in GITHUB_KINDS or not isinstance(event.get("incident"), int):
             return
         ts = event.get("ts")
         at = float(ts) if isinstance(ts, int | float) else self.clock()
-        self._jobs.append(_Job(str(event.get("target", "")), event["incident"], str(event.get("reason", "")), at))
+        reason = str(event.get("reason") or event.get("why") or "")
+        self._jobs.append(_Job(str(event.get("target", "")), event["incident"], reason, at, kind=str(event["kind"])))
         if self._loop is not None and self._wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 self._loop.call_soon_threadsafe(self._wake.set)
@@ -285,16 +288,16 @@ class GitHubIssues:
         redact = self.loaded.redactor.text
         if number is not None:
             body = (
-                f"**{job.target}** gave up again ({where}): a human is needed.\n\n"
+                f"**{job.target}** {_what(job)} again ({where}): a human is needed.\n\n"
                 f"<details><summary>Report of incident #{job.incident}</summary>\n\n{report}\n\n</details>\n\n"
                 f"{marker}\n"
             )
             await self._post(client, f"/repos/{self.repo}/issues/{number}/comments", {"body": redact(body)})
             done = "commented"
         else:
-            title = f"clawmedic: {job.target} gave up — {_summary(incident, job.reason)}"
+            title = f"clawmedic: {job.target} {_what(job)} — {_summary(incident, job.reason)}"
             body = (
-                f"clawmedic gave up on **{job.target}** ({where}): a human is needed.\n\n"
+                f"**{job.target}**: {_what(job)} ({where}); a human is needed.\n\n"
                 f"After a fix: `clawmedic resume {job.target}`\n\n---\n\n{report}\n\n{marker}\n"
             )
             payload: dict[str, Any] = {"title": redact(title), "body": redact(body)}
@@ -365,3 +368,10 @@ def plugin_for(loaded: LoadedConfig) -> tuple[GitHubIssues | None, str | None]:
             "which is not set: GitHub issues are off."
         )
     return GitHubIssues(loaded, token, cfg), None
+
+
+def _what(job: _Job) -> str:
+    """What happened, in the words of the issue's title and comments."""
+    if job.kind == "gave_up":
+        return "gave up"
+    return "has a fault inside the running gateway that clawmedic could not heal"

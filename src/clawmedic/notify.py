@@ -101,6 +101,7 @@ class NotifyPolicy:
         self.kinds = frozenset(kinds)
         self.cases: dict[int, _Case] = {}
         self.latent: dict[int, bool] = {}  # latent-fault incident -> whether its message went out
+        self.gateway_faults: dict[int, bool] = {}  # gateway-fault incident -> whether its message went out
         self.target_state: dict[str, str] = {}
 
     def observe(self, event: dict[str, Any], now: float) -> list[Alert]:
@@ -155,6 +156,30 @@ class NotifyPolicy:
                 "latent_config_fault",
                 "warning",
                 "warning",
+                target,
+                inc,
+                now,
+                facts,
+            )
+            return self._allowed([alert])
+        if kind == "gateway_fault_escalated":
+            if inc in self.gateway_faults:
+                return []
+            self.gateway_faults[inc] = "gateway_fault" in self.kinds
+            facts = {"rule": event.get("rule"), "status": event.get("status"), "reason": event.get("why")}
+            alert = Alert(
+                f"incident:{inc}:gateway_fault", "gateway_fault", "critical", "failure", target, inc, now, facts
+            )
+            return self._allowed([alert])
+        if kind == "gateway_fault_resolved":
+            if not self.gateway_faults.pop(inc, False):
+                return []
+            facts = {"outcome": event.get("outcome")}
+            alert = Alert(
+                f"incident:{inc}:gateway_fault_resolved",
+                "gateway_fault_resolved",
+                "critical",
+                "success",
                 target,
                 inc,
                 now,
@@ -556,6 +581,8 @@ _HEADLINES: dict[str, str] = {
     "latent_config_resolved": "{target}: its config on disk is valid again",
     "state_writes_failing": "clawmedic cannot write its state folder; it keeps supervising from memory",
     "state_writes_recovered": "clawmedic writes its state folder again",
+    "gateway_fault": "{target} is up, but a fault inside it needs a human: clawmedic could not heal it",
+    "gateway_fault_resolved": "{target}: the fault inside the gateway is gone",
 }
 _TITLES: dict[str, str] = {
     "escalated": "{target} escalated",
@@ -566,6 +593,8 @@ _TITLES: dict[str, str] = {
     "latent_config_resolved": "{target}: config valid again",
     "state_writes_failing": "state folder not writable",
     "state_writes_recovered": "state folder writable again",
+    "gateway_fault": "{target}: a fault inside the gateway needs a human",
+    "gateway_fault_resolved": "{target}: gateway fault resolved",
 }
 
 
@@ -600,6 +629,9 @@ def render(
     escalation = str(alert.facts.get("reason") or "")
     if escalation and (incident is None or escalation != incident.reason):
         lines.append(f"escalated: {escalation}")
+    if alert.kind == "gateway_fault":
+        lines.append(f"check: {alert.facts.get('rule')} ({alert.facts.get('status')})")
+        lines.append("The gateway still serves; see `clawmedic incidents show` for what was tried.")
     if alert.kind in ("latent_config_fault",):
         lines.append(f"file: {alert.facts.get('path')}")
         for issue in list(alert.facts.get("issues") or [])[:10]:

@@ -122,7 +122,7 @@ def run(
 
 
 def read_status(loaded: LoadedConfig) -> dict[str, Any]:
-    from clawmedic.daemon import status_path
+    from clawmedic.paths import status_path
 
     try:
         data: dict[str, Any] = json.loads(status_path(loaded.state_dir).read_text())
@@ -191,7 +191,7 @@ def incidents_list(
     if ctx.invoked_subcommand is not None:
         ctx.obj = config
         return
-    from clawmedic.daemon import incidents_path
+    from clawmedic.paths import incidents_path
     from clawmedic.store.incidents import IncidentStore
 
     loaded = _load(config)
@@ -228,7 +228,7 @@ def incidents_show(
 ) -> None:
     """Show one incident with its timeline of probes, actions, outcomes and durations (--report for the
     recovery report: symptom, evidence, diagnosis, actions, verdict, advice)."""
-    from clawmedic.daemon import incidents_path
+    from clawmedic.paths import incidents_path
     from clawmedic.store.incidents import IncidentStore
 
     loaded = _load(config or ctx.obj)
@@ -281,7 +281,7 @@ def stats(
     import time
 
     from clawmedic import stats as st
-    from clawmedic.daemon import events_path, incidents_path
+    from clawmedic.paths import events_path, incidents_path
     from clawmedic.store.incidents import IncidentStore
 
     try:
@@ -777,8 +777,8 @@ def learnings(
     ] = None,
 ) -> None:
     """What healed each kind of incident before (the doctor tries proven remedies first)."""
-    from clawmedic.daemon import learnings_path
     from clawmedic.doctor.learnings import LearningStore, export_markdown
+    from clawmedic.paths import learnings_path
 
     loaded = _load(config)
     store = LearningStore(learnings_path(paths.ensure_private_dir(loaded.state_dir)))

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 from clawmedic import control, defaults
@@ -22,6 +21,10 @@ from clawmedic.doctor.remedies import Policy, Risk
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.ladder.states import State
 from clawmedic.paths import ensure_private_dir
+from clawmedic.paths import events_path as events_path  # re-exported: the state files' paths live in `paths`
+from clawmedic.paths import incidents_path as incidents_path
+from clawmedic.paths import learnings_path as learnings_path
+from clawmedic.paths import status_path as status_path
 from clawmedic.probes import Prober
 from clawmedic.sdnotify import SystemdNotifier
 from clawmedic.store.events import EventLog
@@ -35,22 +38,6 @@ from clawmedic.supervisor import Context, TargetSupervisor
 log = logging.getLogger("clawmedic")
 
 STATUS_REFRESH_S = 5.0  # the status file doubles as the daemon's heartbeat for the guardian
-
-
-def status_path(state_dir: Path) -> Path:
-    return state_dir / "status.json"
-
-
-def events_path(state_dir: Path) -> Path:
-    return state_dir / "events.jsonl"
-
-
-def incidents_path(state_dir: Path) -> Path:
-    return state_dir / "incidents.sqlite"
-
-
-def learnings_path(state_dir: Path) -> Path:
-    return state_dir / "learnings.sqlite"
 
 
 class DaemonPlugin(Protocol):

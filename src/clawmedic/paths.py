@@ -14,6 +14,25 @@ from clawmedic.errors import ConfigInvalid
 APP = "clawmedic"
 
 
+# --- the daemon's files in its state folder (here, not in `daemon`: commands such as `status` need only these) ---
+
+
+def status_path(state_dir: Path) -> Path:
+    return state_dir / "status.json"
+
+
+def events_path(state_dir: Path) -> Path:
+    return state_dir / "events.jsonl"
+
+
+def incidents_path(state_dir: Path) -> Path:
+    return state_dir / "incidents.sqlite"
+
+
+def learnings_path(state_dir: Path) -> Path:
+    return state_dir / "learnings.sqlite"
+
+
 def default_config_path() -> Path:
     """`$CLAWMEDIC_CONFIG`, else e.g. ~/.config/clawmedic/config.toml."""
     env = os.environ.get("CLAWMEDIC_CONFIG")

@@ -20,13 +20,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from clawmedic import defaults
 from clawmedic.config import ProbeConfig
 from clawmedic.process import inspect
+
+if TYPE_CHECKING:
+    import aiohttp  # imported on the first probe: commands such as `clawmedic status` never pay for it
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Prober:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=defaults.PROBE_KEEPALIVE_S),
                 trust_env=False,  # a probe of a loopback target must not go through the user's proxy
@@ -85,6 +88,8 @@ class Prober:
         return result
 
     async def _http(self, cfg: ProbeConfig) -> ProbeResult:
+        import aiohttp
+
         assert cfg.url is not None
         start = time.monotonic()
         try:

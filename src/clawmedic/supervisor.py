@@ -18,8 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import watchfiles
-
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig, TargetConfig
 from clawmedic.doctor import Doctor, Escalation
@@ -643,6 +641,8 @@ class TargetSupervisor:
         dirs = sorted({str(p.parent) for p in self.files.values() if p.parent.is_dir()})
         if not dirs:
             return
+        import watchfiles  # only targets with boot-critical files to watch pay for it
+
         v = await self._validate()
         self._on_config_change(v, initial=True)
         async for _ in watchfiles.awatch(

@@ -269,7 +269,7 @@ def test_a_real_prometheus_scrapes_up_and_counts_a_restart_after_kill_9(
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -286,12 +286,13 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
         "--window-size=1280,900",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
         options.add_argument(flag)
     service = Service(executable_path=driver, log_output=str(tmp_path / "chromedriver.log"))
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for a browser to download
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager look for a browser to download
     drv = webdriver.Chrome(options=options, service=service)
     try:
         yield drv

@@ -11,8 +11,10 @@ from clawmedic import defaults
 from clawmedic.paths import make_private_dirs
 
 
-def atomic_write(path: Path, data: str | bytes, mode: int = defaults.FILE_MODE) -> None:
-    """Write `data` to `path` so a reader sees the old file or the new one, never half of one."""
+def atomic_write(path: Path, data: str | bytes, mode: int = defaults.FILE_MODE, *, durable: bool = True) -> None:
+    """Write `data` to `path` so a reader sees the old file or the new one, never half of one. `durable=False`
+    skips the fsync: for a file rewritten every few seconds anyway (the status heartbeat), where a power cut may
+    lose the last version but no reader ever sees a torn one."""
     make_private_dirs(path.parent)  # 0700 whatever the umask; an existing folder is left as it is
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -21,7 +23,8 @@ def atomic_write(path: Path, data: str | bytes, mode: int = defaults.FILE_MODE) 
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

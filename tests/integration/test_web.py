@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 import pytest
 
 from clawmedic import defaults
+from clawmedic.config import load_config
 from tests.helpers.receivers import HttpReceiver
-from tests.helpers.rig import Rig, StandinTarget, free_port
+from tests.helpers.rig import Rig, StandinTarget, free_port, kill_leftovers
 from tests.integration.test_cli import CLAWMEDIC, cli_env
 
 T = TypeVar("T")
@@ -120,6 +121,7 @@ def running(
         end(proc, 30)
         log.close()
         rig.cleanup()
+        kill_leftovers(load_config(config))  # the children by their resolved command (a "${SECRET}" in it)
 
 
 @pytest.fixture
@@ -387,7 +389,6 @@ def test_with_a_token_every_request_must_carry_it(tmp_path: Path) -> None:
 
     from aiohttp.test_utils import TestClient, TestServer
 
-    from clawmedic.config import load_config
     from clawmedic.web.address import Listen
     from clawmedic.web.server import HttpServer
 

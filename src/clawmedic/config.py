@@ -180,6 +180,30 @@ class LimitsConfig(_Model):
         return v
 
 
+ModelRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}/[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,255}$")]
+CooldownMin = Annotated[float, Field(ge=defaults.MODEL_COOLDOWN_MIN_MIN, le=defaults.MODEL_COOLDOWN_MAX_MIN)]
+
+
+class ModelsConfig(_Model):
+    """`[targets.NAME.models]`: while the default model cools, the gateway's default moves to the first available
+    model of `order` ("provider/model"), and back once the original answers OpenClaw's live probe."""
+
+    order: Annotated[list[ModelRef], Field(min_length=1, max_length=50)]
+    probe_interval_s: Annotated[float, Field(ge=defaults.MODEL_PROBE_MIN_INTERVAL_S, le=defaults.MAX_DURATION_S)] = (
+        defaults.MODEL_PROBE_INTERVAL_S
+    )
+    rate_limit_cooldown_min: CooldownMin = defaults.MODEL_RATE_LIMIT_COOLDOWN_MIN  # rate limit, quota, overloaded
+    auth_cooldown_min: CooldownMin = defaults.MODEL_AUTH_COOLDOWN_MIN  # auth, scope, model not found
+
+    @field_validator("order")
+    @classmethod
+    def _no_repeats(cls, order: list[str]) -> list[str]:
+        repeated = sorted({m for m in order if order.count(m) > 1})
+        if repeated:
+            raise ValueError(f"names {', '.join(repeated)} more than once")
+        return order
+
+
 class TargetConfig(_Model):
     kind: Literal["openclaw", "http"] = "openclaw"
     host: Annotated[str, AfterValidator(_check_host)] = "127.0.0.1"
@@ -195,6 +219,7 @@ class TargetConfig(_Model):
         None  # the openclaw CLI, e.g. ["openclaw"]; default: start.command before "gateway"
     )
     notify: TargetNotifyConfig | None = None  # extra notification URLs for this target (see NotifyConfig)
+    models: ModelsConfig | None = None  # model fallback order and cooldowns (openclaw targets)
 
     @model_validator(mode="after")
     def _derive_probes(self) -> TargetConfig:

@@ -43,6 +43,13 @@ GATEWAY_REMEDY_MAX_TRIES: Final = 2  # per remedy and incident; then the inciden
 GATEWAY_VERIFY_TIMEOUT_S: Final = 90.0  # re-check after a remedy this long: `config set` hot-reloads in ~5 s (FACTS §7)
 GATEWAY_VERIFY_POLL_S: Final = 3.0  # between re-checks while verifying (each costs a few CLI calls)
 CRON_ERRORS_BEFORE_DISABLE: Final = 2  # one failed run can be a blip; two in a row is a failing job
+MODEL_RATE_LIMIT_COOLDOWN_MIN: Final = 300.0  # rate limit / quota / overloaded: provider windows reset within hours
+MODEL_AUTH_COOLDOWN_MIN: Final = 720.0  # auth / scope / model-not-found: a human must act; half a day, probed meanwhile
+MODEL_COOLDOWN_MIN_MIN: Final = 1.0  # a shorter cooldown would flap the default on every failed turn
+MODEL_COOLDOWN_MAX_MIN: Final = 7 * 1440.0  # a week, like every other duration bound
+MODEL_PROBE_INTERVAL_S: Final = 300.0  # one live probe costs a CLI run (~150 MB, seconds) and a model call
+MODEL_PROBE_MIN_INTERVAL_S: Final = 60.0  # probing a cooling provider more often than this only spends its quota
+MODEL_PROBE_TIMEOUT_S: Final = 20.0  # OpenClaw's own default for `models.probe` (it allows 5-60 s)
 
 # --- the doctor's evidence -------------------------------------------------------------------------------------
 EVIDENCE_LEAD_S: Final = STARTUP_TIMEOUT_S  # log records count from the launch that failed: at most a startup before

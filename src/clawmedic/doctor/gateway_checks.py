@@ -34,6 +34,7 @@ import json5
 from clawmedic import defaults
 from clawmedic.config import GatewayChecksConfig, LoadedConfig
 from clawmedic.doctor.evidence import Evidence
+from clawmedic.doctor.model_fallback import Action, ModelFallback
 from clawmedic.doctor.remedies import Guard, Outcome, Policy, RemedyContext, Risk, Status
 from clawmedic.doctor.report import write_report
 from clawmedic.doctor.rules import Finding, RemedyCall, diagnose
@@ -351,6 +352,17 @@ class GatewayCheck:
         self._read = read or (lambda ld, name, since: read_state(ld, name, since=since, cfg=self.cfg))
         self.targets = [n for n, t in loaded.targets.items() if t.kind == "openclaw"]
         self.healers = {n: Healer(self.cfg.cooldown_s, self.cfg.verify_timeout_s) for n in self.targets}
+        self.models: dict[str, ModelFallback] = {}  # targets with `[targets.NAME.models]`: they own model faults
+        for n in self.targets:
+            mc = loaded.targets[n].models
+            if mc is not None:
+                self.models[n] = ModelFallback(
+                    mc.order,
+                    rate_limit_cooldown_s=mc.rate_limit_cooldown_min * 60,
+                    auth_cooldown_s=mc.auth_cooldown_min * 60,
+                    probe_interval_s=mc.probe_interval_s,
+                    path=loaded.state_dir / "models" / f"{n}.json",
+                )
         self.states: dict[str, str] = {}
         self._since = {n: clock() for n in self.targets}
         self._failing_read: dict[str, str | None] = {}
@@ -381,6 +393,9 @@ class GatewayCheck:
         self._since[name] = max([now, *seen])
         self._log_read_errors(name, state)
         findings = findings_of(name, state)
+        if name in self.models:  # the fallback moves the default and the pins instead of clearing pins
+            findings = [f for f in findings if f.rule != "model-failures"]
+            await self._models(ctx, name, state)
         healer = self.healers[name]
         decisions = healer.step(findings, self.clock())
         inc_store, events = ctx.incidents, ctx.events
@@ -404,6 +419,110 @@ class GatewayCheck:
         if healer.tracked:  # while a fault is open, every check is on the record (and nothing when all is well)
             events.emit("gateway_checked", name, open={r: t.phase for r, t in healer.tracked.items()})
         return decisions
+
+    # --- the model fallback ------------------------------------------------------------------------------------------
+
+    async def _models(self, ctx: Context, name: str, state: GatewayState) -> None:
+        mf = self.models[name]
+        now = self.clock()
+        for ref, cd in mf.observe(state.model_events, now):
+            minutes = round(mf.durations[cd.kind] / 60)
+            ctx.events.emit(
+                "model_cooldown", name, model=ref, cooldown=cd.kind, reason=cd.reason, until=cd.until, minutes=minutes
+            )
+            log.warning("%s: model %s cools for %d min (%s)", name, ref, minutes, cd.reason)
+        for _ in range(2):  # a probe that answers is acted on in the same check
+            default = await asyncio.to_thread(openclaw.default_model, self.loaded.targets[name])
+            actions = mf.step(default, state.session_pins, self.clock())
+            answered = False
+            for a in actions:
+                answered |= await self._model_action(ctx, name, mf, a, default, state)
+            if not answered:
+                return
+
+    async def _model_action(
+        self, ctx: Context, name: str, mf: ModelFallback, a: Action, default: str | None, state: GatewayState
+    ) -> bool:
+        """Carry out one action of the fallback; True when a probe found a model answering again."""
+        rctx = RemedyContext(self.loaded, name, ctx.known_good)
+        if a.kind == "probe":
+            t0 = time.monotonic()
+            ok, detail = await asyncio.to_thread(probe_model, self.loaded, name, a.model, self.cfg.command_timeout_s)
+            took = round(time.monotonic() - t0, 2)
+            mf.probed(a.model, ok, self.clock())
+            ctx.events.emit("model_probe", name, model=a.model, answered=ok, took_s=took, detail=detail)
+            if mf.state.incident is not None:
+                ctx.incidents.add(
+                    mf.state.incident, "verify", {"probe": a.model, "answered": ok, "detail": detail}, duration_s=took
+                )
+            log.info("%s: probe of %s: %s (%.1f s)", name, a.model, "answers" if ok else "still failing", took)
+            return ok
+        if a.kind == "exhausted":
+            inc = self._model_incident(ctx, name, mf, a, state)
+            self._model_escalate(ctx, name, inc, a.why)
+            return False
+        if a.kind == "switch" or a.kind == "return":
+            inc = self._model_incident(ctx, name, mf, a, state)
+            o = await asyncio.to_thread(self.guard.run, rctx, "set_default_model", {"model": a.model})
+            ctx.incidents.add(inc, "remedy", o.to_dict(), duration_s=o.took_s)
+            ctx.events.emit(
+                "gateway_remedy", name, incident=inc, remedy=o.remedy, status=o.status.value, detail=o.detail
+            )
+            if o.status != Status.OK:
+                self._model_escalate(ctx, name, inc, f"{o.remedy}: {o.status.value} — {o.detail}")
+                return False
+            now = self.clock()
+            if a.kind == "switch":
+                mf.switched(default or "", a.model, now)
+                ctx.events.emit("model_fallback", name, incident=inc, original=mf.state.original, to=a.model, why=a.why)
+                log.warning("%s: default model %s → %s: %s (incident #%d)", name, default, a.model, a.why, inc)
+            else:
+                fallback = mf.state.fallback
+                spent = mf.returned(now)
+                summary = f"back on {a.model} after {spent:.0f} s on {fallback}; {a.why}"
+                ctx.incidents.add(
+                    inc, "verdict", {"healed": True, "summary": summary, "on_fallback_s": round(spent, 1)}
+                )
+                ctx.incidents.update(inc, status="recovered", live_at=now, closed_at=now)
+                ctx.events.emit("model_restored", name, incident=inc, model=a.model, on_fallback_s=round(spent, 1))
+                ctx.events.emit(
+                    "gateway_fault_resolved", name, incident=inc, rule="model-cooldown", outcome="recovered"
+                )
+                log.info("%s: incident #%d recovered: %s", name, inc, summary)
+                self._write_report(ctx, inc)
+            return False
+        # a pin on a cooling model moves to the same fallback
+        params = {"session_key": a.session, "model": a.model}
+        o = await asyncio.to_thread(self.guard.run, rctx, "pin_session_model", params)
+        pin_inc = mf.state.incident
+        if pin_inc is not None:
+            ctx.incidents.add(pin_inc, "remedy", o.to_dict(), duration_s=o.took_s)
+        ctx.events.emit(
+            "gateway_remedy", name, incident=pin_inc, remedy=o.remedy, status=o.status.value, detail=o.detail
+        )
+        log.warning("%s: remedy %s: %s — %s", name, o.remedy, o.status.value, o.detail)
+        return False
+
+    def _model_incident(self, ctx: Context, name: str, mf: ModelFallback, a: Action, state: GatewayState) -> int:
+        if mf.state.incident is not None:
+            return mf.state.incident
+        now = self.clock()
+        inc = ctx.incidents.open(name, f"gateway check: the default model cools — {a.why}", now, now)
+        ctx.incidents.update(inc, cause=CAUSE)
+        ctx.incidents.add(inc, "evidence", {"gateway": state.to_dict(), "models": mf.to_dict()})
+        finding = {"rule": "model-cooldown", "detail": a.why, "plan": [a.kind, a.model]}
+        ctx.incidents.add(inc, "diagnosis", {"signature": f"cause={CAUSE}|rule=model-cooldown", "findings": [finding]})
+        ctx.events.emit("gateway_fault", name, incident=inc, rule="model-cooldown", detail=a.why)
+        mf.set_incident(inc)
+        return inc
+
+    def _model_escalate(self, ctx: Context, name: str, inc: int, why: str) -> None:
+        ctx.incidents.update(inc, status="escalated")
+        ctx.incidents.add(inc, "verdict", {"healed": False, "summary": f"model fallback — needs a human: {why}"})
+        ctx.events.emit(
+            "gateway_fault_escalated", name, incident=inc, rule="model-cooldown", status="escalated", why=why
+        )
+        log.warning("%s: incident #%d escalated: %s", name, inc, why)
 
     # --- carrying the decisions out ---------------------------------------------------------------------------------
 
@@ -472,6 +591,33 @@ class GatewayCheck:
             elif self._failing_read.get(name):
                 log.info("%s: gateway check reads everything again", name)
             self._failing_read[name] = text
+
+
+def probe_model(loaded: LoadedConfig, name: str, model: str, timeout: float) -> tuple[bool, str]:
+    """OpenClaw's own live probe of `model`'s provider, through the running gateway: `gateway call models.probe`
+    (the RPC behind `models status --probe --probe-provider P`, which refuses to run beside a live gateway on the
+    same state folder). Returns (answered, what it said)."""
+    provider = model.split("/", 1)[0]
+    params = json.dumps({"provider": provider, "timeoutMs": int(defaults.MODEL_PROBE_TIMEOUT_S * 1000)})
+    r = openclaw.gateway_cli(
+        loaded, name, ["gateway", "call", "models.probe", "--params", params, "--json"], remote=True, timeout=timeout
+    )
+    if r.error is not None:
+        return False, r.error[:MAX_TEXT]
+    return parse_probe(r.data)
+
+
+def parse_probe(data: object) -> tuple[bool, str]:
+    """`models.probe`'s answer `{provider, status: ok|auth|rate_limit|billing|timeout|format|no_model|unknown,
+    latencyMs, error}` → (answered, a short summary)."""
+    if not isinstance(data, dict):
+        return False, f"unexpected answer: {str(data)[:MAX_TEXT]}"
+    status = str(data.get("status"))
+    latency = data.get("latencyMs")
+    said = status + (f" in {latency} ms" if isinstance(latency, int | float) else "")
+    if data.get("error"):
+        said += f": {data['error']}"
+    return status == "ok", said[:MAX_TEXT]
 
 
 def plugin_for(loaded: LoadedConfig) -> GatewayCheck | None:

@@ -90,6 +90,20 @@ class SessionParams(BaseModel):
     session_key: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,255}$")
 
 
+MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}/[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,255}$"  # "provider/model"
+
+
+class ModelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(pattern=MODEL_REF)
+
+
+class SessionModelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_key: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,255}$")
+    model: str = Field(pattern=MODEL_REF)
+
+
 @dataclass(frozen=True)
 class Remedy:
     name: str
@@ -366,6 +380,42 @@ def _clear_session_model_pin(ctx: RemedyContext, params: SessionParams) -> Outco
     )
 
 
+def _set_default_model(ctx: RemedyContext, params: ModelParams) -> Outcome:
+    """`config set agents.defaults.model.primary` (config snapshotted first); OpenClaw hot-reloads it in seconds."""
+    model = params.model
+    before = openclaw.default_model(ctx.loaded.targets[ctx.target])
+    snap = _snapshot(ctx, f"before setting the default model to {model}")
+    r = _cli(ctx, ["config", "set", "agents.defaults.model.primary", model], remote=False)
+    if r.rc != 0:
+        return Outcome(
+            "set_default_model",
+            Status.FAILED,
+            f"`config set agents.defaults.model.primary {model}` failed: {r.error}",
+            changes=[{"snapshot_before": snap}],
+        )
+    undo = f"openclaw config set agents.defaults.model.primary {before}" if before else "restore the snapshot"
+    return Outcome(
+        "set_default_model",
+        Status.OK,
+        f"the default model is now {model} (was {before}; config snapshot {str(snap)[:10]} first); `{undo}` undoes it",
+        changes=[{"default_model": model, "was": before, "snapshot_before": snap, "undo": undo}],
+    )
+
+
+def _pin_session_model(ctx: RemedyContext, params: SessionModelParams) -> Outcome:
+    key, model = params.session_key, params.model
+    patch = json.dumps({"key": key, "model": model})
+    r = _cli(ctx, ["gateway", "call", "sessions.patch", "--params", patch, "--json"], remote=True)
+    if r.error is not None:
+        return Outcome("pin_session_model", Status.FAILED, f"sessions.patch on {key} failed: {r.error}")
+    return Outcome(
+        "pin_session_model",
+        Status.OK,
+        f"session {key} now uses {model} (its pinned model cools)",
+        changes=[{"session": key, "model": model}],
+    )
+
+
 REMEDIES: dict[str, Remedy] = {
     r.name: r
     for r in (
@@ -452,6 +502,24 @@ REMEDIES: dict[str, Remedy] = {
             Risk.REVERSIBLE,
             SessionParams,
             _clear_session_model_pin,
+            restarts_target=False,  # repairs the running gateway in place
+            needs_running_gateway=True,
+        ),
+        Remedy(
+            "set_default_model",
+            "Set the gateway's default model (`config set agents.defaults.model.primary`, config snapshotted first)",
+            Risk.REVERSIBLE,
+            ModelParams,
+            _set_default_model,
+            restarts_target=False,  # OpenClaw hot-reloads it
+            needs_running_gateway=True,
+        ),
+        Remedy(
+            "pin_session_model",
+            "Move a session pinned to a cooling model to another model (`sessions.patch` model=provider/model)",
+            Risk.REVERSIBLE,
+            SessionModelParams,
+            _pin_session_model,
             restarts_target=False,  # repairs the running gateway in place
             needs_running_gateway=True,
         ),

@@ -52,6 +52,21 @@ def config_path(cfg: TargetConfig) -> Path:
     return gateway_home(cfg) / ".openclaw" / CONFIG_KEY
 
 
+def default_model(cfg: TargetConfig) -> str | None:
+    """`agents.defaults.model.primary` of openclaw.json ("provider/model"; a bare string model too), or None."""
+    try:
+        data = json5.loads(config_path(cfg).read_text())
+    except (OSError, ValueError):
+        return None
+    node: object = data
+    for key in ("agents", "defaults", "model"):
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, str):
+        return node or None
+    primary = node.get("primary") if isinstance(node, dict) else None
+    return primary if isinstance(primary, str) and primary else None
+
+
 def boot_files(cfg: TargetConfig) -> dict[str, Path]:
     """Boot-critical files to track, by stable key: openclaw.json plus any the user lists."""
     files: dict[str, Path] = {}

@@ -1,0 +1,252 @@
+"""The model fallback's state machine over an injected clock: cooldowns from `model_fallback_decision` events, one
+test per edge (named after it), pins moved to the same fallback, probes every interval, persistence across a daemon
+restart, and the config keys that drive it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import ValidationError
+
+from clawmedic.config import ModelsConfig
+from clawmedic.doctor.model_fallback import TRANSITIONS, Action, IllegalMove, Mode, ModelFallback, cooldown_kind
+
+A, B, C = "alpha/alpha-model", "beta/beta-model", "gamma/gamma-model"
+MIN = 60.0
+RATE_S, AUTH_S, PROBE_S = 300 * MIN, 720 * MIN, 300.0
+
+Edge = tuple[Mode, Mode]
+COVERED: set[Edge] = set()
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def covers(*edges: Edge) -> Callable[[F], F]:
+    def mark(fn: F) -> F:
+        COVERED.update(edges)
+        return fn
+
+    return mark
+
+
+def event(model: str, reason: str, at: float | None = None) -> dict[str, Any]:
+    provider, name = model.split("/", 1)
+    return {"at": at, "reason": reason, "provider": provider, "model": name, "decision": "candidate_failed"}
+
+
+def machine(path: Path | None = None, order: list[str] | None = None) -> ModelFallback:
+    return ModelFallback(
+        order or [B, C], rate_limit_cooldown_s=RATE_S, auth_cooldown_s=AUTH_S, probe_interval_s=PROBE_S, path=path
+    )
+
+
+def kinds(actions: list[Action]) -> list[tuple[str, str]]:
+    return [(a.kind, a.model) for a in actions]
+
+
+# --- cooldowns --------------------------------------------------------------------------------------------------
+
+REASONS = [
+    ("rate_limit", "rate_limit"),
+    ("overloaded", "rate_limit"),
+    ("billing", "rate_limit"),
+    ("auth", "auth"),
+    ("model_not_found", "auth"),
+    ("timeout", None),  # says nothing about the model
+    ("context_overflow", None),
+    (None, None),
+]
+
+
+@pytest.mark.parametrize(("reason", "kind"), REASONS)
+def test_reason_maps_to_a_cooldown_kind(reason: str | None, kind: str | None) -> None:
+    assert cooldown_kind(reason) == kind
+
+
+def test_rate_limit_cools_300_min_and_auth_720_min() -> None:
+    mf = machine()
+    changed = dict(mf.observe([event(A, "rate_limit", at=100.0), event(C, "auth", at=100.0)], now=110.0))
+    assert changed[A].until == 100.0 + RATE_S and changed[A].kind == "rate_limit"
+    assert changed[C].until == 100.0 + AUTH_S and changed[C].kind == "auth"
+    assert mf.cooling(A, 100.0 + RATE_S - 1) and not mf.cooling(A, 100.0 + RATE_S)
+
+
+def test_an_auth_failure_lengthens_a_rate_limit_cooldown() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
+    ((_, cd),) = mf.observe([event(A, "auth", at=10.0)], now=10.0)
+    assert cd.kind == "auth" and cd.until == 10.0 + AUTH_S and cd.since == 0.0
+
+
+def test_an_older_event_does_not_shorten_a_cooldown_nor_report_it_again() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=50.0)], now=50.0)
+    assert mf.observe([event(A, "rate_limit", at=40.0)], now=60.0) == []
+
+
+def test_events_without_a_cooling_reason_change_nothing() -> None:
+    mf = machine()
+    assert mf.observe([event(A, "timeout", at=1.0), {"reason": "rate_limit"}], now=2.0) == []
+    assert mf.step(A, [], 3.0) == []
+
+
+# --- the edges ----------------------------------------------------------------------------------------------------
+
+
+@covers((Mode.ON_PRIMARY, Mode.ON_FALLBACK))
+def test_transition_on_primary_to_on_fallback_when_the_default_cools() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=1.0)
+    assert kinds(mf.step(A, [], 1.0)) == [("switch", B)]
+    mf.switched(A, B, 1.0)
+    assert mf.state.mode == Mode.ON_FALLBACK and mf.state.original == A and mf.state.fallback == B
+    assert mf.step(B, [], 2.0) == [], "on the fallback, nothing to do until the probe is due"
+
+
+@covers((Mode.ON_FALLBACK, Mode.ON_FALLBACK))
+def test_transition_on_fallback_to_on_fallback_when_the_fallback_cools_too() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
+    mf.switched(A, B, 0.0)
+    mf.observe([event(B, "overloaded", at=5.0)], now=5.0)
+    assert kinds(mf.step(B, [], 5.0)) == [("switch", C)]
+    mf.switched(B, C, 5.0)
+    assert mf.state.original == A, "the user's own default stays the one to return to"
+    assert mf.state.fallback == C and mf.state.since == 0.0
+
+
+@covers((Mode.ON_FALLBACK, Mode.ON_PRIMARY))
+def test_transition_on_fallback_to_on_primary_when_the_probe_answers() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
+    mf.switched(A, B, 0.0)
+    assert kinds(mf.step(B, [], PROBE_S - 1)) == [], "no probe before the interval"
+    assert kinds(mf.step(B, [], PROBE_S)) == [("probe", A)]
+    mf.probed(A, answered=False, now=PROBE_S)
+    assert kinds(mf.step(B, [], PROBE_S + 1)) == [], "a failed probe waits another interval"
+    assert kinds(mf.step(B, [], 2 * PROBE_S)) == [("probe", A)]
+    mf.probed(A, answered=True, now=2 * PROBE_S)
+    assert kinds(mf.step(B, [], 2 * PROBE_S)) == [("return", A)]
+    assert mf.returned(2 * PROBE_S + 3) == 2 * PROBE_S + 3, "the time on the fallback"
+    assert mf.state.mode == Mode.ON_PRIMARY and mf.state.original is None and mf.state.incident is None
+
+
+def test_on_fallback_returns_when_the_cooldown_ends_without_a_probe() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
+    mf.switched(A, B, 0.0)
+    assert kinds(mf.step(B, [], RATE_S)) == [("return", A)]
+    assert A not in mf.state.cooldowns
+
+
+def test_every_allowed_edge_has_a_test() -> None:
+    allowed = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
+    assert allowed == COVERED
+
+
+def test_a_move_outside_the_table_is_refused() -> None:
+    mf = machine()
+    with pytest.raises(IllegalMove):
+        mf.returned(0.0)
+
+
+# --- pins, exhaustion, probes ---------------------------------------------------------------------------------------
+
+
+def test_pins_on_a_cooling_model_move_to_the_same_fallback() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
+    pins: list[dict[str, Any]] = [
+        {"key": "agent:main:main", "provider": "alpha", "model": "alpha-model"},
+        {"key": "agent:main:other", "provider": None, "model": A},
+        {"key": "agent:main:fine", "provider": "gamma", "model": "gamma-model"},
+    ]
+    actions = mf.step(A, pins, 0.0)
+    assert [(a.kind, a.model, a.session) for a in actions] == [
+        ("switch", B, ""),
+        ("pin", B, "agent:main:main"),
+        ("pin", B, "agent:main:other"),
+    ]
+
+
+def test_pins_move_to_the_default_when_the_default_does_not_cool() -> None:
+    mf = machine()
+    mf.observe([event(C, "auth", at=0.0)], now=0.0)
+    actions = mf.step(B, [{"key": "s", "provider": "gamma", "model": "gamma-model"}], 0.0)
+    assert [(a.kind, a.model, a.session) for a in actions] == [("pin", B, "s")]
+
+
+def test_every_model_cooling_is_said_once_and_nothing_is_switched() -> None:
+    mf = machine()
+    mf.observe([event(m, "rate_limit", at=0.0) for m in (A, B, C)], now=0.0)
+    assert kinds(mf.step(A, [], 0.0)) == [("exhausted", A)]
+    assert mf.step(A, [], 1.0) == [], "said once"
+    assert kinds(mf.step(A, [], PROBE_S)) == [("probe", A), ("probe", B), ("probe", C)]
+    mf.probed(C, answered=True, now=PROBE_S)
+    assert kinds(mf.step(A, [], PROBE_S))[:1] == [("switch", C)]
+
+
+def test_a_model_outside_the_order_is_not_probed() -> None:
+    mf = machine()
+    mf.observe([event("other/x", "rate_limit", at=0.0)], now=0.0)
+    assert mf.step(B, [], PROBE_S) == []
+
+
+def test_the_default_is_unknown_nothing_is_switched() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
+    assert kinds(mf.step(None, [], 0.0)) == []
+
+
+# --- persistence ----------------------------------------------------------------------------------------------------
+
+
+def test_cooldowns_and_the_fallback_survive_a_daemon_restart(tmp_path: Path) -> None:
+    path = tmp_path / "models" / "gw.json"
+    mf = machine(path)
+    mf.observe([event(A, "auth", at=0.0)], now=0.0)
+    mf.switched(A, B, 1.0)
+    mf.set_incident(7)
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = machine(path)
+    assert again.state == mf.state
+    assert again.state.cooldowns[A].until == AUTH_S and again.state.incident == 7
+    assert kinds(again.step(B, [], PROBE_S)) == [("probe", A)]
+    again.probed(A, answered=True, now=PROBE_S)
+    assert kinds(again.step(B, [], PROBE_S)) == [("return", A)]
+    assert again.returned(PROBE_S + 1) == PROBE_S, "the time on the fallback counts from before the restart"
+
+
+def test_an_unreadable_state_file_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "gw.json"
+    path.write_text("{not json")
+    assert machine(path).state.mode == Mode.ON_PRIMARY
+    path.write_text(json.dumps({"mode": "sideways"}))
+    assert machine(path).state.cooldowns == {}
+
+
+# --- config -----------------------------------------------------------------------------------------------------
+
+
+def test_models_config_defaults() -> None:
+    mc = ModelsConfig(order=[B])
+    assert (mc.probe_interval_s, mc.rate_limit_cooldown_min, mc.auth_cooldown_min) == (300.0, 300.0, 720.0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"order": []},
+        {"order": ["no-provider"]},
+        {"order": [B, B]},
+        {"order": [B], "probe_interval_s": 59},
+        {"order": [B], "rate_limit_cooldown_min": 0.5},
+        {"order": [B], "auth_cooldown_min": 7 * 1440 + 1},
+    ],
+)
+def test_models_config_refuses(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ModelsConfig.model_validate(bad)

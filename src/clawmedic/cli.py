@@ -6,7 +6,6 @@ Exit codes: 0 ok; 1 the job failed (a fault was not healed, a target is down); 2
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import sys
@@ -114,6 +113,8 @@ def run(
             if (attach := getattr(plugin, "attach", None)) is not None:
                 attach(daemon)  # the HTTP server reads the live supervisors
         await daemon.run()
+
+    import asyncio  # here, not at the top: `status` and the other quick commands never need it
 
     asyncio.run(main())
 
@@ -765,6 +766,8 @@ def _diagnose_llm(
             err.print(f"[dim]  step {detail.get('step')}: {detail.get('name')} → {detail.get('status')}[/]")
 
     payload = {"evidence": evidence, "findings": findings, "tried": []}
+    import asyncio
+
     return asyncio.run(consult_in_child(loaded, name, payload, read_only=True, on_record=show))
 
 

@@ -440,6 +440,11 @@ def install(
         "cron_block": bool(old.get("cron_block")),
     }
     verb = "would " if dry_run else ""
+    if plan.platform == "systemd" and "clawmedic-guardian.timer" in old.get("units", []):
+        report.notes.append(  # earlier versions installed it; systemd's watchdog (Type=notify) does its job now
+            "an earlier install's clawmedic-guardian.timer is no longer needed: "
+            "`systemctl --user disable --now clawmedic-guardian.timer` (`clawmedic uninstall` removes its files)."
+        )
     for unit in plan.files:
         path = unit.path
         if path.exists():

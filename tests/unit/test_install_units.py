@@ -3,6 +3,7 @@ message when the manager cannot be reached (a container has systemctl but no use
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig, load_config
-from clawmedic.install_units import _systemd_arg, build_plan, install, strip_cron_block, uninstall
+from clawmedic.install_units import _systemd_arg, build_plan, install, manifest_path, strip_cron_block, uninstall
 from tests.helpers.rig import StandinTarget, render_config
 
 
@@ -91,3 +92,14 @@ def test_launchd_and_cron_keep_the_guardian(loaded: LoadedConfig) -> None:
     assert "ai.clawmedic.guardian" in [f.path.stem for f in launchd.files]
     cron = build_plan(loaded, "cron", exe=["/opt/cm"])
     assert cron.cron_block is not None and "guardian" in cron.cron_block
+
+
+def test_reinstalling_over_a_guardian_timer_says_how_to_disable_it(loaded: LoadedConfig) -> None:
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    old = {"version": 1, "platform": "systemd", "files": [], "units": ["clawmedic.service", "clawmedic-guardian.timer"]}
+    manifest_path(loaded.state_dir).write_text(json.dumps(old))
+    plan = build_plan(loaded, "systemd", exe=["/opt/cm"])
+    report = install(loaded, plan, dry_run=True, runner=Manager(), which=which)
+    assert any("systemctl --user disable --now clawmedic-guardian.timer" in n for n in report.notes)
+    fresh = install(loaded, build_plan(loaded, "cron", exe=["/opt/cm"]), dry_run=True, runner=Manager(), which=which)
+    assert not any("guardian.timer" in n for n in fresh.notes)

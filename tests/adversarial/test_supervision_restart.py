@@ -27,6 +27,7 @@ from clawmedic.config import load_config
 from clawmedic.daemon import events_path, incidents_path
 from clawmedic.doctor import RecordOnlyDoctor
 from clawmedic.knowngood_client import KnownGoodClient
+from clawmedic.notify import Outbox, queue_path
 from clawmedic.probes import Prober
 from clawmedic.store.events import EventLog
 from clawmedic.store.incidents import IncidentStore
@@ -36,6 +37,15 @@ from tests.helpers.receivers import HttpReceiver
 from tests.helpers.rig import Rig, StandinTarget, free_port, holds
 
 pytestmark = pytest.mark.timeout(90)
+
+
+def queued(rig: Rig, status: str | None = None) -> list[tuple[str, str]]:
+    """The notification queue's rows as (key, status): what the daemons decided to tell."""
+    outbox = Outbox(queue_path(rig.state_dir))
+    try:
+        return [(q.key, q.status) for q in outbox.all(status)]
+    finally:
+        outbox.close()
 
 
 def carried_path(target_dir: Path) -> Path:
@@ -120,7 +130,8 @@ def test_a_sigkilled_daemon_that_had_given_up_stays_given_up_with_the_same_incid
         first = daemons.start()
         daemons.wait(lambda: rig.target_status().get("state") == "gave_up", 40, "gave_up")
         daemons.wait(lambda: any("gave up" in m.text for m in hook.items()), 20, "the gave_up message")
-        told = hook.items()
+        daemons.wait(lambda: not queued(rig, "pending"), 30, "every message delivered")  # none left to retry
+        told, rows = hook.items(), queued(rig)
         [incident] = rig.incidents()
         assert incident.status == "gave_up"
         launches = len(rig.launched_pids())
@@ -145,6 +156,7 @@ def test_a_sigkilled_daemon_that_had_given_up_stays_given_up_with_the_same_incid
         assert not rig.events("incident_opened", since=restarted_at)
         assert not rig.events("escalated", since=restarted_at)
         assert len(hook.items()) == len(told)  # nobody is told again
+        assert queued(rig) == rows  # not even queued
 
         # A human fixes it and resumes: the recovery is credited to that same incident.
         crash.unlink()

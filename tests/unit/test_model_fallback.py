@@ -13,7 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from clawmedic.config import ModelsConfig
+from clawmedic.doctor.gateway_checks import parse_model_errors, parse_probe
 from clawmedic.doctor.model_fallback import TRANSITIONS, Action, IllegalMove, Mode, ModelFallback, cooldown_kind
+from clawmedic.doctor.remedies import REMEDIES, Guard, Policy, Risk, Status
 
 A, B, C = "alpha/alpha-model", "beta/beta-model", "gamma/gamma-model"
 MIN = 60.0
@@ -250,3 +252,82 @@ def test_models_config_defaults() -> None:
 def test_models_config_refuses(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         ModelsConfig.model_validate(bad)
+
+
+# --- what the gateway says (recorded from OpenClaw 2026.9.6, trimmed) ----------------------------------------------
+
+AGENT_END_429 = {
+    "0": '{"subsystem":"agent/embedded"}',
+    "1": {
+        "event": "embedded_run_agent_end",
+        "isError": True,
+        "error": "⚠️ Rate limit reached, retry later; Retry-After: 1 seconds",
+        "failoverReason": "rate_limit",
+        "model": "alpha-model",
+        "provider": "alpha",
+        "rawErrorPreview": "429 Rate limit reached, retry later; Retry-After: 1 seconds",
+    },
+    "2": "embedded run agent end",
+    "time": "2026-12-01T03:50:52.802+00:00",
+}
+RETRY_LINE = {
+    "0": '{"subsystem":"agent/embedded"}',
+    "1": "transient same-model retry 5/9 for alpha/alpha-model reason=rate_limit: delayMs=23005",
+    "time": "2026-12-01T03:50:52.820+00:00",
+}
+
+
+def test_failed_turns_are_read_from_the_log_with_their_reason() -> None:
+    lines = [json.dumps(RETRY_LINE), json.dumps(AGENT_END_429), "not json failoverReason embedded_run_agent_end"]
+    (err,) = parse_model_errors(lines, since=0.0)
+    assert (err["reason"], err["provider"], err["model"]) == ("rate_limit", "alpha", "alpha-model")
+    assert err["at"] == pytest.approx(1796097052.802)
+    assert parse_model_errors(lines, since=err["at"]) == [], "seen by the last check"
+    mf = machine()
+    ((ref, cd),) = mf.observe([err], now=err["at"] + 1)
+    assert ref == A and cd.kind == "rate_limit"
+
+
+@pytest.mark.parametrize(
+    ("answer", "answered", "said"),
+    [
+        ({"provider": "alpha", "status": "ok", "latencyMs": 41, "results": []}, True, "ok in 41 ms"),
+        (
+            {"provider": "alpha", "status": "rate_limit", "error": "The provider rate limit was reached."},
+            False,
+            "rate_limit: The provider rate limit was reached.",
+        ),
+        ({"provider": "alpha", "status": "auth", "error": "Authentication failed."}, False, "auth: Authentication"),
+        ("garbage", False, "unexpected answer"),
+    ],
+)
+def test_the_probe_answer_is_read(answer: object, answered: bool, said: str) -> None:
+    ok, detail = parse_probe(answer)
+    assert ok is answered and said in detail
+
+
+@pytest.mark.parametrize(
+    ("remedy", "params"),
+    [
+        ("set_default_model", {"model": "no-provider"}),
+        ("set_default_model", {"model": "a/b; rm -rf ~"}),
+        ("set_default_model", {"model": "a/b", "extra": 1}),
+        ("pin_session_model", {"session_key": "agent:main:main"}),
+        ("pin_session_model", {"session_key": "--all", "model": "a/b"}),
+    ],
+)
+def test_the_guard_refuses_bad_model_remedy_calls(remedy: str, params: dict[str, Any]) -> None:
+    refusal = Guard(Policy()).check(remedy, params)
+    assert refusal is not None and refusal.status == Status.REFUSED
+
+
+def test_model_remedies_are_reversible_and_repair_in_place() -> None:
+    for name in ("set_default_model", "pin_session_model"):
+        r = REMEDIES[name]
+        assert r.risk == Risk.REVERSIBLE and not r.restarts_target and r.needs_running_gateway
+        assert (
+            Guard(Policy(frozenset({Risk.READ_ONLY}))).check(
+                name, {"model": "a/b", "session_key": "k"} if "pin" in name else {"model": "a/b"}
+            )
+            is not None
+        )

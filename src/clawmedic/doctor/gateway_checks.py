@@ -62,6 +62,7 @@ class GatewayState:
     ready: dict[str, Any] = field(default_factory=dict)  # {"status": 200|503|None, "failing": [...]}
     channels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     model_events: list[dict[str, Any]] = field(default_factory=list)
+    model_errors: list[dict[str, Any]] = field(default_factory=list)  # failed turns (`embedded_run_agent_end`)
     session_pins: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # what could not be read, and why
 
@@ -71,6 +72,7 @@ class GatewayState:
             "ready": self.ready,
             "channels": self.channels,
             "model_events": self.model_events,
+            "model_errors": self.model_errors,
             "session_pins": self.session_pins,
             "errors": self.errors,
         }
@@ -173,6 +175,38 @@ def parse_model_events(lines: list[str], since: float) -> list[dict[str, Any]]:
     return out[-MAX_ITEMS:]
 
 
+def parse_model_errors(lines: list[str], since: float) -> list[dict[str, Any]]:
+    """Failed agent turns (`embedded_run_agent_end` with `isError` and a `failoverReason`) logged after `since`.
+
+    OpenClaw logs one per failed attempt, seconds after a 429 or a 401, while `model_fallback_decision` waits for
+    its same-model retries to run out (9 of them, minutes with a Retry-After): the fallback acts on these."""
+    out = []
+    for line in lines:
+        if "embedded_run_agent_end" not in line or "failoverReason" not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        obj = rec.get("1") if isinstance(rec, dict) else None
+        if not isinstance(obj, dict) or obj.get("event") != "embedded_run_agent_end" or not obj.get("isError"):
+            continue
+        meta = rec.get("_meta") if isinstance(rec.get("_meta"), dict) else {}
+        at = _ts(rec.get("time") or meta.get("date"))
+        if at is not None and at <= since:
+            continue
+        out.append(
+            {
+                "at": at,
+                "reason": obj.get("failoverReason"),
+                "provider": obj.get("provider"),
+                "model": obj.get("model"),
+                "error": _text(obj.get("rawErrorPreview") or obj.get("error")),
+            }
+        )
+    return out[-MAX_ITEMS:]
+
+
 def _channels_configured(loaded: LoadedConfig, name: str) -> bool:
     """`channels status` costs a CLI run (~7 s under load); skip it when openclaw.json configures no channel."""
     try:
@@ -210,8 +244,11 @@ def read_state(loaded: LoadedConfig, name: str, *, since: float, cfg: GatewayChe
 
     def models() -> None:
         if target.log_file is not None:
-            st.model_events = parse_model_events(tail_lines(target.log_file, LOG_TAIL_LINES), since)
-        if st.model_events:  # pins matter only when a model fails
+            lines = tail_lines(target.log_file, LOG_TAIL_LINES)
+            st.model_events = parse_model_events(lines, since)
+            if target.models is not None:
+                st.model_errors = parse_model_errors(lines, since)
+        if st.model_events or st.model_errors:  # pins matter only when a model fails
             st.session_pins = parse_sessions(cli(["sessions", "--json"], False))
 
     sources: dict[str, Callable[[], None]] = {"cron": cron, "ready": ready, "channels": channels, "models": models}
@@ -366,6 +403,7 @@ class GatewayCheck:
         self.states: dict[str, str] = {}
         self._since = {n: clock() for n in self.targets}
         self._failing_read: dict[str, str | None] = {}
+        self._checks = dict.fromkeys(self.targets, 0)  # checks run per target: model events say in which one
 
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("kind") == "state" and isinstance(event.get("target"), str):
@@ -387,9 +425,10 @@ class GatewayCheck:
     async def check(self, ctx: Context, name: str) -> list[Decision]:
         """One check of one target: read, diagnose, act on the healer's decisions."""
         since, now = self._since[name], self.clock()
+        self._checks[name] += 1
         state = await asyncio.to_thread(self._read, self.loaded, name, since)
         # events seen now are not new next time, even if they were logged while this check was reading
-        seen = [e["at"] for e in state.model_events if isinstance(e.get("at"), float)]
+        seen = [e["at"] for e in [*state.model_events, *state.model_errors] if isinstance(e.get("at"), float)]
         self._since[name] = max([now, *seen])
         self._log_read_errors(name, state)
         findings = findings_of(name, state)
@@ -425,10 +464,17 @@ class GatewayCheck:
     async def _models(self, ctx: Context, name: str, state: GatewayState) -> None:
         mf = self.models[name]
         now = self.clock()
-        for ref, cd in mf.observe(state.model_events, now):
+        for ref, cd in mf.observe([*state.model_events, *state.model_errors], now):
             minutes = round(mf.durations[cd.kind] / 60)
             ctx.events.emit(
-                "model_cooldown", name, model=ref, cooldown=cd.kind, reason=cd.reason, until=cd.until, minutes=minutes
+                "model_cooldown",
+                name,
+                model=ref,
+                cooldown=cd.kind,
+                reason=cd.reason,
+                until=cd.until,
+                minutes=minutes,
+                check=self._checks[name],
             )
             log.warning("%s: model %s cools for %d min (%s)", name, ref, minutes, cd.reason)
         for _ in range(2):  # a probe that answers is acted on in the same check
@@ -474,7 +520,15 @@ class GatewayCheck:
             now = self.clock()
             if a.kind == "switch":
                 mf.switched(default or "", a.model, now)
-                ctx.events.emit("model_fallback", name, incident=inc, original=mf.state.original, to=a.model, why=a.why)
+                ctx.events.emit(
+                    "model_fallback",
+                    name,
+                    incident=inc,
+                    original=mf.state.original,
+                    to=a.model,
+                    why=a.why,
+                    check=self._checks[name],
+                )
                 log.warning("%s: default model %s → %s: %s (incident #%d)", name, default, a.model, a.why, inc)
             else:
                 fallback = mf.state.fallback

@@ -38,6 +38,8 @@ from typing import Any
 
 import psutil
 import pytest
+import typer
+import typer.main
 
 from clawmedic import cli, defaults
 from clawmedic.config import DaemonConfig
@@ -517,9 +519,24 @@ def cli_env(home: Path) -> dict[str, str]:
 ARGS = {"check": ["config", "check"], "status": ["status"], "run": ["run"]}
 
 
+_COMMANDS: dict[int, Any] = {}
+
+
+def _cached_get_command(typer_app: typer.Typer) -> Any:
+    """Typer builds the whole click command tree on every call (~70 ms of signature inspection): once is enough."""
+    if id(typer_app) not in _COMMANDS:
+        _COMMANDS[id(typer_app)] = (typer_app, _REAL_GET_COMMAND(typer_app))
+    return _COMMANDS[id(typer_app)][1]
+
+
+_REAL_GET_COMMAND = typer.main.get_command
+
+
 def in_process(command: str, config: Path, monkeypatch: pytest.MonkeyPatch) -> Result:
     """`clawmedic.cli.main` in this process: SystemExit is the exit code; any other exception fails the test."""
     from clawmedic.daemon import Daemon
+
+    monkeypatch.setattr(typer.main, "get_command", _cached_get_command)
 
     real_run = Daemon.run
 
@@ -604,11 +621,13 @@ class RunningDaemon:
         return Result("run", self.proc.returncode, "".join(self.lines))
 
 
-def kill_tagged(tag: str) -> None:
-    """End the stand-ins this case started (their command line carries the case's tag), by PID."""
-    for p in psutil.process_iter(["pid", "cmdline"]):
+def kill_tagged(tag: str, children_only: bool = False) -> None:
+    """End the stand-ins this case started (their command line carries the case's tag), by PID: our own children
+    (an in-process daemon's), or any process (a subprocess daemon's, which outlive it)."""
+    procs = psutil.Process().children(recursive=True) if children_only else psutil.process_iter()
+    for p in procs:
         with contextlib.suppress(psutil.Error):
-            argv = p.info["cmdline"] or []
+            argv = p.cmdline()
             if any(a.startswith(tag) for a in argv) and "--tag" in argv:
                 p.kill()
                 p.wait(5)
@@ -675,7 +694,7 @@ def test_bad_config_in_process(case: Case, tmp_path: Path, fuzz_home: Path, monk
         for command in ("check", "status", "run"):
             check(case, in_process(command, config, monkeypatch))
     finally:
-        kill_tagged((tmp_path / "cfg" / ".tag").read_text())
+        kill_tagged((tmp_path / "cfg" / ".tag").read_text(), children_only=True)
 
 
 def _sample() -> list[int]:

@@ -37,7 +37,7 @@ from clawmedic.ladder.machine import (
 )
 from clawmedic.ladder.states import RESTORED_STATES, ExitKind, State
 from clawmedic.probes import Prober, ProbeResult
-from clawmedic.process import inspect
+from clawmedic.process import identity, inspect
 from clawmedic.process.launcher import Handle, Launcher, run_command
 from clawmedic.store import carried as carried_store
 from clawmedic.store.events import EventLog
@@ -117,10 +117,7 @@ class TargetSupervisor:
         self._carry_over()
         handle = self.launcher.adopt() if self.cfg.start.mode == "managed" else None
         if handle is not None:
-            self.handle = handle
-            self._watch(handle)
-            self.ctx.events.emit("adopted", self.name, pid=handle.pid)
-            log.info("%s: adopted running pid %d", self.name, handle.pid)
+            self._adopt(handle)
             self._feed(partial(self.ladder.start, running=True))
         elif self.cfg.start.mode == "external":
             probe = await self.ctx.prober.liveness(self.cfg.liveness, None)
@@ -135,6 +132,13 @@ class TargetSupervisor:
         await asyncio.gather(
             self._probe_loop(), self._timer_loop(), self._memory_loop(), self._snapshot_loop(), self._watch_loop()
         )
+
+    def _adopt(self, handle: Handle) -> None:
+        """Take over a process a previous daemon launched (found by its record or by its identity marker)."""
+        self.handle = handle
+        self._watch(handle)
+        self.ctx.events.emit("adopted", self.name, pid=handle.pid)
+        log.info("%s: adopted running pid %d", self.name, handle.pid)
 
     async def shutdown(self, stop_target: bool) -> None:
         for t in list(self._tasks):
@@ -338,6 +342,11 @@ class TargetSupervisor:
             return
         if self.cfg.port is not None and (owner := inspect.port_owner(self.cfg.port)) is not None:
             ours = self.handle is not None and owner.pid in inspect.tree_pids(self.handle.pid)
+            marked = owner.pid is not None and identity.has_marker(owner.pid, self.launcher.target_dir)
+            mine = not ours and self.handle is None and marked
+            if mine and (handle := self.launcher.adopt()) is not None:  # our own child, record lost: adopt, not fight
+                self._adopt(handle)
+                return
             if not ours:
                 detail = f"port {self.cfg.port} is held by {owner.describe()}, not by clawmedic's {self.name}"
                 seen = self.ctx.clock()

@@ -331,3 +331,10 @@ def test_model_remedies_are_reversible_and_repair_in_place() -> None:
             )
             is not None
         )
+
+
+def test_a_later_failure_of_a_cooling_model_moves_its_end_silently() -> None:
+    mf = machine()
+    mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
+    assert mf.observe([event(A, "rate_limit", at=30.0)], now=30.0) == []
+    assert mf.state.cooldowns[A].until == 30.0 + RATE_S and mf.state.cooldowns[A].since == 0.0

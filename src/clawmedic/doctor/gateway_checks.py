@@ -652,10 +652,11 @@ def probe_model(loaded: LoadedConfig, name: str, model: str, timeout: float) -> 
     (the RPC behind `models status --probe --probe-provider P`, which refuses to run beside a live gateway on the
     same state folder). Returns (answered, what it said)."""
     provider = model.split("/", 1)[0]
-    params = json.dumps({"provider": provider, "timeoutMs": int(defaults.MODEL_PROBE_TIMEOUT_S * 1000)})
-    r = openclaw.gateway_cli(
-        loaded, name, ["gateway", "call", "models.probe", "--params", params, "--json"], remote=True, timeout=timeout
-    )
+    probe_ms = int(defaults.MODEL_PROBE_TIMEOUT_S * 1000)
+    params = json.dumps({"provider": provider, "timeoutMs": probe_ms})
+    wait_ms = str(probe_ms + 10_000)  # `gateway call` gives up after 10 s by default, before the probe ends
+    args = ["gateway", "call", "models.probe", "--params", params, "--timeout", wait_ms, "--json"]
+    r = openclaw.gateway_cli(loaded, name, args, remote=True, timeout=max(timeout, probe_ms / 1000 + 20))
     if r.error is not None:
         return False, r.error[:MAX_TEXT]
     return parse_probe(r.data)

@@ -129,8 +129,10 @@ class ModelFallback:
     # --- inputs --------------------------------------------------------------------------------------------------
 
     def observe(self, events: list[dict[str, Any]], now: float) -> list[tuple[str, Cooldown]]:
-        """Cool the models that `model_fallback_decision` events show failing; returns the new or longer ones."""
+        """Cool the models that failure events show failing; returns the cooldowns that are new or became the longer
+        kind (a later failure of a cooling model only moves its end, silently)."""
         changed: list[tuple[str, Cooldown]] = []
+        extended = False
         for e in events:
             kind = cooldown_kind(e.get("reason"))
             ref = model_ref(e.get("provider"), e.get("model"))
@@ -144,8 +146,10 @@ class ModelFallback:
             cd = Cooldown(kind, str(e.get("reason")), old.since if old else at, max(until, old.until if old else 0))
             self.state.cooldowns[ref] = cd
             self.state.next_probe_at.setdefault(ref, now + self.probe_interval_s)
-            changed.append((ref, cd))
-        if changed:
+            if old is None or old.kind != cd.kind:
+                changed.append((ref, cd))
+            extended = True
+        if extended:
             self._save()
         return changed
 

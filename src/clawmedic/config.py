@@ -180,7 +180,16 @@ class LimitsConfig(_Model):
         return v
 
 
-ModelRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}/[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,255}$")]
+_MODEL_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}/[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,255}")
+
+
+def _model_ref(v: str) -> str:
+    if not _MODEL_REF.fullmatch(v):
+        raise ValueError(f'a model is written "provider/model" (e.g. "openai/gpt-4o"), not {v[:80]!r}')
+    return v
+
+
+ModelRef = Annotated[str, AfterValidator(_model_ref)]
 CooldownMin = Annotated[float, Field(ge=defaults.MODEL_COOLDOWN_MIN_MIN, le=defaults.MODEL_COOLDOWN_MAX_MIN)]
 
 
@@ -220,6 +229,12 @@ class TargetConfig(_Model):
     )
     notify: TargetNotifyConfig | None = None  # extra notification URLs for this target (see NotifyConfig)
     models: ModelsConfig | None = None  # model fallback order and cooldowns (openclaw targets)
+
+    @model_validator(mode="after")
+    def _models_need_openclaw(self) -> TargetConfig:
+        if self.models is not None and self.kind != "openclaw":
+            raise ValueError("`models` (a model fallback order) is for openclaw targets only")
+        return self
 
     @model_validator(mode="after")
     def _derive_probes(self) -> TargetConfig:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import ValidationError
 
-from clawmedic.config import ModelsConfig
+from clawmedic.config import ModelsConfig, TargetConfig
 from clawmedic.doctor.gateway_checks import parse_model_errors, parse_probe
 from clawmedic.doctor.model_fallback import TRANSITIONS, Action, IllegalMove, Mode, ModelFallback, cooldown_kind
 from clawmedic.doctor.remedies import REMEDIES, Guard, Policy, Risk, Status
@@ -338,3 +338,11 @@ def test_a_later_failure_of_a_cooling_model_moves_its_end_silently() -> None:
     mf.observe([event(A, "rate_limit", at=0.0)], now=0.0)
     assert mf.observe([event(A, "rate_limit", at=30.0)], now=30.0) == []
     assert mf.state.cooldowns[A].until == 30.0 + RATE_S and mf.state.cooldowns[A].since == 0.0
+
+
+def test_a_model_order_is_refused_on_a_plain_http_target_and_a_bad_name_is_named() -> None:
+    target = {"kind": "http", "start": {"command": ["/bin/true"]}, "liveness": {"url": "http://127.0.0.1:9/health"}}
+    with pytest.raises(ValidationError, match="openclaw targets only"):
+        TargetConfig.model_validate({**target, "models": {"order": [B]}})
+    with pytest.raises(ValidationError, match='written "provider/model"'):
+        ModelsConfig.model_validate({"order": ["gpt-4o"]})

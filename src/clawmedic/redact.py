@@ -42,7 +42,8 @@ _RANDOMISH = r"(?=[^\s\"'<>]*[0-9+/=_~!@#$%^&*])"
 _PLAIN_WORDS = (
     r"(?:is|was|wrong|incorrect|invalid|required|missing|empty|set|unset|not|too|expired|correct|valid|needed|the"
     r"|a|an|being|ok|weak|strong|changed|rejected|accepted|stored|saved|used|reset|for|of|and|or|to|in|on|with"
-    r"|from|protected|mismatch|change|policy|manager|field|prompt|length|hash|file|none|null|true|false)\b"
+    r"|from|protected|mismatch|change|policy|manager|field|prompt|length|hash|file|none|null|true|false"
+    r"|[a-z]+ed|[a-z]+ing)\b"  # "no password is configured", "password is pending": a state, not a value
 )
 # The same names inside a camelCase key: `accessToken`, `clientSecret`, `openaiApiKey`.
 _CAMEL_NAMES = r"(?:Token|Secret|Password|Passwd|Passphrase|ApiKey|AccessKey|SecretKey|PrivateKey|Credentials?)"

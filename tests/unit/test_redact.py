@@ -116,6 +116,8 @@ ORDINARY = [
     "password reset email sent to the user",
     "the password is wrong (attempt 3 of 5)",
     "password for bob changed",
+    "gateway.auth.mode is password but no password is configured",  # OpenClaw's own refusal, quoted in reports
+    "the password is pending rotation",
     "token expired, refreshing",
     "Basic configuration loaded",
     "max_tokens=300 temperature=0.2",

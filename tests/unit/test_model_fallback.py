@@ -4,18 +4,25 @@ restart, and the config keys that drive it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
 from pydantic import ValidationError
 
-from clawmedic.config import ModelsConfig, TargetConfig
-from clawmedic.doctor.gateway_checks import parse_model_errors, parse_probe
+from clawmedic.config import ModelsConfig, TargetConfig, load_config
+from clawmedic.doctor import gateway_checks
+from clawmedic.doctor.gateway_checks import GatewayCheck, GatewayState, parse_model_errors, parse_probe
 from clawmedic.doctor.model_fallback import TRANSITIONS, Action, IllegalMove, Mode, ModelFallback, cooldown_kind
-from clawmedic.doctor.remedies import REMEDIES, Guard, Policy, Risk, Status
+from clawmedic.doctor.remedies import REMEDIES, Guard, Outcome, Policy, Risk, Status
+from clawmedic.redact import Redactor
+from clawmedic.store.events import EventLog, read_events
+from clawmedic.store.incidents import IncidentStore
 
 A, B, C = "alpha/alpha-model", "beta/beta-model", "gamma/gamma-model"
 MIN = 60.0
@@ -346,3 +353,151 @@ def test_a_model_order_is_refused_on_a_plain_http_target_and_a_bad_name_is_named
         TargetConfig.model_validate({**target, "models": {"order": [B]}})
     with pytest.raises(ValidationError, match='written "provider/model"'):
         ModelsConfig.model_validate({"order": ["gpt-4o"]})
+
+
+# --- the gateway check carries the decisions out (fake gateway: remedies, probe and reads replaced) ---------------
+
+
+class FakeGateway:
+    """openclaw.json's default, the remedies the guard was asked to run, the probe's answers."""
+
+    def __init__(self, home: Path) -> None:
+        self.cfg = home / ".openclaw" / "openclaw.json"
+        self.cfg.parent.mkdir(parents=True)
+        self.set_default(A)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.probe_answers: list[bool] = []
+        self.refuse: set[str] = set()
+
+    def set_default(self, model: str) -> None:
+        self.cfg.write_text(json.dumps({"agents": {"defaults": {"model": {"primary": model}}}}))
+
+    def run(self, _ctx: object, name: str, params: dict[str, Any]) -> Outcome:
+        self.calls.append((name, params))
+        if name in self.refuse:
+            return Outcome(name, Status.FAILED, "config set failed", params)
+        if name == "set_default_model":
+            self.set_default(params["model"])
+        return Outcome(name, Status.OK, "done", params)
+
+    def probe(self, _loaded: object, _name: str, model: str, _timeout: float) -> tuple[bool, str]:
+        ok = self.probe_answers.pop(0)
+        return ok, "ok in 5 ms" if ok else "rate_limit"
+
+
+@dataclass
+class Rig:
+    check: GatewayCheck
+    ctx: Any
+    gw: FakeGateway
+    now: list[float]
+    reads: list[GatewayState]
+
+    def run(self, at: float, state: GatewayState | None = None) -> None:
+        self.now[0] = at
+        self.reads.append(state or GatewayState())
+        asyncio.run(self.check.check(self.ctx, "gw"))
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in read_events(self.ctx.events.path) if e["kind"] == kind]
+
+
+def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway: FakeGateway | None = None) -> Rig:
+    home = tmp_path / "home"
+    fake = gateway or FakeGateway(home)
+    conf = tmp_path / "clawmedic.toml"
+    conf.write_text(
+        f"""[daemon]
+state_dir = "state"
+[targets.gw]
+kind = "openclaw"
+port = 19999
+openclaw_home = "{home}"
+log_file = "{tmp_path / "gateway.log"}"
+[targets.gw.start]
+command = ["/bin/true", "gateway", "run"]
+[targets.gw.models]
+order = ["{B}", "{C}"]
+probe_interval_s = {PROBE_S}
+"""
+    )
+    loaded = load_config(conf)
+    now = [0.0]
+    reads: list[GatewayState] = []
+    check = GatewayCheck(loaded, clock=lambda: now[0], read=lambda _ld, _n, _since: reads[-1])
+    monkeypatch.setattr(check.guard, "run", fake.run)
+    monkeypatch.setattr(gateway_checks, "probe_model", fake.probe)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    ctx = SimpleNamespace(
+        events=EventLog(tmp_path / "state" / "events.jsonl", Redactor()),
+        incidents=IncidentStore(tmp_path / "state" / "incidents.sqlite"),
+        known_good=None,
+    )
+    return Rig(check, ctx, fake, now, reads)
+
+
+FAILED_TURN = GatewayState(
+    model_errors=[{"at": 1.0, "reason": "rate_limit", "provider": "alpha", "model": "alpha-model"}],
+    session_pins=[{"key": "agent:main:main", "provider": "alpha", "model": "alpha-model"}],
+)
+
+
+def test_gateway_check_falls_back_moves_pins_probes_and_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = make_rig(tmp_path, monkeypatch)
+    rig.run(5.0, FAILED_TURN)
+    assert rig.gw.calls == [
+        ("set_default_model", {"model": B}),
+        ("pin_session_model", {"session_key": "agent:main:main", "model": B}),
+    ]
+    (moved,) = rig.events("model_fallback")
+    (cooled,) = rig.events("model_cooldown")
+    assert moved["check"] == cooled["check"] == 1 and moved["to"] == B
+    inc = moved["incident"]
+    rig.run(10.0)
+    rig.gw.probe_answers = [False, True]
+    rig.run(5.0 + PROBE_S)  # due: still failing
+    rig.run(5.0 + PROBE_S + 10)  # not due again
+    rig.run(5.0 + 2 * PROBE_S)  # answers: back in the same check
+    assert [e["answered"] for e in rig.events("model_probe")] == [False, True]
+    assert rig.gw.calls[-1] == ("set_default_model", {"model": A})
+    (back,) = rig.events("model_restored")
+    assert back["incident"] == inc and back["on_fallback_s"] == 2 * PROBE_S
+    stored = rig.ctx.incidents.get(inc)
+    assert stored.status == "recovered" and stored.closed_at == 5.0 + 2 * PROBE_S
+    assert len(rig.events("gateway_fault")) == 1, "one incident for the whole fallback"
+    assert not any(r for r in rig.check.healers["gw"].tracked), "the healer did not clear the pin as well"
+
+
+def test_gateway_check_keeps_the_fallback_across_a_daemon_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = make_rig(tmp_path, monkeypatch)
+    rig.run(5.0, FAILED_TURN)
+    inc = rig.events("model_fallback")[0]["incident"]
+    again = make_rig(tmp_path, monkeypatch, rig.gw)  # a new daemon: the same state folder and gateway
+    again.gw.probe_answers = [True]
+    again.run(5.0 + PROBE_S)
+    (back,) = again.events("model_restored")
+    assert back["incident"] == inc and back["on_fallback_s"] == PROBE_S
+    assert again.gw.calls[-1] == ("set_default_model", {"model": A})
+
+
+def test_gateway_check_escalates_when_the_default_cannot_be_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = make_rig(tmp_path, monkeypatch)
+    rig.gw.refuse = {"set_default_model"}
+    rig.run(5.0, FAILED_TURN)
+    (esc,) = rig.events("gateway_fault_escalated")
+    assert esc["rule"] == "model-cooldown" and "config set failed" in esc["why"]
+    assert rig.events("model_fallback") == [] and rig.ctx.incidents.get(esc["incident"]).status == "escalated"
+    assert [c[0] for c in rig.gw.calls] == ["set_default_model"], "no pin moves to a default that was not set"
+    rig.run(6.0)
+    assert [c[0] for c in rig.gw.calls] == ["set_default_model"], "not retried before cooldown_s"
+    rig.gw.refuse = set()
+    rig.gw.probe_answers = [False]  # the probe is due too: the model still fails
+    rig.run(6.0 + 600.0)
+    assert [c[0] for c in rig.gw.calls] == ["set_default_model", "set_default_model"]
+    assert rig.events("model_fallback")[0]["incident"] == esc["incident"], "the same incident"

@@ -403,6 +403,7 @@ class GatewayCheck:
         self.states: dict[str, str] = {}
         self._since = {n: clock() for n in self.targets}
         self._failing_read: dict[str, str | None] = {}
+        self._model_blocked: dict[str, float] = {}  # until when a default that could not be set is left alone
         self._checks = dict.fromkeys(self.targets, 0)  # checks run per target: model events say in which one
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -480,16 +481,23 @@ class GatewayCheck:
         for _ in range(2):  # a probe that answers is acted on in the same check
             default = await asyncio.to_thread(openclaw.default_model, self.loaded.targets[name])
             actions = mf.step(default, state.session_pins, self.clock())
+            if self.clock() < self._model_blocked.get(name, 0.0):  # the default could not be set: wait cooldown_s
+                actions = [a for a in actions if a.kind == "probe"]
             answered = False
             for a in actions:
-                answered |= await self._model_action(ctx, name, mf, a, default, state)
+                result = await self._model_action(ctx, name, mf, a, default, state)
+                if result is None:  # the default did not move: nothing else makes sense this check
+                    self._model_blocked[name] = self.clock() + self.cfg.cooldown_s
+                    return
+                answered |= result
             if not answered:
                 return
 
     async def _model_action(
         self, ctx: Context, name: str, mf: ModelFallback, a: Action, default: str | None, state: GatewayState
-    ) -> bool:
-        """Carry out one action of the fallback; True when a probe found a model answering again."""
+    ) -> bool | None:
+        """Carry out one action of the fallback; True when a probe found a model answering again, None when the
+        default could not be moved (escalated)."""
         rctx = RemedyContext(self.loaded, name, ctx.known_good)
         if a.kind == "probe":
             t0 = time.monotonic()
@@ -516,7 +524,7 @@ class GatewayCheck:
             )
             if o.status != Status.OK:
                 self._model_escalate(ctx, name, inc, f"{o.remedy}: {o.status.value} — {o.detail}")
-                return False
+                return None
             now = self.clock()
             if a.kind == "switch":
                 mf.switched(default or "", a.model, now)
@@ -564,8 +572,17 @@ class GatewayCheck:
         inc = ctx.incidents.open(name, f"gateway check: the default model cools — {a.why}", now, now)
         ctx.incidents.update(inc, cause=CAUSE)
         ctx.incidents.add(inc, "evidence", {"gateway": state.to_dict(), "models": mf.to_dict()})
-        finding = {"rule": "model-cooldown", "detail": a.why, "plan": [a.kind, a.model]}
-        ctx.incidents.add(inc, "diagnosis", {"signature": f"cause={CAUSE}|rule=model-cooldown", "findings": [finding]})
+        finding = Finding(
+            "model-cooldown",
+            "the default model cools (rate limit, quota or auth)",
+            0.9,
+            a.why,
+            [RemedyCall("set_default_model", {"model": a.model})] if a.kind == "switch" else [],
+            "clawmedic moves the default back once the model answers OpenClaw's probe; check the provider's quota "
+            "or key if it does not.",
+        )
+        diagnosis = {"signature": f"cause={CAUSE}|rule=model-cooldown", "findings": [finding.to_dict()]}
+        ctx.incidents.add(inc, "diagnosis", diagnosis)
         ctx.events.emit("gateway_fault", name, incident=inc, rule="model-cooldown", detail=a.why)
         mf.set_incident(inc)
         return inc

@@ -121,7 +121,7 @@ def _free_base(n: int) -> int:
     for base in range(21000, 60000 - n, 1500):
         try:
             socks = []
-            for p in (base, base + n // 2, base + n - 1):
+            for p in sorted({base, base + n // 2, base + n - 1}):
                 s = socket.socket()
                 s.bind(("127.0.0.1", p))
                 socks.append(s)

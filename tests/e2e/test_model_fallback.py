@@ -171,6 +171,10 @@ def test_429_falls_back_probe_returns_401_cools_longer(
     assert remedies[0] == ("set_default_model", {"model": FALLBACK})
     assert ("pin_session_model", {"session_key": PINNED, "model": FALLBACK}) in remedies
     assert remedies[-1] == ("set_default_model", {"model": PRIMARY})
+    shown = daemon.cli("incidents", "show", str(back["incident"]), "--markdown")
+    assert shown.returncode == 0, shown.stderr
+    for words in ("model-cooldown", "set_default_model: ok", "pin_session_model: ok", "Recovered"):
+        assert words in shown.stdout, f"{words!r} missing from the report:\n{shown.stdout}"
 
     # --- 401: the longer cooldown, and the fallback again -------------------------------------------------------
     models.set("alpha-model", "401")
@@ -190,6 +194,7 @@ def test_429_falls_back_probe_returns_401_cools_longer(
     until = saved["cooldowns"][PRIMARY]["until"]
     assert until - time.time() > 700 * 60, "the auth cooldown is the long one (720 min), persisted"
 
+    assert "internal error" not in daemon.log.read_text(), "the gateway check never failed on its own"
     print(  # the measured timeline, for the README
         f"\nmodel timeline: 429 at +0 → on the fallback at +{t_fallback - t_fault:.1f} s; "
         f"recovered at +0 → back on the primary at +{back['ts'] - t_recover:.1f} s "

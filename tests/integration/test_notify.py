@@ -188,7 +188,8 @@ def test_gave_up_is_told_once_per_channel_with_the_story_then_recovered(rig: Rig
 def test_a_reminder_comes_after_the_repeat_interval_while_still_down_and_stops_on_recovery(rig: Rig) -> None:
     exit_file = rig.tmp_path / "exit-now"
     with HttpReceiver() as hook:
-        loaded = write(rig, [hook.url("/hooks/clawmedic")], exit_file, repeat_interval_s=1.5, group_wait_s=0.2)
+        # a group wait longer than the doctor takes on a loaded machine: the first message is the verdict
+        loaded = write(rig, [hook.url("/hooks/clawmedic")], exit_file, repeat_interval_s=1.5, group_wait_s=10.0)
 
         async def scenario() -> None:
             async with daemon(loaded) as task:
@@ -216,7 +217,8 @@ def test_a_receiver_that_is_down_gets_the_queued_message_once_it_is_back(rig: Ri
     exit_file = rig.tmp_path / "exit-now"
     port = free_port()  # nothing listens there yet: connections are refused
     hook = HttpReceiver(port)
-    loaded = write(rig, [hook.url("/hooks/clawmedic")], exit_file)
+    # a group wait longer than the doctor takes on a loaded machine: one message (the verdict), not two
+    loaded = write(rig, [hook.url("/hooks/clawmedic")], exit_file, group_wait_s=10.0)
 
     def queued() -> list[Any]:
         outbox = Outbox(queue_path(rig.state_dir))

@@ -14,46 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from clawmedic import control, defaults, paths
+from clawmedic.cli_common import ConfigOpt, JsonOpt, TargetArg, _load, app, err, out, read_status
 from clawmedic.config import LoadedConfig, check_commands, load_config, make_state_dir
 from clawmedic.errors import ClawmedicError, ConfigInvalid, EnvironmentMissing
 from clawmedic.store.files import atomic_write, move_aside
-from clawmedic.store.lock import holder_pid
 
-app = typer.Typer(
-    help="clawmedic keeps a self-hosted OpenClaw gateway alive from the outside, and explains what broke.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+__all__ = ["app", "main"]  # the app (commands registered) and the entry point
+
 sandbox_app = typer.Typer(
     help="Install and run an isolated, real OpenClaw gateway to supervise and break.", no_args_is_help=True
 )
 app.add_typer(sandbox_app, name="sandbox")
-
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped at 80 columns
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="clawmedic config file (default: $CLAWMEDIC_CONFIG or the platform's "
-        "config folder, e.g. ~/.config/clawmedic/config.toml).",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-TargetArg = Annotated[str | None, typer.Argument(help="Target name (default: every target).", show_default=False)]
-
-
-def _load(config: Path | None) -> LoadedConfig:
-    return load_config(config)
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -120,23 +95,6 @@ def run(
 
 
 # --- status ------------------------------------------------------------------------------------------------
-
-
-def read_status(loaded: LoadedConfig) -> dict[str, Any]:
-    from clawmedic.paths import status_path
-
-    try:
-        data: dict[str, Any] = json.loads(status_path(loaded.state_dir).read_text())
-    except (OSError, ValueError):
-        data = {"daemon": {}, "targets": {}}
-    pid = holder_pid(loaded.state_dir)
-    data.setdefault("daemon", {})["running"] = pid is not None
-    data["daemon"]["pid"] = pid
-    ctl = control.read_control(loaded.state_dir)
-    for name in loaded.targets:
-        t = data.setdefault("targets", {}).setdefault(name, {"state": "unknown"})
-        t["paused"] = name in ctl.paused
-    return data
 
 
 @app.command()

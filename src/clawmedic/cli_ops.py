@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clawmedic import defaults
-from clawmedic.cli import ConfigOpt, JsonOpt, _load, app, err, out, read_status
+from clawmedic.cli_common import ConfigOpt, JsonOpt, _load, app, err, out, read_status
 from clawmedic.config import LoadedConfig
 from clawmedic.errors import ConfigInvalid
 

@@ -1006,6 +1006,32 @@ def demo(
         raise typer.Exit(defaults.EXIT_FAILURE)
 
 
+@app.command()
+def drill(
+    faults: Annotated[
+        str | None, typer.Option("--faults", help="Comma-separated faults to run (default: all).", show_default=False)
+    ] = None,
+    json_: JsonOpt = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the results as Markdown to this file.")
+    ] = None,
+    compare: Annotated[
+        str | None, typer.Option("--compare", help="Run kill -9, hang and broken config under supervisord too.")
+    ] = None,
+    dir_: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Sandbox folder (default: a fresh one, removed afterwards).", show_default=False),
+    ] = None,
+) -> None:
+    """Game day: break a sandboxed real gateway every way in the drill's table (never your own gateway) and check
+    each fault is healed, left alone or escalated as it should, with timings and invariants. Exit 1 on a miss."""
+    from clawmedic.drill.command import drill as run
+
+    code = run(faults, json_, report, compare, dir_, out, err)
+    if code:
+        raise typer.Exit(code)
+
+
 import clawmedic.cli_ops  # noqa: E402, F401 - registers guardian, install, uninstall and notify on `app`
 
 

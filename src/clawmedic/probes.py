@@ -5,13 +5,14 @@ process state *and* the expected status and JSON body. All library errors become
 
 HTTP goes through one `aiohttp.ClientSession` whose `TCPConnector` keeps idle connections per origin (a dict keyed
 by host, port and TLS) with no global limit: finding a connection for a probe is one dict lookup, whatever the number
-of targets. Measured with `bench/bench_scale.py` (200 http targets on loopback, 5 s probes, a loaded 2-core VM), the
-shared `httpx.AsyncClient` this replaces spent about half the daemon's CPU in httpcore's pool bookkeeping (it walks
-every pooled connection and queued request on each request); aiohttp costs a fraction of that and stays close to a
-hand-written asyncio HTTP/1.1 GET loop (the bench's `--floor`). aiohttp is already the daemon's HTTP server, is well
-kept, speaks TLS and chunked bodies and retries a GET once when a kept-alive connection turns out closed by the
-server (Node closes idle sockets after 5 s, exactly one probe interval) — a hand-written client would have to
-re-earn all of that for a few tenths of a percent of a core (see the README's Measured table).
+of targets. Measured with `bench/bench_scale.py` (a real daemon, 200 http targets on loopback, 5 s probes, a shared
+2-core VM): with the shared `httpx.AsyncClient` this replaces the daemon used 8.5–9 % of a core, about half of it in
+httpcore's pool bookkeeping (each request walks every pooled connection and queued request); with aiohttp 2.4–3.2 %;
+with a hand-written asyncio HTTP/1.1 GET and one kept-alive connection per origin (`bench/_raw_prober.py`) 2.0 %;
+a bare GET loop in its own process 1.6 %. aiohttp is kept for the last half point: it is well kept, already loaded
+by the daemon's status page (no extra memory in the default setup), speaks TLS, chunked bodies and redirects-as-data,
+and retries a GET once when a kept-alive connection turns out closed by the server (Node closes idle sockets after
+5 s, exactly one probe interval) — all of which a hand-written client would have to re-earn.
 """
 
 from __future__ import annotations

@@ -263,7 +263,7 @@ def _result(ok: bool) -> dict[str, Any]:
 @pytest.mark.parametrize("ok", [True, False])
 def test_a_missed_expectation_exits_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ok: bool) -> None:
     monkeypatch.setattr(command, "find_install", lambda: object())
-    monkeypatch.setattr(command, "run_drill", lambda *a: _result(ok))
+    monkeypatch.setattr(command, "run_drill", lambda *a, **k: _result(ok))
     quiet = Console(file=open(tmp_path / "out.txt", "w"))  # noqa: SIM115
     code = command.drill("kill9", True, tmp_path / "r.md", None, None, quiet, quiet)
     assert code == (0 if ok else 1)

@@ -66,11 +66,7 @@ def drill(
                 highlight=False,
             )
 
-        result: dict[str, Any] = run_drill(chosen, inst, dir_, on_row, on_step)
-        if compare == "supervisord":
-            from clawmedic.drill.compare import run_compare
-
-            result["compare"] = run_compare(inst, result, on_step)
+        result: dict[str, Any] = run_drill(chosen, inst, dir_, on_row, on_step, compare=compare == "supervisord")
     result["skipped"] = SKIPPED
     if as_json:
         out.print_json(json.dumps(result))

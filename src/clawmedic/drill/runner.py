@@ -401,9 +401,12 @@ def run_drill(
     dir_: Path | None,
     on_row: Callable[[int, Row], None],
     on_step: Callable[[str], None],
+    compare: bool = False,
 ) -> dict[str, Any]:
-    """Run `faults` in order on one sandbox; returns {"machine", "openclaw", "boot_s", "rows"}."""
+    """Run `faults` in order on one sandbox, then (`compare`) the peer's rows on it; returns {"machine",
+    "openclaw", "boot_s", "rows", "ok", "compare"}."""
     rows: list[Row] = []
+    peer: dict[str, Any] | None = None
     with drill_root(dir_) as root:
         on_step(f"preparing the sandbox in {root}")
         rig = SandboxRig(root, install)
@@ -425,6 +428,10 @@ def run_drill(
                     rig.repair_leftovers()
                 rows.append(row)
                 on_row(i, row)
+            if compare:
+                from clawmedic.drill.compare import run_compare
+
+                peer = run_compare(rig, [r.to_dict() for r in rows], on_step)
         finally:
             rig.close()
     return {
@@ -434,4 +441,5 @@ def run_drill(
         "boot_s": round(boot_s, 1) if rows else None,
         "rows": [r.to_dict() for r in rows],
         "ok": bool(rows) and all(r.ok for r in rows),
+        "compare": peer,
     }

@@ -24,7 +24,7 @@ from clawmedic.doctor.llm.backends import backend_name
 from clawmedic.doctor.llm.run import consult_in_child
 from clawmedic.doctor.remedies import REMEDIES, Guard, Outcome, Policy, RemedyContext, Status
 from clawmedic.doctor.report import write_report
-from clawmedic.doctor.rules import CAUSE, Finding, RemedyCall, causes, diagnose, signature
+from clawmedic.doctor.rules import CAUSE, Finding, RemedyCall, causes, diagnose, near_misses, signature
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.store.incidents import IncidentStore
 
@@ -97,7 +97,8 @@ class RuleDoctor:
         llm_note = ""
         if not applied and self._should_consult(inc, findings, calls, outcomes):
             t_llm = time.monotonic()
-            consultation = await self._consult(esc, ev.to_dict(), [f.to_dict() for f in findings], tried)
+            near = near_misses(ev, findings)
+            consultation = await self._consult(esc, ev.to_dict(), [f.to_dict() for f in findings], tried, near)
             remedy_s += time.monotonic() - t_llm  # the model's time (its process included) is the remedy's
             llm_calls = [RemedyCall(r["remedy"], r.get("params") or {}) for r in consultation.remedies]
             for r in consultation.remedies:
@@ -154,7 +155,12 @@ class RuleDoctor:
         return not calls and any(f.plan for f in findings)
 
     async def _consult(
-        self, esc: Escalation, evidence: dict[str, Any], findings: list[dict[str, Any]], tried: list[dict[str, Any]]
+        self,
+        esc: Escalation,
+        evidence: dict[str, Any],
+        findings: list[dict[str, Any]],
+        tried: list[dict[str, Any]],
+        near: list[dict[str, str]],
     ) -> Consultation:
         inc = esc.incident_id
         self._consulted[inc] = self._consulted.get(inc, 0) + 1
@@ -163,7 +169,7 @@ class RuleDoctor:
         def record(kind: str, detail: dict[str, Any]) -> None:
             self.incidents.add(inc, kind, detail)
 
-        payload = {"evidence": evidence, "findings": findings, "tried": tried}
+        payload = {"evidence": evidence, "findings": findings, "tried": tried, "near_misses": near}
         result = await consult_in_child(self.loaded, esc.target, payload, on_record=record)
         for r in result.remedies:
             self.incidents.add(inc, "remedy", {**r, "by": "llm"}, duration_s=r.get("took_s"))
@@ -209,7 +215,8 @@ def _llm_note(c: Consultation) -> str:
     if c.ended in ("backend_failed", "time_budget") and not c.remedies:
         return f"LLM doctor ({c.backend}) failed: {c.error or c.ended}"
     said = c.conclusion or "no conclusion"
-    return f"LLM doctor ({c.backend}): {said}" + (f" [{c.fault}]" if c.fault else "")
+    why = f"; no remedy fits: {c.none_fits}" if c.none_fits and not c.remedies else ""
+    return f"LLM doctor ({c.backend}): {said}" + (f" [{c.fault}]" if c.fault else "") + why
 
 
 def reports_dir(state_dir: Path) -> Path:

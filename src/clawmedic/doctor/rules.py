@@ -500,3 +500,119 @@ def signature(ev: Evidence, findings: list[Finding]) -> str:
     if ev.config is not None:
         parts.append(f"config={ev.config.get('stage')}")
     return "|".join(parts)
+
+
+# --- near-misses: rules that almost matched, and why not (for the LLM doctor's prompt) ----------------------------
+
+_NEAR_DISK_FACTOR = 4  # free space under 4x the threshold is worth telling: low, though not "full"
+
+
+def _change_lines(changes: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{c.get('what')}: {c.get('summary')} ({c.get('when')})" for c in changes[:3])
+
+
+def _near_changed(ev: Evidence) -> str | None:
+    if not _failing(ev) or reversible_changes(ev):
+        return None
+    if ev.changes:
+        return (
+            "changes were recorded, but none is a reversible config or boot-file change made before the first "
+            f"failure: {_change_lines(ev.changes)}"
+        )
+    if ev.config_differs_from_known_good:
+        return "the config differs from the known-good snapshot, but no change since the last healthy state is recorded"
+    if "changes" in ev.errors:
+        return f"what changed could not be read: {ev.errors['changes']}"
+    return None
+
+
+def _near_blocked(ev: Evidence) -> str | None:
+    code = _exit_code(ev)
+    if code is None or code <= 0 or code == 78 or (ev.config or {}).get("valid") is not True:
+        return None
+    return f"the config validates and the gateway exited {code}, not 78 (OpenClaw's exit for a refused config)"
+
+
+def _near_dependency(ev: Evidence) -> str | None:
+    moved = [c for c in ev.changes if c.get("what") in ("dependencies", "openclaw")]
+    if moved and not ev.deps_problems:
+        return f"the install changed but no package is missing: {_change_lines(moved)}"
+    return f"the packages could not be checked: {ev.errors['deps']}" if "deps" in ev.errors else None
+
+
+def _near_port(ev: Evidence) -> str | None:
+    o = ev.port_owner
+    if o and o.get("ours"):
+        return f"port {o.get('port')} is held by the target's own process (pid {o.get('pid')}), not another program"
+    if ev.cause == "port_conflict" and not o:
+        return "the exit looked like a port conflict, but nothing holds the port now"
+    return None
+
+
+def _near_node(ev: Evidence) -> str | None:
+    moved = [c for c in ev.changes if c.get("what") == "node"]
+    if moved and ev.node.get("satisfied") is True:
+        return f"Node changed but satisfies openclaw's engines ({ev.node.get('version')}): {_change_lines(moved)}"
+    if ev.node.get("found") and ev.node.get("satisfied") is None:
+        return f"Node {ev.node.get('version')} could not be compared with engines {ev.node.get('engines')!r}"
+    return None
+
+
+def _near_disk(ev: Evidence) -> str | None:
+    if ev.disk_free_mb is None:
+        return None
+    low = LOW_DISK_MB if ev.disk_total_mb is None else min(LOW_DISK_MB, LOW_DISK_FRACTION * ev.disk_total_mb)
+    if ev.disk_free_mb < _NEAR_DISK_FACTOR * low:
+        return f"{ev.disk_free_mb:.1f} MB free: low, but above the {low:.0f} MB that counts as full"
+    return None
+
+
+def _near_breaker(ev: Evidence) -> str | None:
+    if ev.breaker_age_s is not None and ev.breaker_age_s > BREAKER_WINDOW_S:
+        return f"a crash-loop breaker bundle exists but is {ev.breaker_age_s:.0f} s old (the breaker lasts 300 s)"
+    return None
+
+
+def _near_hang(ev: Evidence) -> str | None:
+    p = ev.process
+    if p.get("alive") and not p.get("stopped") and _failing(ev):
+        return f"the process (pid {p.get('pid')}) is alive and not stopped, yet the target fails its probes"
+    return None
+
+
+def _near_state_db(ev: Evidence) -> str | None:
+    return f"the state database could not be checked: {ev.errors['state_db']}" if "state_db" in ev.errors else None
+
+
+# Rule id -> why it almost matched (a pure function of the evidence; None: not close). Cheap: no I/O, no search.
+_NEAR: dict[str, Callable[[Evidence], str | None]] = {
+    "config-changed": _near_changed,
+    "config-blocked": _near_blocked,
+    "missing-dependency": _near_dependency,
+    "port-taken-by-foreign-process": _near_port,
+    "node-engine-mismatch": _near_node,
+    "disk-full": _near_disk,
+    "crash-loop-breaker": _near_breaker,
+    "process-hang": _near_hang,
+    "state-db-corrupt": _near_state_db,
+}
+
+
+def near_misses(ev: Evidence, findings: list[Finding] | None = None) -> list[dict[str, str]]:
+    """Rules that did not match but came close, each with why not: a fallback rule that matched but gave way to
+    another cause, and rules whose facts were partly there. What the rules cannot decide is what the LLM doctor is
+    for; telling it how close they came points it at the evidence that matters."""
+    found = findings if findings is not None else diagnose(ev)
+    has_cause = any(f.kind == CAUSE for f in found)
+    out = []
+    for rule in RULES:
+        if rule.id in {f.rule for f in found}:
+            continue
+        if rule.fallback and has_cause:  # it counts only when no cause is found: close only if it matched
+            why: str | None = "it matched, but gives way to another cause the rules found" if rule.matches(ev) else None
+        else:
+            near = _NEAR.get(rule.id)
+            why = near(ev) if near is not None else None
+        if why:
+            out.append({"rule": rule.id, "title": rule.title, "why_not": clip(why, 300)})
+    return out

@@ -28,8 +28,15 @@ root cause from the evidence and repair it with the declared remedies.
 - Read the evidence first; call a read-only tool only when the evidence does not already answer.
 - Call one tool per turn. A remedy changes the machine: choose the one that fixes the root cause.
 - Every remedy is checked by a guard. A refused remedy will not run: do not ask for it again.
+- Decide on a remedy before you finish: call the remedy that fixes the root cause, or, when none fits, say why \
+in finish's `none_fits`.
 - When the repair is done, or nothing more can be done safely, call `finish` with your diagnosis and the fault.
 Known faults: """ + ", ".join(FAULTS)
+
+DECISION_REFUSAL = (
+    "refused: no remedy decision yet. Call the remedy that fixes the root cause, or call finish again with "
+    "`none_fits` saying why no remedy fits."
+)
 
 LAST_STEP_PROMPT = (
     "This is your last turn and no tools are available. Reply with your conclusion in two or three sentences: "
@@ -68,6 +75,8 @@ class Consultation:
     ended: str  # "finished" | "concluded" | "step_limit" | "time_budget" | "backend_failed"
     conclusion: str = ""
     fault: str | None = None
+    none_fits: str | None = None  # the model's reason that no remedy fits, when it ran none
+    decision_asked: bool = False  # a finish without a remedy decision was refused once (one corrective turn)
     steps: int = 0
     tools: list[ToolRecord] = field(default_factory=list)
     remedies: list[dict[str, Any]] = field(default_factory=list)  # Outcome dicts, in order
@@ -97,8 +106,14 @@ def tool_specs(policy: Policy | None = None) -> list[ToolSpec]:
     return specs
 
 
-def evidence_prompt(evidence: dict[str, Any], findings: list[dict[str, Any]], tried: list[dict[str, Any]]) -> str:
-    """The first user message: a compact rendering of the (already redacted) evidence."""
+def evidence_prompt(
+    evidence: dict[str, Any],
+    findings: list[dict[str, Any]],
+    tried: list[dict[str, Any]],
+    near_misses: list[dict[str, Any]] | None = None,
+) -> str:
+    """The first user message: a compact rendering of the (already redacted) evidence, what the rules found and
+    the rules that almost matched (`rules.near_misses`), each with why not."""
     ev = evidence
     lines = [f"Target {ev.get('target')!r}: {ev.get('reason') or ev.get('cause')}"]
     keys = (
@@ -140,6 +155,9 @@ def evidence_prompt(evidence: dict[str, Any], findings: list[dict[str, Any]], tr
         lines += ["", "Gateway log (warnings/errors):", *events]
     if findings:
         lines += ["", "The rules found: " + "; ".join(f"{f['rule']} ({f['detail']})" for f in findings)]
+    if near_misses:
+        lines += ["", "Rules that almost matched, and why they did not:"]
+        lines += [f"- {n.get('rule')} ({n.get('title')}): {n.get('why_not')}" for n in near_misses[:8]]
     if tried:
         lines.append("Already tried: " + "; ".join(f"{o['remedy']} → {o['status']}: {o['detail']}" for o in tried))
     return "\n".join(lines)
@@ -249,6 +267,12 @@ def _run_call(
             params = FinishParams.model_validate(arguments)
         except ValueError as e:
             return ToolRecord(step, name, arguments, "refused", f"refused: bad arguments for finish: {e}")
+        decided = any(t.name in REMEDIES for t in result.tools) or bool((params.none_fits or "").strip())
+        if not decided and not result.decision_asked:
+            result.decision_asked = True  # one corrective turn; the same finish is accepted after it
+            seen.discard(key)
+            return ToolRecord(step, name, arguments, "refused", DECISION_REFUSAL)
+        result.none_fits = (params.none_fits or "").strip() or None
         result.conclusion = params.diagnosis
         result.fault = params.fault if params.fault in FAULTS else "other"
         return ToolRecord(step, name, arguments, "ok", "noted")

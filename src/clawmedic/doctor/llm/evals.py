@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clawmedic.doctor.evidence import Evidence
 from clawmedic.doctor.llm.agent import Consultation, Limits, consult, evidence_prompt
 from clawmedic.doctor.llm.tools import FINISH, RecordedTools
 from clawmedic.doctor.llm.types import Backend
 from clawmedic.doctor.remedies import REMEDIES, Guard, Policy
+from clawmedic.doctor.rules import near_misses
 from clawmedic.errors import ConfigInvalid
 from clawmedic.redact import Redactor
 
@@ -104,7 +106,8 @@ def score(case: Case, result: Consultation) -> Score:
 def run_case(backend: Backend, case: Case, limits: Limits, policy: Policy | None = None) -> Score:
     policy = policy or Policy()
     tools = RecordedTools(case.tools, Guard(policy))
-    prompt = evidence_prompt(case.evidence, [], [])
+    near = near_misses(Evidence(**case.evidence))  # as the daemon's consultation gets them
+    prompt = evidence_prompt(case.evidence, [], [], near)
     t0 = time.monotonic()
     result = consult(backend, tools, prompt, limits, Redactor(), policy=policy)
     result.took_s = round(time.monotonic() - t0, 2)

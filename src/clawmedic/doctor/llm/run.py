@@ -9,8 +9,8 @@ spent. A backend that crashes (a native library's segfault included) takes this 
 It runs in a session of its own; the daemon SIGKILLs that whole group on every way out (verdict past the budget,
 cancellation when the daemon stops, an error), and the kernel kills it if the daemon itself dies (PDEATHSIG).
 
-Input: {"evidence": {...}, "findings": [...], "tried": [...]} (already redacted). Output: one JSON object a
-line, {"kind": ..., "detail": {...}}; the last has kind "result" and the `Consultation`.
+Input: {"evidence": {...}, "findings": [...], "tried": [...], "near_misses": [...]} (already redacted). Output:
+one JSON object a line, {"kind": ..., "detail": {...}}; the last has kind "result" and the `Consultation`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,12 @@ def run_consultation(
     guard = Guard(policy)
     ctx = None if read_only else RemedyContext(loaded, target, KnownGoodClient(loaded.state_dir))
     tools = LiveTools(loaded, target, guard, ctx, read_only=read_only)
-    prompt = evidence_prompt(payload.get("evidence", {}), payload.get("findings", []), payload.get("tried", []))
+    prompt = evidence_prompt(
+        payload.get("evidence", {}),
+        payload.get("findings", []),
+        payload.get("tried", []),
+        payload.get("near_misses", []),
+    )
     emit("llm_started", {"backend": backend.name, "read_only": read_only})
     return consult(
         backend, tools, prompt, Limits.of(loaded.config.daemon.doctor.llm), loaded.redactor, record=emit, policy=policy

@@ -60,6 +60,10 @@ class NoParams(_Params):
 class FinishParams(_Params):
     diagnosis: str = Field(description="the root cause in one or two sentences")
     fault: str = Field(description="which known fault this is: " + ", ".join(FAULTS))
+    none_fits: str | None = Field(
+        default=None,
+        description="only when you ran no remedy: why none of the remedies fits this fault (a human must act)",
+    )
 
 
 @dataclass(frozen=True)

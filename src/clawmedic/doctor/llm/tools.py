@@ -40,6 +40,7 @@ FAULTS = (
     "model-failures",
     "cron-failing",
     "process-hang",
+    "start-command-unusable",
     "other",
 )
 _SECRET_KEYS = ("token", "key", "secret", "password", "passwd", "auth", "credential", "cookie")

@@ -113,6 +113,10 @@ def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
             "daemon: [red]not running[/] — start it with `clawmedic run`"
             + (f" (last status {_fmt_time(d.get('updated_at'))})" if d.get("updated_at") else "")
         )
+    if isinstance(reload := d.get("reload"), dict):  # the last config reload: what changed, or why it was refused
+        colour = "green" if reload.get("ok") else "red"
+        said = escape(str(reload.get("message", "")))
+        out.print(f"config reload at {_fmt_time(reload.get('at'))}: [{colour}]{said}[/]", highlight=False)
     table = Table("target", "state", "pid", "live", "ready", "restarts", "incident", "since")
     for name, t in data["targets"].items():
         state = t.get("state", "unknown")
@@ -293,6 +297,60 @@ def resume(target: TargetArg = None, config: ConfigOpt = None) -> None:
     names = loaded.selected(target)
     control.resume(paths.ensure_private_dir(loaded.state_dir), names)
     out.print(f"resumed: {', '.join(names)}")
+
+
+@app.command("reload")
+def reload_config(config: ConfigOpt = None) -> None:
+    """Make the running daemon read its config again (as SIGHUP does); waits for its answer. An invalid config is
+    refused and the daemon keeps running the previous one (exit 2)."""
+    from clawmedic.store.lock import holder_pid
+
+    problem: ConfigInvalid | None = None
+    try:
+        state_dir: Path | None = _load(config).state_dir
+    except ConfigInvalid as e:
+        problem = e
+        state_dir = _state_dir_of(config)  # the daemon still runs the old config: it should hear about this one
+    if state_dir is None or holder_pid(state_dir) is None:
+        if problem is not None:
+            raise problem
+        raise ClawmedicError("No clawmedic daemon runs for this config; `clawmedic run` reads it when it starts.")
+    seq = control.request_reload(state_dir)
+    deadline = time.monotonic() + defaults.CONTROL_ACK_TIMEOUT_S
+    while (acks := control.read_acks(state_dir)) is None or acks.reload_seq < seq:
+        if time.monotonic() > deadline:
+            raise ClawmedicError(
+                f"The clawmedic daemon (pid {holder_pid(state_dir)}) did not take the reload request within "
+                f"{defaults.CONTROL_ACK_TIMEOUT_S:g} s: it may be hung (see `clawmedic status`)."
+            )
+        time.sleep(0.1)
+    if not acks.reload_ok:
+        raise ConfigInvalid(acks.reload_message)
+    out.print(acks.reload_message, highlight=False, markup=False)
+
+
+def _state_dir_of(config: Path | None) -> Path | None:
+    """The state folder of the daemon running `config`, read leniently from a config that does not validate: its
+    `daemon.state_dir`, else the default — and only when that daemon's status names this very file."""
+    import tomllib
+
+    source = (config or paths.default_config_path()).expanduser()
+    try:
+        daemon = tomllib.loads(source.read_text()).get("daemon", {})
+        named = daemon.get("state_dir") if isinstance(daemon, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        named = None
+    if isinstance(named, str) and named:
+        p = Path(named).expanduser()
+        state_dir = p if p.is_absolute() else (source.parent / p).resolve()
+    else:
+        state_dir = paths.default_state_dir()
+    try:
+        running = json.loads(paths.status_path(state_dir).read_text())["daemon"]["config"]
+        same = Path(running).resolve() == source.resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state_dir if same else None
 
 
 # --- init ------------------------------------------------------------------------------------------------------------

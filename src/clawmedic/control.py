@@ -25,6 +25,7 @@ class Control:
     paused: dict[str, float] = field(default_factory=dict)  # target -> when it was paused
     resume_seq: dict[str, int] = field(default_factory=dict)  # bumped by every `resume`, to retry after gave_up
     restart_seq: dict[str, int] = field(default_factory=dict)  # bumped by every requested restart
+    reload_seq: int = 0  # bumped by every `clawmedic reload`: read the config file again
 
 
 def control_path(state_dir: Path) -> Path:
@@ -38,13 +39,14 @@ def read_control(state_dir: Path) -> Control:
             dict(raw.get("paused", {})),
             {k: int(v) for k, v in raw.get("resume_seq", {}).items()},
             {k: int(v) for k, v in raw.get("restart_seq", {}).items()},
+            int(raw.get("reload_seq", 0)),
         )
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):
         return Control()
 
 
 def _write(state_dir: Path, c: Control) -> None:
-    data = {"paused": c.paused, "resume_seq": c.resume_seq, "restart_seq": c.restart_seq}
+    data = {"paused": c.paused, "resume_seq": c.resume_seq, "restart_seq": c.restart_seq, "reload_seq": c.reload_seq}
     atomic_write(control_path(state_dir), json.dumps(data, indent=1))
 
 
@@ -84,6 +86,16 @@ def request_restart(state_dir: Path, targets: list[str], *, resume: bool = False
         return {t: c.restart_seq[t] for t in targets}
 
 
+def request_reload(state_dir: Path) -> int:
+    """Ask the daemon to read its config file again. Returns the request's number, to wait for its
+    acknowledgement (`Acks.reload_seq`, with the outcome in `reload_ok` and `reload_message`)."""
+    with _locked(state_dir):
+        c = read_control(state_dir)
+        c.reload_seq += 1
+        _write(state_dir, c)
+        return c.reload_seq
+
+
 # --- the daemon's side: acknowledgements ----------------------------------------------------------------------
 
 
@@ -96,6 +108,12 @@ class Acks:
     restart_at: dict[str, float] = field(default_factory=dict)  # target -> when its last restart request was taken
     restart_state: dict[str, str] = field(default_factory=dict)  # target -> its ladder state right after taking it
     daemon_pid: int | None = None
+    reload_seq: int = 0  # the last reload request taken
+    reload_ok: bool = True  # its outcome: False when the new config was refused (the previous one still runs)
+    reload_message: str = ""  # one sentence: what changed, or why the new config was refused
+
+    def pending_reload(self, c: Control) -> bool:
+        return c.reload_seq > self.reload_seq
 
     def pending_restart(self, c: Control, target: str) -> bool:
         return c.restart_seq.get(target, 0) > self.restart_seq.get(target, 0)
@@ -119,6 +137,9 @@ def read_acks(state_dir: Path) -> Acks | None:
             {k: float(v) for k, v in raw.get("restart_at", {}).items()},
             {k: str(v) for k, v in raw.get("restart_state", {}).items()},
             int(pid) if pid is not None else None,
+            int(raw.get("reload_seq", 0)),
+            bool(raw.get("reload_ok", True)),
+            str(raw.get("reload_message", "")),
         )
     except (OSError, ValueError, AttributeError, TypeError):
         return None
@@ -131,6 +152,9 @@ def write_acks(state_dir: Path, acks: Acks) -> None:
         "restart_seq": acks.restart_seq,
         "restart_at": acks.restart_at,
         "restart_state": acks.restart_state,
+        "reload_seq": acks.reload_seq,
+        "reload_ok": acks.reload_ok,
+        "reload_message": acks.reload_message,
     }
     atomic_write(ack_path(state_dir), json.dumps(data, indent=1))
 

@@ -13,11 +13,13 @@ import time
 from typing import Any, Protocol
 
 from clawmedic import control, defaults
-from clawmedic.config import LoadedConfig
+from clawmedic import reload as config_reload
+from clawmedic.config import LoadedConfig, check_commands, load_config
 from clawmedic.doctor import Doctor, RecordOnlyDoctor
 from clawmedic.doctor.clinic import RuleDoctor
 from clawmedic.doctor.learnings import LearningStore
 from clawmedic.doctor.remedies import Policy, Risk
+from clawmedic.errors import ClawmedicError
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.ladder.states import State
 from clawmedic.paths import ensure_private_dir
@@ -26,6 +28,7 @@ from clawmedic.paths import incidents_path as incidents_path
 from clawmedic.paths import learnings_path as learnings_path
 from clawmedic.paths import status_path as status_path
 from clawmedic.probes import Prober
+from clawmedic.process.launcher import Handle
 from clawmedic.sdnotify import SystemdNotifier
 from clawmedic.store.events import EventLog
 from clawmedic.store.files import atomic_write
@@ -69,6 +72,11 @@ class Daemon:
         self._status_dirty = asyncio.Event()
         self._writes_failing_since: float | None = None  # the state folder stopped taking writes (full disk…)
         self._stop = asyncio.Event()
+        self._target_tasks: dict[str, asyncio.Task[None]] = {}  # one per supervisor; a reload replaces some
+        self._failure: BaseException | None = None  # a supervisor crashed: the daemon ends with it
+        self._reload_asked: str | None = None  # why (SIGHUP), until the control loop reloads
+        self._config_version = _config_version(loaded)
+        self.reload_status: dict[str, Any] | None = None  # the last reload's outcome, for `status`
 
     def _default_doctor(
         self, incidents: IncidentStore, known_good: KnownGoodClient, learnings: LearningStore
@@ -83,7 +91,7 @@ class Daemon:
         self._stop.set()
 
     def _on_sighup(self) -> None:
-        log.warning("SIGHUP: reload is not supported yet; carrying on")
+        self._reload_asked = "SIGHUP"  # done by the control loop, between two of its passes
 
     async def run(self) -> None:
         lock = DaemonLock(self.state_dir)
@@ -124,11 +132,11 @@ class Daemon:
         if acks is None:  # no daemon of this version ran here: an older one handled what the file holds
             acks = control.Acks(dict(ctl.resume_seq), dict(ctl.restart_seq))
         acks.daemon_pid = os.getpid()
+        if acks.pending_reload(ctl):  # asked while no daemon ran: this start read the config
+            acks.reload_seq, acks.reload_ok, acks.reload_message = ctl.reload_seq, True, "config loaded at start."
         tasks: list[asyncio.Task[Any]] = []
         try:
             for name in self.loaded.targets:
-                sup = TargetSupervisor(name, ctx)
-                self.supervisors[name] = sup
                 # A restart asked for while no daemon ran (or just before this one started) is honoured now: on an
                 # adopted process by restarting it, otherwise by the launch itself.
                 restart = None
@@ -136,8 +144,7 @@ class Daemon:
                     restart = "restart requested by the user (taken at daemon start)"
                     acks.restart_seq[name] = ctl.restart_seq[name]
                     acks.restart_at[name] = time.time()
-                coro = sup.run(paused=name in ctl.paused, restart=restart)
-                tasks.append(loop.create_task(coro, name=f"target:{name}"))
+                self._start_target(name, paused=name in ctl.paused, restart=restart)
             tasks.append(loop.create_task(self._status_loop(), name="status"))
             for plugin in self.plugins:
                 tasks.append(loop.create_task(plugin.run(ctx), name=f"plugin:{type(plugin).__name__}"))
@@ -149,8 +156,11 @@ class Daemon:
             for t in done:
                 if t is not stop and not t.cancelled() and (exc := t.exception()) is not None:
                     raise exc
+            if self._failure is not None:
+                raise self._failure
         finally:
             self._stop.set()  # loops that lost a cancellation to `wait_for` (Python 3.11) end on their next turn
+            tasks += self._target_tasks.values()
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -166,6 +176,83 @@ class Daemon:
             lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+
+    def _start_target(
+        self, name: str, *, paused: bool, restart: str | None = None, handle: Handle | None = None
+    ) -> None:
+        sup = TargetSupervisor(name, self.ctx)
+        self.supervisors[name] = sup
+        task = asyncio.get_running_loop().create_task(
+            sup.run(paused=paused, restart=restart, handle=handle), name=f"target:{name}"
+        )
+        self._target_tasks[name] = task
+        task.add_done_callback(self._target_done)
+
+    def _target_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._failure = exc
+            self._stop.set()
+
+    async def reload(self, why: str) -> tuple[bool, str]:
+        """Read the config file again and apply it: targets added, removed or changed, the others untouched.
+        An invalid new config (or a missing program) leaves the running one as it is. Returns (applied, one
+        sentence)."""
+        self._config_version = _config_version(self.loaded)
+        old = self.loaded
+
+        def load() -> LoadedConfig:
+            new = load_config(old.source)
+            check_commands(new)
+            return new
+
+        try:
+            new = await asyncio.to_thread(load)
+        except ClawmedicError as e:
+            msg = f"The new config was refused ({why}) and the previous one keeps running: {e}"
+            log.error("%s", msg)
+            self._events.emit("config_reload_refused", why=why, error=str(e))
+            self._reloaded(ok=False, message=msg)
+            return False, msg
+        d = config_reload.diff(old, new)
+        new = config_reload.keep_daemon_settings(old, new)
+        handles: dict[str, Handle] = {}
+        for name in d.removed + d.changed:
+            sup = self.supervisors.pop(name)
+            task = self._target_tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            # A removed target's process is left running (like at daemon exit) unless stop_targets_on_exit.
+            await sup.shutdown(self.stop_targets_on_exit and name in d.removed)
+            if name in d.changed and sup.handle is not None and new.targets[name].start.mode == "managed":
+                handles[name] = sup.handle  # still our child: the new supervisor takes it over
+        self.loaded = new
+        self.ctx.loaded = new
+        if isinstance(self.doctor, RuleDoctor):  # it looks targets up in the config
+            self.doctor.loaded = new
+        ctl = control.read_control(self.state_dir)
+        for name in new.targets:
+            if name in d.added or name in d.changed:
+                restart = "its launch command changed (config reload)" if name in d.relaunch else None
+                self._start_target(name, paused=name in ctl.paused, restart=restart, handle=handles.get(name))
+        msg = d.sentence()
+        log.info("%s (%s)", msg, why)
+        self._events.emit(
+            "config_reloaded",
+            why=why,
+            added=d.added,
+            removed=d.removed,
+            changed=d.changed,
+            relaunched=d.relaunch,
+            needs_restart=d.needs_restart,
+        )
+        self._reloaded(ok=True, message=msg)
+        return True, msg
+
+    def _reloaded(self, *, ok: bool, message: str) -> None:
+        self.reload_status = {"at": time.time(), "ok": ok, "message": message}
+        self._status_dirty.set()
 
     async def _status_loop(self) -> None:
         while not self._stop.is_set():
@@ -186,7 +273,17 @@ class Daemon:
             if now_version != version:
                 first = version == "unread"
                 version = now_version
-                self._apply_control(control.read_control(self.state_dir), acks, first=first)
+                ctl = control.read_control(self.state_dir)
+                if acks.pending_reload(ctl):
+                    acks.reload_ok, acks.reload_message = await self.reload("clawmedic reload")
+                    acks.reload_seq = ctl.reload_seq
+                    first = True  # acknowledged below
+                self._apply_control(ctl, acks, first=first)
+            if self._reload_asked is not None:
+                why, self._reload_asked = self._reload_asked, None
+                await self.reload(why)
+            elif _config_version(self.loaded) != self._config_version:
+                await self.reload("the config file changed")
             await asyncio.sleep(defaults.CONTROL_POLL_S)
 
     def _apply_control(self, ctl: control.Control, acks: control.Acks, *, first: bool) -> None:
@@ -227,6 +324,7 @@ class Daemon:
                 "started_at": self.started_at,
                 "updated_at": time.time(),
                 "config": str(self.loaded.source),
+                **({"reload": self.reload_status} if self.reload_status is not None else {}),
             },
             "targets": {name: sup.snapshot() for name, sup in self.supervisors.items()},
         }
@@ -271,3 +369,19 @@ class Daemon:
                     atomic_write(pid_file, str(os.getpid()))
             events.emit("state_writes_recovered", down_s=down_s, state_dir=str(self.state_dir))
             log.warning("the state folder %s takes writes again after %.0f s; status caught up", self.state_dir, down_s)
+
+
+def _config_version(loaded: LoadedConfig) -> tuple[tuple[int, int, int] | None, ...]:
+    """Changes when the config file or its env_file is rewritten (a save is often a rename: a new inode)."""
+    files = [loaded.source]
+    if loaded.config.daemon.env_file is not None:
+        files.append(loaded.source.parent / loaded.config.daemon.env_file)
+    versions: list[tuple[int, int, int] | None] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            versions.append(None)
+        else:
+            versions.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(versions)

@@ -160,6 +160,11 @@ class Redactor:
         self._secrets.add(secret)
         self._literal = None
 
+    def absorb(self, other: Redactor) -> None:
+        """Mask everything `other` masks too (a reloaded config's secrets join the running daemon's)."""
+        for s in other._secrets:
+            self.add(s)
+
     def add_guessed(self, name: str, value: str) -> None:
         """A value that may or may not be a secret (a `start.env` or env_file entry): registered when its name says
         secret (`DB_PASSWORD`, `GITHUB_TOKEN`, `API_KEY`) or it looks random (long, letters and digits), and never

@@ -111,11 +111,13 @@ class TargetSupervisor:
 
     # --- running --------------------------------------------------------------------------------------
 
-    async def run(self, *, paused: bool, restart: str | None = None) -> None:
+    async def run(self, *, paused: bool, restart: str | None = None, handle: Handle | None = None) -> None:
         """Adopt the running process or launch one; `restart`: a restart someone asked for while no daemon ran
-        (done on an adopted process; a fresh launch already is one)."""
+        (done on an adopted process; a fresh launch already is one). `handle`: the process the supervisor this one
+        replaces (a config reload) ran, still this daemon's child."""
         self._carry_over()
-        handle = self.launcher.adopt() if self.cfg.start.mode == "managed" else None
+        if handle is None and self.cfg.start.mode == "managed":
+            handle = self.launcher.adopt()
         if handle is not None:
             self._adopt(handle)
             self._feed(partial(self.ladder.start, running=True))

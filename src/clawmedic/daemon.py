@@ -237,7 +237,7 @@ class Daemon:
                 restart = "its launch command changed (config reload)" if name in d.relaunch else None
                 self._start_target(name, paused=name in ctl.paused, restart=restart, handle=handles.get(name))
         msg = d.sentence()
-        log.info("%s (%s)", msg, why)
+        log.info("%s: %s", why, msg)  # e.g. "SIGHUP: config reloaded: no target changed."
         self._events.emit(
             "config_reloaded",
             why=why,

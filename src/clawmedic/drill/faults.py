@@ -49,6 +49,7 @@ class Rig(Protocol):
     def start_daemon(self) -> None: ...
     def kill_daemon(self) -> None: ...
     def restart_daemon(self) -> None: ...
+    def resume(self) -> None: ...
     def start_squatter(self) -> int: ...
     def stop_squatter(self) -> None: ...
     def squatter_intact(self) -> bool: ...
@@ -261,8 +262,8 @@ def _squatter_named_and_alive(rig: Rig, events: list[dict[str, Any]]) -> list[st
 
 
 def _squatter_cleanup(rig: Rig) -> None:
-    rig.stop_squatter()
-    rig.restart_daemon()
+    rig.stop_squatter()  # the human's part: the stranger goes away ...
+    rig.resume()  # ... and clawmedic is told to try again
 
 
 def _gave_up_without_looping(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
@@ -399,7 +400,7 @@ FAULTS: tuple[Fault, ...] = (
         Expect.ESCALATED,
         _flapping,
         _gave_up_without_looping,
-        lambda rig: rig.restart_daemon(),
+        lambda rig: rig.resume(),
     ),
     Fault(
         "daemon-killed-mid-repair",

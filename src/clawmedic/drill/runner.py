@@ -77,6 +77,14 @@ def _first(events: list[dict[str, Any]], pred: Callable[[dict[str, Any]], bool])
     return next((e for e in events if pred(e)), None)
 
 
+REPAIRS = {  # events that name what clawmedic repaired before the restart
+    "config_restored": "known-good config restored",
+    "deps_restored": "dependencies restored",
+    "state_db_moved_aside": "state database moved aside",
+    "port_conflict": "port held by another process",
+}
+
+
 def measure(row: Row, events: list[dict[str, Any]], t_fault: float) -> None:
     """Detect and recover times (from the fault), restarts and the incident, from the daemon's events."""
     after = [e for e in events if e["ts"] >= t_fault]
@@ -88,6 +96,9 @@ def measure(row: Row, events: list[dict[str, Any]], t_fault: float) -> None:
         row.detect_s = round(opened["ts"] - t_fault, 3)
         row.incident = opened.get("incident")
         row.diagnosis = str(opened.get("reason") or opened.get("cause") or "")
+    repairs = [REPAIRS[e["kind"]] for e in after if e["kind"] in REPAIRS]
+    if repairs:
+        row.diagnosis = "; ".join([row.diagnosis, *dict.fromkeys(repairs)]).strip("; ")
     if live is not None:
         row.recover_s = round(float(live.get("at") or live["ts"]) - t_fault, 2)
     elif healthy is not None:
@@ -208,6 +219,15 @@ class SandboxRig:
                 os.kill(handle.pid, signal.SIGCONT)
         gw.stop_gateway(self.sb)
 
+    def resume(self) -> None:
+        """What a human does once an escalation is dealt with: `clawmedic resume` (past failures forgotten)."""
+        subprocess.run(
+            [sys.executable, "-m", "clawmedic", "resume", "--config", str(self.sb.config_path)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
     def restart_daemon(self) -> None:
         self.stop_daemon()
         self.start_daemon()
@@ -244,10 +264,14 @@ class SandboxRig:
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Wait for a healthy gateway and the stable period that forgets earlier failures; the seconds waited."""
         t0 = time.monotonic()
+        resumed = False
         while time.monotonic() - t0 < timeout:
             if self.daemon is None or self.daemon.poll() is not None:
                 self.start_daemon()
             st = self.status()
+            if st.get("state") == "gave_up" and not resumed:  # an escalation of the previous row, dealt with
+                self.resume()
+                resumed = True
             if st.get("state") == "healthy" and not st.get("incident") and gw.health(self.port):
                 time.sleep(DRILL_LIMITS["stable_reset_s"] + 1.0)
                 if self.status().get("state") == "healthy":

@@ -68,6 +68,14 @@ def _fmt_wait(s: float) -> str:
 def run(
     config: ConfigOpt = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object a line on stderr.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Observe, diagnose and decide, but change nothing: every restart, restore, remedy and "
+            'notification is recorded as "would" (events, incidents, status) instead of being done.',
+        ),
+    ] = False,
 ) -> None:
     """Run the daemon in the foreground: supervise every target of the config until SIGTERM or Ctrl-C."""
     from clawmedic.cli_ops import plugins_for
@@ -76,6 +84,7 @@ def run(
     from clawmedic.logs import setup_logging
 
     loaded = _load(config)
+    loaded.dry_run = dry_run  # honoured at the seams (dryrun.py): launcher, Guard, notifier
     check_commands(loaded)  # a missing cwd (exit 2) or program (exit 3) is refused before anything starts
     make_state_dir(loaded)
     setup_logging(loaded.config.daemon.log_level, json_logs, loaded.redactor)

@@ -366,6 +366,7 @@ class LoadedConfig:
         _register_secrets(self, env_file_values or {})
         sd = config.daemon.state_dir
         self.state_dir = _relative_to(source, sd) if sd is not None else paths.default_state_dir()
+        self.dry_run = False  # `run --dry-run`: decide everything, change nothing (honoured at the seams: dryrun.py)
 
     @property
     def targets(self) -> dict[str, TargetConfig]:

@@ -84,7 +84,7 @@ class Daemon:
         cfg = self.loaded.config.daemon.doctor
         if not cfg.enabled:
             return RecordOnlyDoctor()
-        policy = Policy(frozenset(Risk(r) for r in cfg.allow), cfg.allow_kill_foreign)
+        policy = Policy(frozenset(Risk(r) for r in cfg.allow), cfg.allow_kill_foreign, self.loaded.dry_run)
         return RuleDoctor(self.loaded, incidents, known_good, learnings, policy)
 
     def request_stop(self) -> None:
@@ -324,6 +324,7 @@ class Daemon:
                 "started_at": self.started_at,
                 "updated_at": time.time(),
                 "config": str(self.loaded.source),
+                **({"dry_run": True} if self.loaded.dry_run else {}),
                 **({"reload": self.reload_status} if self.reload_status is not None else {}),
             },
             "targets": {name: sup.snapshot() for name, sup in self.supervisors.items()},

@@ -990,4 +990,6 @@ def plugin_for(loaded: LoadedConfig) -> Notifier | None:
     if not destinations(loaded):
         return None
     check_urls(loaded)
-    return Notifier(loaded)
+    from clawmedic.dryrun import WouldSender
+
+    return Notifier(loaded, sender=WouldSender() if loaded.dry_run else None)

@@ -83,6 +83,7 @@ def keep_daemon_settings(old: LoadedConfig, new: LoadedConfig) -> LoadedConfig:
     handler and store already holds)."""
     new.config = new.config.model_copy(update={"daemon": old.config.daemon})
     new.state_dir = Path(old.state_dir)
+    new.dry_run = old.dry_run
     old.redactor.absorb(new.redactor)
     new.redactor = old.redactor
     return new

@@ -21,6 +21,7 @@ from typing import Any
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig, TargetConfig
 from clawmedic.doctor import Doctor, Escalation
+from clawmedic.dryrun import launcher_for
 from clawmedic.errors import ClawmedicError, NotOurProcess
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.ladder.exits import classify_exit, exit_detail, telling_line
@@ -38,7 +39,7 @@ from clawmedic.ladder.machine import (
 from clawmedic.ladder.states import RESTORED_STATES, ExitKind, State
 from clawmedic.probes import Prober, ProbeResult
 from clawmedic.process import identity, inspect
-from clawmedic.process.launcher import Handle, Launcher, run_command
+from clawmedic.process.launcher import Handle, run_command
 from clawmedic.store import carried as carried_store
 from clawmedic.store.events import EventLog
 from clawmedic.store.health import is_write_failure, state_writes
@@ -87,7 +88,7 @@ class TargetSupervisor:
         self.cfg: TargetConfig = ctx.loaded.targets[name]
         self.ctx = ctx
         self.ladder = Ladder(self.cfg.ladder_limits(), on_change=self._pending_transitions_append)
-        self.launcher = Launcher(ctx.loaded.state_dir / "targets" / name, ctx.loaded.redactor.text)
+        self.launcher = launcher_for(ctx.loaded, ctx.loaded.state_dir / "targets" / name, ctx.loaded.redactor.text)
         self.handle: Handle | None = None
         self.incident_id: int | None = None
         self.liveness: ProbeResult | None = None
@@ -145,7 +146,9 @@ class TargetSupervisor:
     async def shutdown(self, stop_target: bool) -> None:
         for t in list(self._tasks):
             t.cancel()
-        if stop_target and self.handle is not None:
+        if stop_target and self.handle is not None and (would := self.launcher.would("stop")) is not None:
+            self._would("stop", would, "daemon exiting")
+        elif stop_target and self.handle is not None:
             self.ladder.change_state(State.STOPPED, self.ctx.clock(), "daemon exiting")
             await self.handle.stop(self.cfg.limits.stop_timeout_s)
         self._persist()
@@ -319,6 +322,9 @@ class TargetSupervisor:
     # --- actions ------------------------------------------------------------------------------------------
 
     async def _launch(self, a: Launch) -> None:
+        if (would := self.launcher.would("relaunch")) is not None:
+            self._would("relaunch", would, a.reason)
+            return
         start = self.cfg.start
         env = self.ctx.loaded.command_env(self.name)
         t0 = self.ctx.clock()
@@ -378,6 +384,12 @@ class TargetSupervisor:
         log.info("%s: launched pid %d (%s)", self.name, handle.pid, a.reason)
         self._watch(handle)
 
+    def _would(self, action: str, detail: str, reason: str) -> None:
+        """A dry run: what would have been done, recorded where the deed would have been."""
+        self.ctx.events.emit("would", self.name, action=action, reason=reason)
+        self._incident_note("would", {"action": action, "reason": reason, "detail": detail})
+        log.warning("%s: %s: %s", self.name, detail, self.ctx.loaded.redactor.text(reason))
+
     def _watch(self, handle: Handle) -> None:
         async def watch() -> None:
             code = await handle.wait()
@@ -405,6 +417,10 @@ class TargetSupervisor:
         self._spawn(watch())
 
     async def _stop(self, a: Stop) -> None:
+        if (would := self.launcher.would("stop")) is not None:
+            self._would("stop", would, a.reason)
+            self._feed(self.ladder.exited, ExitKind.REQUESTED, would)  # decided as if it had stopped
+            return
         t0 = self.ctx.clock()
         handle = self.handle
         if handle is None:

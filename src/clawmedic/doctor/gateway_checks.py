@@ -384,7 +384,7 @@ class GatewayCheck:
         self.loaded = loaded
         self.cfg = loaded.config.daemon.doctor.gateway_checks
         doc = loaded.config.daemon.doctor
-        self.guard = Guard(Policy(frozenset(Risk(r) for r in doc.allow), doc.allow_kill_foreign))
+        self.guard = Guard(Policy(frozenset(Risk(r) for r in doc.allow), doc.allow_kill_foreign, loaded.dry_run))
         self.clock = clock
         self._read = read or (lambda ld, name, since: read_state(ld, name, since=since, cfg=self.cfg))
         self.targets = [n for n, t in loaded.targets.items() if t.kind == "openclaw"]

@@ -47,6 +47,7 @@ class Status(StrEnum):
     FAILED = "failed"
     REFUSED = "refused"
     NEEDS_APPROVAL = "needs_approval"
+    WOULD = "would"  # allowed, not run: `run --dry-run`
 
 
 @dataclass
@@ -120,6 +121,7 @@ class Remedy:
 class Policy:
     allowed: frozenset[Risk] = frozenset({Risk.READ_ONLY, Risk.REVERSIBLE})
     allow_kill_foreign: bool = False
+    dry_run: bool = False  # check every call as usual, then answer WOULD instead of running it
 
 
 def _snapshot(ctx: RemedyContext, why: str) -> str | None:
@@ -564,6 +566,8 @@ class Guard:
         if refusal is not None:
             return refusal
         remedy = REMEDIES[name]
+        if self.policy.dry_run:
+            return Outcome(name, Status.WOULD, f"would run {name} (dry run: nothing was changed)", params)
         t0 = time.monotonic()
         try:
             outcome = remedy.run(ctx, remedy.params.model_validate(params))

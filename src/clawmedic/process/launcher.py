@@ -167,6 +167,10 @@ class Launcher:
         self.record_path = target_dir / "process.json"
         self.log_path = target_dir / "output.log"
 
+    def would(self, action: str) -> str | None:
+        """None: go ahead with `action` (a launch, a stop…); a dry run's launcher says instead what it would do."""
+        return None
+
     async def spawn(self, command: list[str], env: dict[str, str], cwd: Path | None) -> Handle:
         """Start the command in its own session, output appended to the target's log, our identity marker in its
         environment. Raises OSError when it cannot start (not when its record cannot be written: the marker

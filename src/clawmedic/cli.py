@@ -122,6 +122,8 @@ def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
             "daemon: [red]not running[/] — start it with `clawmedic run`"
             + (f" (last status {_fmt_time(d.get('updated_at'))})" if d.get("updated_at") else "")
         )
+    if d.get("dry_run") and d.get("running"):
+        out.print("[yellow]dry run[/]: it decides but changes nothing; see the 'would' events and incident entries")
     if isinstance(reload := d.get("reload"), dict):  # the last config reload: what changed, or why it was refused
         colour = "green" if reload.get("ok") else "red"
         said = escape(str(reload.get("message", "")))

@@ -39,6 +39,7 @@ class Rig(Protocol):
     aside: Path  # where the drill keeps what it took away (outside the sandbox HOME)
     port: int
     crash_loop_failures: int
+    squatter_pid: int | None
 
     def gateway_pid(self) -> int: ...
     def signal_gateway(self, sig: signal.Signals) -> int: ...
@@ -252,8 +253,8 @@ def _db_moved_aside(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
 def _squatter_named_and_alive(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
     problems = []
     conflicts = _kind(events, "port_conflict")
-    if not conflicts:
-        problems.append("no port_conflict event naming the squatter")
+    if not any(c.get("owner_pid") == rig.squatter_pid for c in conflicts):
+        problems.append(f"no port_conflict event naming the squatter (pid {rig.squatter_pid})")
     if not rig.squatter_intact():
         problems.append("the foreign squatter was signalled")
     if _kind(events, "launched"):

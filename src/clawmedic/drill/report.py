@@ -16,7 +16,7 @@ def _inv(row: dict[str, Any]) -> str:
     return "; ".join(bad) if bad else ("ok" if row["invariants"] else "—")
 
 
-def cells(row: dict[str, Any]) -> list[str]:
+def cells(row: dict[str, Any], width: int = 60) -> list[str]:
     return [
         row["title"],
         row["expect"],
@@ -25,7 +25,7 @@ def cells(row: dict[str, Any]) -> list[str]:
         _s(row["detect_s"]),
         _s(row["recover_s"]),
         str(row["restarts"]),
-        row["diagnosis"][:60],
+        row["diagnosis"][:width],
         _inv(row),
     ]
 
@@ -51,7 +51,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
     ]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells(r)) + " |" for r in result["rows"]]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells(r, 120)) + " |" for r in result["rows"]]
     problems = [f"- {r['title']}: {p}" for r in result["rows"] for p in r["problems"]]
     if problems:
         lines += ["", "Problems:", *problems]

@@ -138,6 +138,7 @@ class SandboxRig:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.squatter: subprocess.Popen[bytes] | None = None
         self.squatter_mark: inv.ProcessMark | None = None
+        self.squatter_pid: int | None = None
         self.canary = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(86400)"])
         self.canary_mark = inv.ProcessMark.of(self.canary.pid, "the drill's canary process")
 
@@ -245,6 +246,7 @@ class SandboxRig:
                     break
             time.sleep(0.1)
         self.squatter_mark = inv.ProcessMark.of(self.squatter.pid, "the port squatter")
+        self.squatter_pid = self.squatter.pid
         return self.squatter.pid
 
     def squatter_intact(self) -> bool:

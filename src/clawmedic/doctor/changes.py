@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import json5
-
 from clawmedic.config import LoadedConfig
 from clawmedic.redact import MASK, Redactor
 from clawmedic.targets import openclaw
@@ -27,11 +25,41 @@ from clawmedic.text import clip
 
 MAX_SETTINGS = 20  # changed settings listed per file; the rest are counted
 MAX_VALUE = 80  # characters of a setting's value shown
-# a setting whose own name says its value is a secret is never shown, whatever the value looks like
-_SECRET_SETTING = re.compile(
-    r"(?i)(?:^|[_-])?(?:token|secret|password|passwd|passphrase|pwd|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
-    r"|credentials?|authorization|cookie|session[_-]?id)$"
+# a setting whose own name says its value is a secret is never shown, whatever the value looks like: any word of
+# the name (camelCase, snake_case, kebab-case and SCREAMING_CASE split) is one of these, or the whole name is
+_SECRET_WORDS = frozenset(
+    [
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "passphrase",
+        "pass",
+        "pwd",
+        "key",
+        "apikey",
+        "credential",
+        "credentials",
+        "authorization",
+        "cookie",
+        "sessionid",
+        "dsn",
+        "salt",
+        "signature",
+        "pem",
+        "privatekey",
+    ]
 )
+_SECRET_NAMES = frozenset({"auth", "session_id", "sessionid"})
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def _secret_name(name: str) -> bool:
+    words = {w.lower() for w in _WORD.findall(name)}
+    return name.lower() in _SECRET_NAMES or bool(words & _SECRET_WORDS)
+
+
 _UNSET = object()
 
 
@@ -53,19 +81,27 @@ class Change:
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf by its path; list items too (`accounts[0].botToken`), so a secret in a list is known by name."""
+    out: dict[str, Any] = {}
     if isinstance(obj, dict) and obj:
-        out: dict[str, Any] = {}
         for k, v in obj.items():
             out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
         return out
+    if isinstance(obj, list) and obj:
+        for i, v in enumerate(obj):
+            out |= _flatten(v, f"{prefix}[{i}]")
+        return out
     return {prefix: obj}
+
+
+def _leaf(path: str) -> str:
+    return re.sub(r"(\[\d+\])+$", "", path.rsplit(".", 1)[-1])
 
 
 def _show(path: str, value: Any, redactor: Redactor) -> str:
     if value is _UNSET:
         return "(unset)"
-    leaf = path.rsplit(".", 1)[-1]
-    if _SECRET_SETTING.search(leaf) and value not in (None, "", {}, []):
+    if _secret_name(_leaf(path)) and value not in (None, "", {}, []):
         return MASK
     return clip(redactor.text(json.dumps(value, ensure_ascii=False)), MAX_VALUE)
 
@@ -81,7 +117,7 @@ def config_diff(old: Any, new: Any, redactor: Redactor) -> list[str]:
             if shown_was == shown_now:  # a secret's value changed: say so without showing either
                 shown_was, shown_now = f"{MASK} (old)", f"{MASK} (new)"
             # "(secret)" keeps `password: value` patterns of the redactor from masking "(unset)" later on
-            label = f"{path} (secret)" if _SECRET_SETTING.search(path.rsplit(".", 1)[-1]) else path or "(whole file)"
+            label = f"{path} (secret)" if _secret_name(_leaf(path)) else path or "(whole file)"
             lines.append(f"{label}: {shown_was} → {shown_now}")
     return lines
 
@@ -126,7 +162,7 @@ def _mtime(path: Path) -> float | None:
 
 
 def _parse(data: bytes) -> Any:
-    return json5.loads(data.decode("utf-8", "replace"))
+    return openclaw.loads(data.decode("utf-8", "replace"))
 
 
 def _boot_file_changes(loaded: LoadedConfig, name: str, read_known_good: Callable[[str], bytes | None]) -> list[Change]:

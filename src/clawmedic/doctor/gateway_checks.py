@@ -29,7 +29,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-import json5
 
 from clawmedic import defaults
 from clawmedic.config import GatewayChecksConfig, LoadedConfig
@@ -210,7 +209,7 @@ def parse_model_errors(lines: list[str], since: float) -> list[dict[str, Any]]:
 def _channels_configured(loaded: LoadedConfig, name: str) -> bool:
     """`channels status` costs a CLI run (~7 s under load); skip it when openclaw.json configures no channel."""
     try:
-        cfg = json5.loads(openclaw.config_path(loaded.targets[name]).read_text())
+        cfg = openclaw.loads(openclaw.config_path(loaded.targets[name]).read_text())
     except (OSError, ValueError):
         return True  # cannot tell: ask the gateway
     return isinstance(cfg, dict) and bool(cfg.get("channels"))

@@ -185,7 +185,7 @@ class Ladder:
         if saved.state == State.RETRYING:  # the daemon died during a slow retry: that try failed
             saved = Saved(State.GAVE_UP, saved.since, retry_at=None)
         if saved.state == State.GAVE_UP:
-            self.retry_at = saved.retry_at if saved.retry_at is not None else self._next_retry(now)
+            self.retry_at = self._carried_retry(now, saved.retry_at)
             self.change_state(State.GAVE_UP, now, "still given up after a daemon restart")
             return []
         if saved.state == State.ESCALATED:
@@ -397,7 +397,8 @@ class Ladder:
         n = self.consecutive_restarts
         if n == 0:
             return 0.0
-        base = min(self.limits.backoff_max_s, self.limits.backoff_initial_s * 2.0 ** (n - 1))
+        # the exponent is capped: 2.0 ** 1024 overflows, and a count carried over in ladder.json may be anything
+        base = min(self.limits.backoff_max_s, self.limits.backoff_initial_s * 2.0 ** min(n - 1, 64))
         jittered = base * (1.0 + self.limits.backoff_jitter * (2.0 * self.rng() - 1.0))
         return max(0.0, min(self.limits.backoff_max_s, jittered))
 
@@ -407,6 +408,14 @@ class Ladder:
         self.startup_deadline = now + self.limits.startup_timeout_s
         self.suspect_count = 0
         self.change_state(State.STARTING, now, reason)
+
+    def _carried_retry(self, now: float, retry_at: float | None) -> float | None:
+        """The previous daemon's slow retry time, but never later than one jittered period from now: a record
+        damaged or edited to a far future must not end the slow retry."""
+        latest = now + self.limits.retry_after_gave_up_s * (1.0 + self.limits.retry_jitter)
+        if retry_at is None or self.limits.retry_after_gave_up_s <= 0:
+            return self._next_retry(now)
+        return min(retry_at, latest)
 
     def _next_retry(self, now: float) -> float | None:
         return now + self.retry_delay() if self.limits.retry_after_gave_up_s > 0 else None

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import json5
 
@@ -39,6 +40,15 @@ class Validation:
         return {"valid": self.valid, "stage": self.stage, "issues": self.issues, "digest": self.digest}
 
 
+def loads(text: str) -> Any:
+    """`json5.loads`, with a too deeply nested document (json5 recurses: ~500 levels of `[` exhaust the stack)
+    raised as the ValueError any other unparsable file raises, so every reader of openclaw.json treats it as one."""
+    try:
+        return json5.loads(text)
+    except RecursionError:
+        raise ValueError("the document is nested too deeply to parse") from None
+
+
 def gateway_home(cfg: TargetConfig) -> Path:
     """The HOME whose .openclaw/ holds the config: `openclaw_home`, else HOME in start.env, else the user's."""
     if cfg.openclaw_home is not None:
@@ -55,7 +65,7 @@ def config_path(cfg: TargetConfig) -> Path:
 def default_model(cfg: TargetConfig) -> str | None:
     """`agents.defaults.model.primary` of openclaw.json ("provider/model"; a bare string model too), or None."""
     try:
-        data = json5.loads(config_path(cfg).read_text())
+        data = loads(config_path(cfg).read_text())
     except (OSError, ValueError):
         return None
     node: object = data
@@ -105,7 +115,7 @@ def digest(data: bytes) -> str:
 def parse(data: bytes) -> Validation:
     d = digest(data)
     try:
-        parsed = json5.loads(data.decode("utf-8"))
+        parsed = loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         return Validation(False, "parse", [f"JSON5 parse failed: {e}"], d)
     if not isinstance(parsed, dict):

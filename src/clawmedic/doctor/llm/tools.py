@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import json5
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clawmedic.config import LoadedConfig
@@ -154,7 +153,7 @@ class LiveTools:
             return f"{path} does not exist"
         text = path.read_text(errors="replace")
         try:
-            data = json5.loads(text)
+            data = openclaw.loads(text)
         except ValueError:
             return f"{path} does not parse as JSON5; its text, secrets masked:\n{text}"
         return json.dumps(mask_secrets(data), indent=1)

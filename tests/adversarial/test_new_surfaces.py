@@ -1,0 +1,151 @@
+"""The four promises against the surfaces added after they were hardened: the "what changed" config diff, the
+ladder record carried over restarts (`ladder.json`), and every reader of openclaw.json.
+
+Stand-ins and real child processes only (no gateway), loopback only, every process ended by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clawmedic.doctor.changes import config_diff
+from clawmedic.ladder.machine import Ladder, LadderLimits, Saved
+from clawmedic.ladder.states import State
+from clawmedic.redact import Redactor
+from clawmedic.targets import openclaw
+from tests.helpers.rig import Rig, StandinTarget
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    try:
+        yield r
+    finally:
+        r.cleanup()
+
+
+# --- never write a secret: the "what changed" diff of openclaw.json ----------------------------------------------
+
+# Values of openclaw.json whose key names a secret in a way the first diff did not know (a word inside the name,
+# SCREAMING_CASE env names, a secret inside a list), and token-family values under innocent names.
+_SECRET_SETTINGS = {
+    "channels": {"telegram": {"accounts": [{"name": "ops", "botToken": "tg-list-secret-{v}"}]}},
+    "env": {"vars": {"ACME_SERVICE_TOKEN_VALUE": "env-token-secret-{v}", "DB_PASS": "db-pass-secret-{v}"}},
+    "hooks": {
+        "signingKey": "signing-secret-{v}",
+        "secretKey": "secretkey-secret-{v}",
+        "webhookSecretValue": "webhook-secret-{v}",
+        "privateKeyPem": "pem-secret-{v}",
+        "auth": "auth-secret-{v}",
+        "notes": "ghp_{v}123456789abcdefghijABCDEFGHIJ01234",
+    },
+    "models": {"providers": {"acme": {"headers": {"X-Api-Key": "header-secret-{v}"}}}},
+}
+
+
+def _planted(v: str) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads(json.dumps(_SECRET_SETTINGS).replace("{v}", v))
+    return loaded
+
+
+def test_the_what_changed_diff_shows_no_value_of_a_secret_setting_of_openclaw_json() -> None:
+    old, new = _planted("0"), _planted("1")
+    old["agents"] = {"defaults": {"maxTokens": 1000, "model": {"primary": "acme/a"}}}
+    new["agents"] = {"defaults": {"maxTokens": 2000, "model": {"primary": "acme/b"}}}
+
+    lines = config_diff(old, new, Redactor())
+    text = "\n".join(lines)
+
+    for doc in (old, new):
+        for value in _leaves(doc["channels"], doc["env"], doc["hooks"], doc["models"]):
+            assert value not in text, f"{value!r} leaked into the diff:\n{text}"
+    # every secret setting is still named as changed, and settings that are no secret keep their values
+    assert "channels.telegram.accounts[0].botToken (secret)" in text
+    assert "hooks.signingKey (secret)" in text
+    assert "channels.telegram.accounts[0].name" not in text  # unchanged
+    assert 'agents.defaults.model.primary: "acme/a" → "acme/b"' in lines
+    assert "agents.defaults.maxTokens: 1000 → 2000" in lines
+
+
+def _leaves(*docs: object) -> list[str]:
+    out: list[str] = []
+    for d in docs:
+        if isinstance(d, dict):
+            out += _leaves(*d.values())
+        elif isinstance(d, list):
+            out += _leaves(*d)
+        elif isinstance(d, str):
+            out.append(d)
+    return out
+
+
+# --- bad input: an openclaw.json nested too deeply ------------------------------------------------------------------
+
+
+def test_an_openclaw_json_nested_too_deeply_is_a_parse_failure_not_a_crash(tmp_path: Path) -> None:
+    """json5 recurses: ~500 levels of `[` raised RecursionError through validation, the diff and the doctor."""
+    deep = "[" * 3000 + "]" * 3000
+    v = openclaw.parse(deep.encode())
+    assert (v.valid, v.stage) == (False, "parse")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        openclaw.loads(deep)
+
+
+# --- never stop supervising: ladder.json carried over a restart -----------------------------------------------------
+
+
+def test_a_carried_restart_count_too_big_for_the_backoff_does_not_end_supervision(rig: Rig) -> None:
+    """`2.0 ** (n - 1)` overflows for n > 1024: a damaged or hand-edited ladder.json killed the target's supervision
+    at its first crash after the restart."""
+    crash = rig.tmp_path / "crash"
+    crash.write_text("boom\n")
+    rig.write_config(StandinTarget(args=["--crash-file", str(crash)]))
+    record = rig.state_dir / "targets" / "svc" / "ladder.json"
+    record.parent.mkdir(parents=True, mode=0o700)
+    now = time.time()
+    record.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "saved_at": now,
+                "state": "healthy",
+                "since": now,
+                "failures": [],
+                "consecutive_restarts": 10**6,
+                "incident_open": False,
+                "cause": "",
+                "reason": "",
+                "retry_at": None,
+                "incident": None,
+                "latent_incident": None,
+                "latent_digest": None,
+            }
+        )
+    )
+
+    async def scenario() -> None:
+        async with rig.daemon():
+            await rig.wait_event("launched")
+            await rig.wait_for(lambda: len(rig.launched_pids()) >= 2, 20, "a relaunch after the first crash")
+
+    asyncio.run(scenario())
+    assert len(rig.launched_pids()) >= 2
+
+
+def test_a_carried_slow_retry_in_the_far_future_is_brought_within_one_period() -> None:
+    limits = LadderLimits(retry_after_gave_up_s=600.0, retry_jitter=0.1)
+    ladder = Ladder(limits)
+    now = 1_000_000.0
+    ladder.restore(now, Saved(State.GAVE_UP, now - 10, retry_at=1e300))
+    assert ladder.state == State.GAVE_UP
+    assert ladder.retry_at is not None
+    assert now < ladder.retry_at <= now + 600.0 * 1.1

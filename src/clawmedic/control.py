@@ -41,7 +41,7 @@ def read_control(state_dir: Path) -> Control:
             {k: int(v) for k, v in raw.get("restart_seq", {}).items()},
             int(raw.get("reload_seq", 0)),
         )
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, OverflowError):  # JSON allows Infinity: int(inf)
         return Control()
 
 
@@ -141,7 +141,7 @@ def read_acks(state_dir: Path) -> Acks | None:
             bool(raw.get("reload_ok", True)),
             str(raw.get("reload_message", "")),
         )
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, OverflowError):  # JSON allows Infinity: int(inf)
         return None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from clawmedic import control, defaults
 from clawmedic.doctor.changes import config_diff
 from clawmedic.ladder.machine import Ladder, LadderLimits, Saved
 from clawmedic.ladder.states import State
@@ -149,3 +150,27 @@ def test_a_carried_slow_retry_in_the_far_future_is_brought_within_one_period() -
     assert ladder.state == State.GAVE_UP
     assert ladder.retry_at is not None
     assert now < ladder.retry_at <= now + 600.0 * 1.1
+
+
+# --- never stop supervising / bad input: control.json and control-ack.json with numbers JSON allows ----------------
+
+
+def test_a_control_file_with_infinite_numbers_neither_ends_the_daemon_nor_makes_commands_crash(rig: Rig) -> None:
+    """`Infinity` is valid JSON to Python's reader; `int(inf)` raised OverflowError, which the readers did not
+    catch: the daemon's control loop died with it, and every `restart`/`pause`/`reload` command with a traceback."""
+    rig.write_config(StandinTarget())
+
+    async def scenario() -> None:
+        async with rig.daemon():
+            await rig.wait_state("healthy")
+            [first] = rig.launched_pids()
+            control.control_path(rig.state_dir).write_text('{"reload_seq": Infinity, "restart_seq": {"svc": 1e999}}')
+            control.ack_path(rig.state_dir).write_text('{"daemon_pid": Infinity, "reload_seq": -Infinity}')
+            assert control.read_acks(rig.state_dir) is None  # unreadable: as if no daemon had acknowledged yet
+            await asyncio.sleep(2 * defaults.CONTROL_POLL_S)  # the daemon reads the garbage
+            asked_at = time.time()
+            seq = control.request_restart(rig.state_dir, ["svc"])  # a command after the garbage
+            assert seq == {"svc": 1}
+            await rig.wait_for(lambda: [p for p in rig.launched_pids(since=asked_at) if p != first], 20, "the restart")
+
+    asyncio.run(scenario())

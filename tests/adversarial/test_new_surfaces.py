@@ -16,6 +16,7 @@ import pytest
 
 from clawmedic import control, defaults
 from clawmedic.doctor.changes import config_diff
+from clawmedic.doctor.model_fallback import ModelFallback
 from clawmedic.ladder.machine import Ladder, LadderLimits, Saved
 from clawmedic.ladder.states import State
 from clawmedic.redact import Redactor
@@ -174,3 +175,39 @@ def test_a_control_file_with_infinite_numbers_neither_ends_the_daemon_nor_makes_
             await rig.wait_for(lambda: [p for p in rig.launched_pids(since=asked_at) if p != first], 20, "the restart")
 
     asyncio.run(scenario())
+
+
+# --- never stop supervising: the model fallback's saved state ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        {"mode": "on_fallback", "original": ["acme/a"], "fallback": "acme/b"},  # unhashable: every step raised
+        {"mode": "on_primary", "cooldowns": {"acme/a": {"kind": "auth", "reason": "x", "since": 0, "until": "soon"}}},
+        {"mode": "on_fallback", "original": "acme/a", "since": "yesterday"},  # `returned` subtracted a string
+        {"mode": "on_primary", "next_probe_at": ["acme/a"]},
+    ],
+)
+def test_a_damaged_model_fallback_file_is_moved_aside_and_the_fallback_keeps_working(
+    tmp_path: Path, saved: dict[str, object]
+) -> None:
+    path = tmp_path / "models" / "gw.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(saved))
+
+    def fallback() -> ModelFallback:
+        return ModelFallback(
+            ["acme/a", "acme/b"], rate_limit_cooldown_s=300, auth_cooldown_s=600, probe_interval_s=60, path=path
+        )
+
+    mf = fallback()
+    now = 1_000_000.0
+    mf.observe([{"reason": "rate_limit", "provider": "acme", "model": "a", "at": now}], now)
+    actions = mf.step("acme/a", [], now)
+    assert [(a.kind, a.model) for a in actions] == [("switch", "acme/b")]
+    mf.switched("acme/a", "acme/b", now)
+    assert mf.returned(now + 1) == 1.0
+    kept = list(path.parent.glob("gw.json.corrupt-*"))
+    assert [json.loads(k.read_text()) for k in kept] == [saved]  # never deleted
+    assert fallback().state.mode.value == "on_primary"  # what it saved since reads back

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from clawmedic.store.files import atomic_write
+from clawmedic.store.files import atomic_write, move_aside
 
 log = logging.getLogger("clawmedic.model_fallback")
 
@@ -249,21 +250,75 @@ class ModelFallback:
             log.warning("cannot save the model cooldowns to %s: %s", self.path, e)
 
     def _load(self) -> FallbackState:
+        """The saved state, or a fresh one when there is none; a damaged file (garbage, wrong types, times that are
+        no times) is moved aside, never deleted, so a bad value cannot fail every later check."""
         if self.path is None or not self.path.exists():
             return FallbackState()
         try:
             d = json.loads(self.path.read_text())
+            if not isinstance(d, dict):
+                raise TypeError("not an object")
+            cooldowns = {}
+            for m, c in _dict(d.get("cooldowns", {})).items():
+                c = _dict(c)
+                kind = c["kind"]
+                if kind not in ("rate_limit", "auth"):
+                    raise ValueError(f"unknown cooldown kind {kind!r}")
+                cooldowns[str(m)] = Cooldown(kind, _str(c["reason"]), _time(c["since"]), _time(c["until"]))
             return FallbackState(
                 mode=Mode(d["mode"]),
-                original=d.get("original"),
-                fallback=d.get("fallback"),
-                since=d.get("since"),
-                changed_at=d.get("changed_at"),
-                cooldowns={str(m): Cooldown(**c) for m, c in d.get("cooldowns", {}).items()},
-                next_probe_at={str(m): float(t) for m, t in d.get("next_probe_at", {}).items()},
-                incident=d.get("incident"),
+                original=_opt_str(d.get("original")),
+                fallback=_opt_str(d.get("fallback")),
+                since=_opt_time(d.get("since")),
+                changed_at=_opt_time(d.get("changed_at")),
+                cooldowns=cooldowns,
+                next_probe_at={str(m): _time(t) for m, t in _dict(d.get("next_probe_at", {})).items()},
+                incident=_opt_int(d.get("incident")),
                 exhausted=bool(d.get("exhausted", False)),
             )
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except OSError as e:
             log.warning("cannot read the model cooldowns in %s (%s): starting without them", self.path, e)
             return FallbackState()
+        except (ValueError, KeyError, TypeError) as e:
+            try:
+                aside: Path | str = move_aside(self.path, "corrupt")
+            except OSError:
+                aside = "(could not move it aside)"
+            log.warning(
+                "the model cooldowns in %s are damaged (%s); kept as %s, starting without them", self.path, e, aside
+            )
+            return FallbackState()
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise TypeError(f"not an object: {v!r}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"not a string: {v!r}")
+    return v
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None else _str(v)
+
+
+def _time(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError(f"not a time: {v!r}")
+    return float(v)
+
+
+def _opt_time(v: Any) -> float | None:
+    return None if v is None else _time(v)
+
+
+def _opt_int(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"not an integer: {v!r}")
+    return v

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import json5
+
 from clawmedic import defaults
 
 # a pause, not a hang: half the time clawmedic takes to confirm a first failed probe (the next ones come 1 s apart)
@@ -98,7 +100,7 @@ JSON5_EDIT = """// edited by hand: JSON5, comments and trailing commas are fine 
 
 
 def _json5_edit(rig: Rig) -> float:
-    cfg = json.loads(rig.openclaw_json.read_text())
+    cfg = json5.loads(rig.openclaw_json.read_text())
     text = JSON5_EDIT.replace("PORT", str(cfg["gateway"]["port"])).replace("LOG", json.dumps(cfg["logging"]["file"]))
     t = time.time()
     rig.openclaw_json.write_text(text)
@@ -124,7 +126,9 @@ def _empty(path: Path, _aside: Path) -> None:
 
 
 def _wrong_type(path: Path, _aside: Path) -> None:
-    path.write_text(path.read_text().replace('"bind": "loopback"', '"bind": 42'))
+    cfg = json5.loads(path.read_text())
+    cfg["gateway"]["bind"] = 42
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def _missing(path: Path, _aside: Path) -> None:
@@ -222,9 +226,9 @@ def _config_restored(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
     if not _kind(events, "config_restored"):
         problems.append("no config_restored event: the config was not restored from known-good")
     try:
-        json.loads(rig.openclaw_json.read_text())
+        json5.loads(rig.openclaw_json.read_text())  # the known-good copy may be the hand-written JSON5
     except (OSError, ValueError):
-        problems.append("openclaw.json is not valid JSON after the repair")
+        problems.append("openclaw.json is not valid JSON5 after the repair")
     if any(e.get("code") == 78 for e in _kind(events, "exited")):
         problems.append("the gateway was started on the broken config (exit 78)")
     return problems

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import json5
 import psutil
 
 from clawmedic import deps, paths
@@ -305,7 +306,7 @@ class SandboxRig:
                 removed[-1].rename(self.entry)
                 done.append("entry file put back")
         try:
-            json.loads(self.openclaw_json.read_text())
+            json5.loads(self.openclaw_json.read_text())
         except (OSError, ValueError):
             if self.openclaw_json.exists():
                 self.openclaw_json.rename(self.openclaw_json.with_name(f"openclaw.json.drill-{time.time_ns()}"))

@@ -276,3 +276,13 @@ def test_an_unknown_fault_is_one_sentence_with_exit_2() -> None:
     with pytest.raises(command.UnknownFault, match="unknown fault nope") as e:
         command.drill("nope", True, None, None, None, Console(), Console())
     assert e.value.exit_code == 2
+
+
+def test_a_config_fault_after_the_json5_edit_still_breaks_the_file(tmp_path: Path) -> None:
+    rig = FakeRig(tmp_path)
+    select(["valid-json5-edit"])[0].inject(rig)  # type: ignore[arg-type]
+    faults._wrong_type(rig.openclaw_json, rig.aside)
+    assert json.loads(rig.openclaw_json.read_text())["gateway"]["bind"] == 42
+    assert faults._config_restored(rig, [ev("config_restored", T)]) == []  # type: ignore[arg-type]
+    rig.openclaw_json.write_text("{,,,")
+    assert "openclaw.json is not valid JSON5 after the repair" in faults._config_restored(rig, [])  # type: ignore[arg-type]

@@ -59,6 +59,7 @@ EVIDENCE_WINDOW_S: Final = 3600.0  # `diagnose` with no incident: the gateway's 
 STOP_TIMEOUT_S: Final = 30.0  # SIGTERM, then SIGKILL: OpenClaw may drain for 325 s; FACTS advises 15-30 s
 HUNG_STOP_TIMEOUT_S: Final = 5.0  # a process that failed liveness cannot drain anything; do not wait long
 FOREIGN_STOP_TIMEOUT_S: Final = 15.0  # a stale gateway or port squatter: FACTS' low end, it serves nobody of ours
+LAUNCH_MARKER_SLACK_S: Final = 3.0  # a launch starts within this of its marker's time; what it spawns, later
 
 # --- resources ---------------------------------------------------------------------------------------
 OPENCLAW_MEMORY_LIMIT_MB: Final = 3072  # OpenClaw's own "critical" memory pressure level is 3 GB (FACTS §9)

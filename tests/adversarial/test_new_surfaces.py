@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from clawmedic import control, defaults
+from clawmedic import control, defaults, relaunch
 from clawmedic.doctor.changes import config_diff
 from clawmedic.doctor.model_fallback import ModelFallback
 from clawmedic.ladder.machine import Ladder, LadderLimits, Saved
 from clawmedic.ladder.states import State
+from clawmedic.process.launcher import Launcher
 from clawmedic.redact import Redactor
 from clawmedic.targets import openclaw
 from tests.helpers.rig import Rig, StandinTarget
@@ -211,3 +216,41 @@ def test_a_damaged_model_fallback_file_is_moved_aside_and_the_fallback_keeps_wor
     kept = list(path.parent.glob("gw.json.corrupt-*"))
     assert [json.loads(k.read_text()) for k in kept] == [saved]  # never deleted
     assert fallback().state.mode.value == "on_primary"  # what it saved since reads back
+
+
+# --- never signal a process clawmedic did not start: what the gateway left behind carries its marker ----------------
+
+
+def test_fix_restart_without_a_daemon_leaves_alone_a_detached_helper_that_inherited_the_marker(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's children inherit its environment, the identity marker included. A helper it left running in
+    its own session (an agent's background job) was "ours" by marker once the gateway was gone: `fix restart`
+    with no daemon (and a daemon adopting at start) SIGTERMed the user's process. Only the launch itself is ours."""
+    monkeypatch.setattr(defaults, "LAUNCH_MARKER_SLACK_S", 0.5, raising=False)  # the helper starts 1 s later
+    rig.write_config(StandinTarget())
+    loaded = rig.load()
+    target_dir = rig.state_dir / "targets" / "svc"
+    pid_file = rig.tmp_path / "helper.pid"
+    script = (
+        "import subprocess, sys, time; time.sleep(1.0); "
+        "p = subprocess.Popen(['sleep', '120'], start_new_session=True); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))"
+    )
+    helper = 0
+    try:
+        gateway = asyncio.run(
+            Launcher(target_dir, loaded.redactor.text).spawn([sys.executable, "-c", script], {}, None)
+        )
+        assert asyncio.run(gateway.wait()) == 0  # the "gateway" is gone; its helper runs on, marked
+        helper = int(pid_file.read_text())
+        assert os.environ.get("CLAWMEDIC_TARGET") is None
+
+        outcome = relaunch.restart_unsupervised(loaded, "svc", lambda _: None)
+
+        assert outcome is not None and outcome.ok, outcome
+        assert psutil.Process(helper).status() != psutil.STATUS_ZOMBIE  # still running: not signalled
+        assert not [e for e in rig.events("stopped") if e.get("pid") == helper]
+    finally:
+        if helper:
+            os.kill(helper, signal.SIGKILL)

@@ -1,8 +1,10 @@
 """Whose process is this? The one place that decides which processes clawmedic may signal.
 
 - **Ours**: a process clawmedic launched for this target. Every launch carries `CLAWMEDIC_TARGET=<state dir>
-  <target>` in its environment (read back through psutil), and its PID + start time are recorded in
-  `process.json`. Either proves it; a reused PID has another start time and no marker.
+  <target>` in its environment (read back through psutil), with `CLAWMEDIC_LAUNCHED_AT`, the launch's time since
+  boot, and its PID + start time are recorded in `process.json`. Either proves it; a reused PID has another start
+  time and no marker. The processes a launch spawns inherit its environment, marker included, but started later:
+  a helper the gateway left detached (an agent's background job in its own session) is not ours.
 - **A stale gateway of this target**: a real OpenClaw gateway process (known by its executable or entry file, never
   by a substring of its command line) that holds this target's port **and** runs on this target's state (HOME).
 - **A duplicate gateway of this target**: a real OpenClaw gateway process, not ours, running on this target's
@@ -14,16 +16,19 @@ Nothing else is ever signalled without the user's explicit permission (`--kill-f
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.process import inspect
 from clawmedic.targets import openclaw
 
 MARKER_ENV = "CLAWMEDIC_TARGET"  # set in the environment of every process clawmedic launches
+LAUNCHED_AT_ENV = "CLAWMEDIC_LAUNCHED_AT"  # beside it: seconds since boot (CLOCK_BOOTTIME) just before the launch
 GATEWAY_PROCESS_NAME = "openclaw-gateway"  # the title OpenClaw's gateway gives its process (FACTS §1)
 _GATEWAY_ENTRY = "openclaw.mjs"  # the npm package's bin entry, run by node
 _STATE_ENV = ("OPENCLAW_STATE_DIR", "OPENCLAW_PROFILE", "OPENCLAW_CONFIG_PATH")  # besides HOME, what picks the state
@@ -36,8 +41,22 @@ def marker(target_dir: Path) -> str:
 
 
 def marker_of(target_dir: Path) -> dict[str, str]:
-    """The environment entry to add to a launch."""
-    return {MARKER_ENV: marker(target_dir)}
+    """The environment entries to add to a launch made now."""
+    return {MARKER_ENV: marker(target_dir), LAUNCHED_AT_ENV: f"{time.clock_gettime(time.CLOCK_BOOTTIME):.3f}"}
+
+
+def _launched_then(p: psutil.Process, env: dict[str, str]) -> bool:
+    """The marked process is the launch itself, not a descendant that inherited its environment later: it started
+    within `LAUNCH_MARKER_SLACK_S` of the time the marker names. Boot-relative times on both sides, so a step of the
+    wall clock changes nothing. A marker without the time (a launch by an older clawmedic) is taken as it is."""
+    at = env.get(LAUNCHED_AT_ENV)
+    if at is None:
+        return True
+    try:
+        since_boot = p.create_time() - psutil.boot_time()  # psutil adds the boot time to /proc's jiffies
+        return abs(since_boot - float(at)) < defaults.LAUNCH_MARKER_SLACK_S
+    except (psutil.Error, ValueError):
+        return False
 
 
 def _environ(p: psutil.Process) -> dict[str, str] | None:
@@ -50,10 +69,11 @@ def _environ(p: psutil.Process) -> dict[str, str] | None:
 def has_marker(pid: int, target_dir: Path) -> bool:
     """True when `pid` carries the identity marker of exactly this state dir and target."""
     try:
-        env = _environ(psutil.Process(pid))
+        p = psutil.Process(pid)
     except psutil.Error:
         return False
-    return env is not None and env.get(MARKER_ENV) == marker(target_dir)
+    env = _environ(p)
+    return env is not None and env.get(MARKER_ENV) == marker(target_dir) and _launched_then(p, env)
 
 
 def is_ours(pid: int, target_dir: Path, recorded: tuple[int, float] | None = None) -> bool:
@@ -73,7 +93,7 @@ def find_ours(target_dir: Path) -> psutil.Process | None:
     marked: dict[int, psutil.Process] = {}
     for p in _processes():
         env = _environ(p)
-        if env is not None and env.get(MARKER_ENV) == want:
+        if env is not None and env.get(MARKER_ENV) == want and _launched_then(p, env):
             marked[p.pid] = p
     roots = []
     for p in marked.values():

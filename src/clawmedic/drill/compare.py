@@ -150,9 +150,11 @@ def _measure(sup: Supervisord, rig: SandboxRig, fault: str) -> dict[str, Any]:
     watch = HANG_WATCH_S if fault == "hang" else HEAL_WATCH_S
     took, state, checked = None, "?", 0.0
     while time.monotonic() - t0 < watch:
-        if gw.health(rig.port, timeout=0.5) and sup.pid() not in (None, pid):
-            took = time.monotonic() - t0
-            break
+        if gw.health(rig.port, timeout=0.5):
+            t_ok = time.monotonic()  # before supervisorctl (a whole Python process) is asked which pid answered
+            if sup.pid() not in (None, pid):
+                took = t_ok - t0
+                break
         if time.monotonic() - checked > 2.0:  # supervisorctl is a whole Python process: ask every 2 s only
             checked = time.monotonic()
             state = sup.state()

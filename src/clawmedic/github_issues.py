@@ -361,6 +361,8 @@ def plugin_for(loaded: LoadedConfig) -> tuple[GitHubIssues | None, str | None]:
         return None, None
     if not cfg.repo:
         return None, f'{loaded.source}: [daemon.github] has no repo ("owner/name"): GitHub issues are off.'
+    if loaded.dry_run:  # a dry run changes nothing: an issue or a comment is a message to humans
+        return None, f"{loaded.source}: dry run: GitHub issues in {cfg.repo} are neither filed nor commented on."
     token = os.environ.get(cfg.token_env, "").strip()
     if not token:
         return None, (

@@ -12,13 +12,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psutil
 import pytest
 
-from clawmedic import control, defaults, relaunch
+from clawmedic import control, defaults, github_issues, relaunch
+from clawmedic.cli_ops import plugins_for
+from clawmedic.config import load_config
 from clawmedic.doctor.changes import config_diff
 from clawmedic.doctor.model_fallback import ModelFallback
 from clawmedic.ladder.machine import Ladder, LadderLimits, Saved
@@ -254,3 +256,29 @@ def test_fix_restart_without_a_daemon_leaves_alone_a_detached_helper_that_inheri
     finally:
         if helper:
             os.kill(helper, signal.SIGKILL)
+
+
+# --- run --dry-run changes nothing: no GitHub issue ------------------------------------------------------------------
+
+
+def test_a_dry_run_files_no_github_issue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Notifications went through the dry run's WouldSender, but `[daemon.github]` was plugged in as usual: a dry
+    run beside the real daemon filed and commented on issues."""
+    monkeypatch.setenv("CLAWMEDIC_TEST_GH_TOKEN", "ghp_" + "x" * 36)
+    config = tmp_path / "clawmedic.toml"
+    config.write_text(
+        '[daemon]\nstate_dir = "state"\n'
+        '[daemon.github]\nrepo = "acme/ops"\ntoken_env = "CLAWMEDIC_TEST_GH_TOKEN"\napi_url = "http://127.0.0.1:9"\n'
+        f"[targets.svc]\nport = {StandinTarget().port}\n[targets.svc.start]\ncommand = [{json.dumps(sys.executable)}]\n"
+    )
+    loaded = load_config(config)
+    assert github_issues.plugin_for(loaded)[0] is not None  # configured and usable: a real run files issues
+    loaded.dry_run = True
+    plugin, why = github_issues.plugin_for(loaded)
+    assert plugin is None
+    assert why is not None and "dry run" in why
+    assert "GitHubIssues" not in plugin_names(plugins_for(loaded))
+
+
+def plugin_names(plugins: Sequence[object]) -> list[str]:
+    return [type(p).__name__ for p in plugins]

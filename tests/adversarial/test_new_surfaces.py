@@ -7,6 +7,7 @@ Stand-ins and real child processes only (no gateway), loopback only, every proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from clawmedic.doctor.changes import config_diff
 from clawmedic.doctor.model_fallback import ModelFallback
 from clawmedic.ladder.machine import Ladder, LadderLimits, Saved
 from clawmedic.ladder.states import State
+from clawmedic.process import identity
 from clawmedic.process.launcher import Launcher
 from clawmedic.redact import Redactor
 from clawmedic.targets import openclaw
@@ -282,3 +284,38 @@ def test_a_dry_run_files_no_github_issue(tmp_path: Path, monkeypatch: pytest.Mon
 
 def plugin_names(plugins: Sequence[object]) -> list[str]:
     return [type(p).__name__ for p in plugins]
+
+
+def test_a_later_child_of_a_live_launch_is_ours_and_once_orphaned_it_is_not(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrapper launch (`npx`, a shell without exec) leaves the port to a child it starts later: that child is ours
+    while its launch runs. Once the launch is gone, the marked orphan is nobody clawmedic started."""
+    monkeypatch.setattr(defaults, "LAUNCH_MARKER_SLACK_S", 0.5, raising=False)
+    rig.write_config(StandinTarget())
+    loaded = rig.load()
+    target_dir = rig.state_dir / "targets" / "svc"
+    pid_file = rig.tmp_path / "child.pid"
+    script = (
+        "import subprocess, time; time.sleep(1.0); "
+        "p = subprocess.Popen(['sleep', '120'], start_new_session=True); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(120)"
+    )
+    child = 0
+    launch = asyncio.run(Launcher(target_dir, loaded.redactor.text).spawn([sys.executable, "-c", script], {}, None))
+    try:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the launch never started its child"
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+        assert identity.has_marker(launch.pid, target_dir)
+        assert identity.has_marker(child, target_dir)  # under its live launch
+        os.kill(launch.pid, signal.SIGKILL)
+        assert asyncio.run(launch.wait()) is not None
+        assert not identity.has_marker(child, target_dir)  # orphaned: not ours any more
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(launch.pid, signal.SIGKILL)
+        if child:
+            os.kill(child, signal.SIGKILL)

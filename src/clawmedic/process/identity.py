@@ -67,13 +67,24 @@ def _environ(p: psutil.Process) -> dict[str, str] | None:
 
 
 def has_marker(pid: int, target_dir: Path) -> bool:
-    """True when `pid` carries the identity marker of exactly this state dir and target."""
+    """True when `pid` carries the identity marker of exactly this state dir and target and is a launch of it, or
+    runs under one that still lives (a wrapper's child holding the port). A marked process that started later and
+    outlived its launch — a helper the gateway left detached — is not one of ours."""
     try:
         p = psutil.Process(pid)
+        want = marker(target_dir)
+        env = _environ(p)
+        if env is None or env.get(MARKER_ENV) != want:
+            return False
+        if _launched_then(p, env):
+            return True
+        for parent in p.parents():
+            penv = _environ(parent)
+            if penv is not None and penv.get(MARKER_ENV) == want and _launched_then(parent, penv):
+                return True
+        return False
     except psutil.Error:
         return False
-    env = _environ(p)
-    return env is not None and env.get(MARKER_ENV) == marker(target_dir) and _launched_then(p, env)
 
 
 def is_ours(pid: int, target_dir: Path, recorded: tuple[int, float] | None = None) -> bool:

@@ -23,7 +23,9 @@ from clawmedic import control, defaults, github_issues, relaunch
 from clawmedic.cli_ops import plugins_for
 from clawmedic.config import load_config
 from clawmedic.doctor.changes import config_diff
+from clawmedic.doctor.llm.tools import LiveTools
 from clawmedic.doctor.model_fallback import ModelFallback
+from clawmedic.doctor.remedies import Guard, Policy
 from clawmedic.ladder.machine import Ladder, LadderLimits, Saved
 from clawmedic.ladder.states import State
 from clawmedic.process import identity
@@ -97,6 +99,40 @@ def _leaves(*docs: object) -> list[str]:
         elif isinstance(d, str):
             out.append(d)
     return out
+
+
+_OPENCLAW_TEXT = """{
+  gateway: { port: 18789, auth: { token: "tok-{v}", password: 'pw-{v}' } },
+  channels: { telegram: { botToken: "bt-{v}" } },
+  hooks: { signingKey: "sig-{v}", pass: "pass-{v}", "webhookSecretValue": "wsv-{v}", privateKeyPem: 'pem-{v}',
+           webhookSignature: "whs-{v}", pwd: "pwd-{v}" },
+  env: { ACME_TOKEN_VALUE: "env-{v}", DB_PWD: "dbpwd-{v}" },
+  agents: { defaults: { model: { primary: "acme/visible-model" } } },
+}"""
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["parses", "does-not-parse"])
+def test_the_llm_sees_no_secret_setting_of_openclaw_json(tmp_path: Path, broken: bool) -> None:
+    """The doctor's `redacted_config` tool masked only names containing a few words when the file parsed, and sent
+    the raw text (pattern redaction only) when it did not: `signingKey`, `pass`, `ACME_TOKEN_VALUE`… reached the
+    model."""
+    home = tmp_path / "home"
+    (home / ".openclaw").mkdir(parents=True)
+    text = _OPENCLAW_TEXT.replace("{v}", "planted")
+    (home / ".openclaw" / "openclaw.json").write_text(text + ("\n  oops {" if broken else ""))
+    config = tmp_path / "clawmedic.toml"
+    config.write_text(
+        '[daemon]\nstate_dir = "state"\n'
+        f'[targets.gw]\nkind = "openclaw"\nport = {StandinTarget().port}\nopenclaw_home = "{home}"\n'
+        f"[targets.gw.start]\ncommand = [{json.dumps(sys.executable)}]\n"
+    )
+    tools = LiveTools(load_config(config), "gw", Guard(Policy()), None, read_only=True)
+
+    seen = tools.call("redacted_config", {}).text
+
+    assert ("does not parse" in seen) is broken
+    assert "acme/visible-model" in seen  # what is no secret is still shown
+    assert "planted" not in seen, seen
 
 
 # --- bad input: an openclaw.json nested too deeply ------------------------------------------------------------------

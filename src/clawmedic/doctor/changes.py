@@ -55,9 +55,28 @@ _SECRET_NAMES = frozenset({"auth", "session_id", "sessionid"})
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
-def _secret_name(name: str) -> bool:
+def secret_name(name: str) -> bool:
+    """A setting whose name says its value is a secret (`botToken`, `ACME_TOKEN_VALUE`, `signingKey`, `pass`…)."""
     words = {w.lower() for w in _WORD.findall(name)}
     return name.lower() in _SECRET_NAMES or bool(words & _SECRET_WORDS)
+
+
+# `key: value` in JSON5 text: a quoted or bare key, then a quoted string (escapes kept) or a bare word
+_KEY_VALUE = re.compile(
+    r"""(?P<key>"[^"\n]*"|'[^'\n]*'|[A-Za-z_$][\w$-]*)(?P<sep>\s*:\s*)"""
+    r"""(?P<value>"(?:\\.|[^"\\\n])*"?|'(?:\\.|[^'\\\n])*'?|[^\s,{}\[\]]+)"""
+)
+
+
+def mask_secret_settings(text: str) -> str:
+    """openclaw.json's text that does not parse: the value of every secret-named setting masked, the rest as is."""
+
+    def one(m: re.Match[str]) -> str:
+        if not secret_name(m["key"].strip("\"'")):
+            return m[0]
+        return f'{m["key"]}{m["sep"]}"{MASK}"'
+
+    return _KEY_VALUE.sub(one, text)
 
 
 _UNSET = object()
@@ -101,7 +120,7 @@ def _leaf(path: str) -> str:
 def _show(path: str, value: Any, redactor: Redactor) -> str:
     if value is _UNSET:
         return "(unset)"
-    if _secret_name(_leaf(path)) and value not in (None, "", {}, []):
+    if secret_name(_leaf(path)) and value not in (None, "", {}, []):
         return MASK
     return clip(redactor.text(json.dumps(value, ensure_ascii=False)), MAX_VALUE)
 
@@ -117,7 +136,7 @@ def config_diff(old: Any, new: Any, redactor: Redactor) -> list[str]:
             if shown_was == shown_now:  # a secret's value changed: say so without showing either
                 shown_was, shown_now = f"{MASK} (old)", f"{MASK} (new)"
             # "(secret)" keeps `password: value` patterns of the redactor from masking "(unset)" later on
-            label = f"{path} (secret)" if _secret_name(_leaf(path)) else path or "(whole file)"
+            label = f"{path} (secret)" if secret_name(_leaf(path)) else path or "(whole file)"
             lines.append(f"{label}: {shown_was} → {shown_now}")
     return lines
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clawmedic.config import LoadedConfig
+from clawmedic.doctor.changes import mask_secret_settings, secret_name
 from clawmedic.doctor.remedies import REMEDIES, Guard, Outcome, RemedyContext, Status
 from clawmedic.process import identity, inspect
 from clawmedic.process.launcher import Launcher, tail_lines
@@ -155,7 +156,7 @@ class LiveTools:
         try:
             data = openclaw.loads(text)
         except ValueError:
-            return f"{path} does not parse as JSON5; its text, secrets masked:\n{text}"
+            return f"{path} does not parse as JSON5; its text, secrets masked:\n{mask_secret_settings(text)}"
         return json.dumps(mask_secrets(data), indent=1)
 
     def _port_owner(self, _: NoParams) -> str:
@@ -198,13 +199,14 @@ class RecordedTools:
         return ToolResult(self.outputs.get(name, "(nothing recorded for this tool)"))
 
 
+def _secret_key(k: object) -> bool:
+    return any(s in str(k).lower() for s in _SECRET_KEYS) or secret_name(str(k))
+
+
 def mask_secrets(obj: Any) -> Any:
     """Mask the values of keys that name a credential (tokens, API keys, passwords), anywhere in a structure."""
     if isinstance(obj, dict):
-        return {
-            k: MASK if any(s in str(k).lower() for s in _SECRET_KEYS) and not isinstance(v, dict) else mask_secrets(v)
-            for k, v in obj.items()
-        }
+        return {k: MASK if _secret_key(k) and not isinstance(v, dict) else mask_secrets(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [mask_secrets(v) for v in obj]
     return obj

@@ -7,6 +7,7 @@ from the `.env` file named by `daemon.env_file`, and every value resolved that w
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import os
@@ -558,8 +559,10 @@ def load_config(path: Path | None = None) -> LoadedConfig:
 
 
 def _check_targets(config: Config, source: Path) -> None:
-    """Target names are folder names under <state>/targets/ (so never a path), and no two targets declare one port."""
+    """Target names are folder names under <state>/targets/ (so never a path), no two targets declare one port, and
+    no two OpenClaw targets run on one gateway state."""
     seen: dict[tuple[str, int], str] = {}
+    states: dict[tuple[str, ...], str] = {}
     for name, t in config.targets.items():
         if not TARGET_NAME.match(name):
             raise ConfigInvalid(
@@ -568,6 +571,16 @@ def _check_targets(config: Config, source: Path) -> None:
             )
         if t.port is None:
             continue
+        if t.kind == "openclaw":
+            state = _gateway_state(t)
+            key = "start.env.HOME" if t.openclaw_home is None and "HOME" in t.start.env else "openclaw_home"
+            if state in states:
+                raise ConfigInvalid(
+                    f"{source}: targets.{name}.{key}: {state[0]} is already the gateway state of target "
+                    f"{states[state]}; two gateways on one state fight over its lock (exit 78), and each would be the "
+                    "other's duplicate to stop. Give each target its own HOME (or OPENCLAW_PROFILE/STATE_DIR)."
+                )
+            states[state] = name
         endpoint = ("loopback" if t.host in ("127.0.0.1", "localhost", "::1") else t.host, t.port)
         if endpoint in seen:
             raise ConfigInvalid(
@@ -575,6 +588,16 @@ def _check_targets(config: Config, source: Path) -> None:
                 "needs its own port."
             )
         seen[endpoint] = name
+
+
+def _gateway_state(t: TargetConfig) -> tuple[str, ...]:
+    """Which OpenClaw state a target's gateway runs on: its HOME (as `targets.openclaw.gateway_home` picks it) and
+    the variables that move the state inside it, as written (a "${NAME}" is compared by name)."""
+    home = t.openclaw_home or (Path(t.start.env["HOME"]) if "HOME" in t.start.env else Path.home())
+    moved = tuple(t.start.env.get(k, "") for k in ("OPENCLAW_STATE_DIR", "OPENCLAW_PROFILE", "OPENCLAW_CONFIG_PATH"))
+    with contextlib.suppress(RuntimeError):  # "~nosuchuser": compared as written (the launch itself reports it)
+        home = home.expanduser()
+    return (os.path.normpath(home), *moved)
 
 
 def _env_file_values(config: Config, source: Path) -> dict[str, str]:

@@ -355,3 +355,41 @@ def test_a_later_child_of_a_live_launch_is_ours_and_once_orphaned_it_is_not(
             os.kill(launch.pid, signal.SIGKILL)
         if child:
             os.kill(child, signal.SIGKILL)
+
+
+# --- never signal a process it did not start: two targets on one gateway state, by reload or not ---------------------
+
+
+def _two_gateways(tmp_path: Path, profile_b: str = "") -> str:
+    home = tmp_path / "gw-home"
+    out = ""
+    for name, profile in (("a", ""), ("b", profile_b)):
+        env = f"env = {{ OPENCLAW_PROFILE = {json.dumps(profile)} }}\n" if profile else ""
+        out += (
+            f'[targets.{name}]\nkind = "openclaw"\nport = {StandinTarget().port}\nopenclaw_home = "{home}"\n'
+            f'[targets.{name}.start]\ncommand = [{json.dumps(sys.executable)}, "-c", "pass"]\n{env}'
+        )
+    return out
+
+
+def test_two_openclaw_targets_on_one_gateway_state_are_refused_also_by_a_reload(rig: Rig) -> None:
+    """Each target's gateway is the other's "duplicate gateway on this target's state" (not ours: the other
+    target's marker), which `stop_stale_gateway` stops: a reload adding a second target on the HOME of the first
+    had clawmedic stop a gateway over and over. Two gateways on one state cannot both run anyway (exit 78)."""
+    rig.write_config(StandinTarget())
+    base = rig.config_path.read_text()
+    ok = base + _two_gateways(rig.tmp_path, profile_b="work")  # another profile: another state, accepted
+    rig.config_path.write_text(ok)
+    assert set(load_config(rig.config_path).targets) == {"svc", "a", "b"}
+    rig.config_path.write_text(base)
+
+    async def scenario() -> tuple[bool, str]:
+        async with rig.daemon() as run:
+            await rig.wait_state("healthy")
+            rig.config_path.write_text(base + _two_gateways(rig.tmp_path))
+            return await run.daemon.reload("test")
+
+    applied, said = asyncio.run(scenario())
+    assert not applied
+    assert "targets.b.openclaw_home" in said and "gateway state of target a" in said
+    assert not rig.events("launched", target="a") and not rig.events("launched", target="b")

@@ -105,5 +105,12 @@ class Heartbeat:
 
 
 def plugin_for(loaded: LoadedConfig) -> Heartbeat | None:
-    """The heartbeat, or None when `daemon.heartbeat.url` is not set."""
-    return Heartbeat(loaded) if loaded.config.daemon.heartbeat.url else None
+    """The heartbeat, or None when `daemon.heartbeat.url` is not set, or under a dry run: its pings would tell the
+    monitor that a daemon supervises (the real one may be down) and its `fail_url` would page humans for a target
+    the dry run only watched."""
+    if not loaded.config.daemon.heartbeat.url:
+        return None
+    if loaded.dry_run:
+        log.warning("dry run: the heartbeat (%s) is not pinged", describe_url(str(loaded.config.daemon.heartbeat.url)))
+        return None
+    return Heartbeat(loaded)

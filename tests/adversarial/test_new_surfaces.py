@@ -296,26 +296,30 @@ def test_fix_restart_without_a_daemon_leaves_alone_a_detached_helper_that_inheri
             os.kill(helper, signal.SIGKILL)
 
 
-# --- run --dry-run changes nothing: no GitHub issue ------------------------------------------------------------------
+# --- run --dry-run changes nothing: no GitHub issue, no heartbeat ---------------------------------------------------
 
 
-def test_a_dry_run_files_no_github_issue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Notifications went through the dry run's WouldSender, but `[daemon.github]` was plugged in as usual: a dry
-    run beside the real daemon filed and commented on issues."""
+def test_a_dry_run_files_no_github_issue_and_pings_no_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notifications went through the dry run's WouldSender, but `[daemon.github]` and `[daemon.heartbeat]` were
+    plugged in as usual: a dry run beside the real daemon filed and commented on issues, told the dead-man's switch
+    that a daemon supervises, and — its targets never relaunched, so given up — pinged `fail_url`, paging humans."""
     monkeypatch.setenv("CLAWMEDIC_TEST_GH_TOKEN", "ghp_" + "x" * 36)
     config = tmp_path / "clawmedic.toml"
     config.write_text(
         '[daemon]\nstate_dir = "state"\n'
         '[daemon.github]\nrepo = "acme/ops"\ntoken_env = "CLAWMEDIC_TEST_GH_TOKEN"\napi_url = "http://127.0.0.1:9"\n'
+        '[daemon.heartbeat]\nurl = "http://127.0.0.1:9/ping"\nfail_url = "http://127.0.0.1:9/fail"\n'
         f"[targets.svc]\nport = {StandinTarget().port}\n[targets.svc.start]\ncommand = [{json.dumps(sys.executable)}]\n"
     )
     loaded = load_config(config)
-    assert github_issues.plugin_for(loaded)[0] is not None  # configured and usable: a real run files issues
+    assert {"GitHubIssues", "Heartbeat"} <= set(plugin_names(plugins_for(loaded)))  # a real run has both
     loaded.dry_run = True
     plugin, why = github_issues.plugin_for(loaded)
     assert plugin is None
     assert why is not None and "dry run" in why
-    assert "GitHubIssues" not in plugin_names(plugins_for(loaded))
+    assert not {"GitHubIssues", "Heartbeat"} & set(plugin_names(plugins_for(loaded)))
 
 
 def plugin_names(plugins: Sequence[object]) -> list[str]:

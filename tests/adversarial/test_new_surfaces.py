@@ -303,8 +303,9 @@ def test_a_dry_run_files_no_github_issue_and_pings_no_heartbeat(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Notifications went through the dry run's WouldSender, but `[daemon.github]` and `[daemon.heartbeat]` were
-    plugged in as usual: a dry run beside the real daemon filed and commented on issues, told the dead-man's switch
-    that a daemon supervises, and — its targets never relaunched, so given up — pinged `fail_url`, paging humans."""
+    plugged in as usual: a dry run filed and commented on issues, told the dead-man's switch that a daemon
+    supervises (none does: a dry run only watches), and — its targets never relaunched, so given up — pinged
+    `fail_url`, paging humans."""
     monkeypatch.setenv("CLAWMEDIC_TEST_GH_TOKEN", "ghp_" + "x" * 36)
     config = tmp_path / "clawmedic.toml"
     config.write_text(

@@ -84,7 +84,7 @@ def _recorded(loaded: LoadedConfig, name: str) -> ProcessRecord | None:
     """The daemon's record of the target's process, if that very process runs. Read only: while a daemon runs,
     its files are its own (`Launcher.adopt` would rewrite a missing record)."""
     try:
-        record = ProcessRecord(**json.loads(_launcher(loaded, name).record_path.read_text()))
+        record = ProcessRecord.read(_launcher(loaded, name).record_path)
     except (OSError, ValueError, TypeError):
         return None
     return record if Handle(record, None).is_ours() and inspect.is_alive(record.pid) else None

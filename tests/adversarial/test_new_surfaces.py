@@ -398,3 +398,30 @@ def test_two_openclaw_targets_on_one_gateway_state_are_refused_also_by_a_reload(
     assert not applied
     assert "targets.b.openclaw_home" in said and "gateway state of target a" in said
     assert not rig.events("launched", target="a") and not rig.events("launched", target="b")
+
+
+# --- never stop supervising: a process.json of the wrong shape -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"pid": "1", "create_time": "x", "command": [], "started_at": 0, "log_path": "", "log_offset": 0},
+        {"pid": [1], "create_time": 0, "command": 5, "started_at": 0, "log_path": 3, "log_offset": "a"},
+    ],
+    ids=["strings", "lists"],
+)
+def test_a_process_record_of_the_wrong_types_is_not_a_crash(rig: Rig, record: dict[str, object]) -> None:
+    """`ProcessRecord(**json)` took any types: comparing a string PID raised TypeError out of `adopt`, which ended
+    the target's supervision, and with it the daemon — and the next daemon, on the same file."""
+    rig.write_config(StandinTarget())
+    target_dir = rig.state_dir / "targets" / "svc"
+    target_dir.mkdir(parents=True, mode=0o700)
+    (target_dir / "process.json").write_text(json.dumps(record))
+
+    async def scenario() -> None:
+        async with rig.daemon():
+            await rig.wait_state("healthy")
+
+    asyncio.run(scenario())
+    assert len(rig.launched_pids()) == 1

@@ -46,6 +46,28 @@ class ProcessRecord:
     log_path: str
     log_offset: int = 0  # where this launch's output starts in the (shared, appended) log file
 
+    @classmethod
+    def read(cls, path: Path) -> ProcessRecord:
+        """The record in `path`; OSError when it cannot be read, ValueError when it is not what `_write_record`
+        writes (garbage, wrong types, a PID that cannot be one): a damaged record never reaches a signal."""
+        d = json.loads(path.read_text())
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+        pid, ct, command, started, log_path, offset = (
+            d.get(k) for k in ("pid", "create_time", "command", "started_at", "log_path", "log_offset")
+        )
+        if (
+            not (isinstance(pid, int) and not isinstance(pid, bool) and 1 < pid < 2**22)  # never 0, 1 or negative
+            or not isinstance(ct, int | float)
+            or not isinstance(started, int | float)
+            or not isinstance(command, list)
+            or not all(isinstance(c, str) for c in command)
+            or not isinstance(log_path, str)
+            or not (isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0)
+        ):
+            raise ValueError(f"not a process record: {d!r:.200}")
+        return cls(pid, float(ct), command, float(started), log_path, offset)
+
 
 class Handle:
     """A running process of ours: a child we spawned, or one adopted from a previous daemon."""
@@ -236,7 +258,7 @@ class Launcher:
         time), else — record missing, corrupt or stale — by the identity marker in its environment (the record is
         then rewritten if it can be)."""
         try:
-            record = ProcessRecord(**json.loads(self.record_path.read_text()))
+            record: ProcessRecord | None = ProcessRecord.read(self.record_path)
         except (OSError, ValueError, TypeError):
             record = None
         if record is not None:

@@ -150,9 +150,15 @@ def test_an_openclaw_json_nested_too_deeply_is_a_parse_failure_not_a_crash(tmp_p
 # --- never stop supervising: ladder.json carried over a restart -----------------------------------------------------
 
 
-def test_a_carried_restart_count_too_big_for_the_backoff_does_not_end_supervision(rig: Rig) -> None:
-    """`2.0 ** (n - 1)` overflows for n > 1024: a damaged or hand-edited ladder.json killed the target's supervision
-    at its first crash after the restart."""
+@pytest.mark.parametrize(
+    "carried",
+    [{"consecutive_restarts": 10**6}, {"incident": 10**30}, {"latent_incident": -(10**30)}],
+    ids=["restarts", "incident", "latent-incident"],
+)
+def test_a_carried_number_too_big_does_not_end_supervision(rig: Rig, carried: dict[str, int]) -> None:
+    """`2.0 ** (n - 1)` overflows for n > 1024, and SQLite takes no integer beyond 64 bits: a damaged or
+    hand-edited ladder.json ended the target's supervision, and with it the daemon (at the first crash after the
+    restart, or at once when the incident was looked up)."""
     crash = rig.tmp_path / "crash"
     crash.write_text("boom\n")
     rig.write_config(StandinTarget(args=["--crash-file", str(crash)]))
@@ -167,7 +173,7 @@ def test_a_carried_restart_count_too_big_for_the_backoff_does_not_end_supervisio
                 "state": "healthy",
                 "since": now,
                 "failures": [],
-                "consecutive_restarts": 10**6,
+                "consecutive_restarts": 0,
                 "incident_open": False,
                 "cause": "",
                 "reason": "",
@@ -176,6 +182,7 @@ def test_a_carried_restart_count_too_big_for_the_backoff_does_not_end_supervisio
                 "latent_incident": None,
                 "latent_digest": None,
             }
+            | carried
         )
     )
 
@@ -232,6 +239,7 @@ def test_a_control_file_with_infinite_numbers_neither_ends_the_daemon_nor_makes_
         {"mode": "on_primary", "cooldowns": {"acme/a": {"kind": "auth", "reason": "x", "since": 0, "until": "soon"}}},
         {"mode": "on_fallback", "original": "acme/a", "since": "yesterday"},  # `returned` subtracted a string
         {"mode": "on_primary", "next_probe_at": ["acme/a"]},
+        {"mode": "on_primary", "incident": 10**30},  # no SQLite integer
     ],
 )
 def test_a_damaged_model_fallback_file_is_moved_aside_and_the_fallback_keeps_working(

@@ -319,6 +319,6 @@ def _opt_time(v: Any) -> float | None:
 def _opt_int(v: Any) -> int | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"not an integer: {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**63:  # an incident id: a SQLite integer
+        raise TypeError(f"not an incident id: {v!r}")
     return v

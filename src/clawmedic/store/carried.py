@@ -67,8 +67,8 @@ class Carried:
         )
         return cls(
             saved,
-            _opt_int(d["incident"]),
-            _opt_int(d["latent_incident"]),
+            _opt_id(d["incident"]),
+            _opt_id(d["latent_incident"]),
             None if d["latent_digest"] is None else str(d["latent_digest"]),
             _time(d["saved_at"]),
         )
@@ -118,8 +118,13 @@ def _int(v: Any) -> int:
     return v
 
 
-def _opt_int(v: Any) -> int | None:
-    return None if v is None else _int(v)
+def _opt_id(v: Any) -> int | None:
+    """An incident id: a positive SQLite integer (a bigger one raised OverflowError in every lookup)."""
+    if v is None:
+        return None
+    if not 0 < _int(v) < 2**63:
+        raise ValueError(f"not an incident id: {v!r}")
+    return int(v)
 
 
 def _bool(v: Any) -> bool:

@@ -97,9 +97,6 @@ def measure(row: Row, events: list[dict[str, Any]], t_fault: float) -> None:
         row.detect_s = round(opened["ts"] - t_fault, 3)
         row.incident = opened.get("incident")
         row.diagnosis = str(opened.get("reason") or opened.get("cause") or "")
-    repairs = [REPAIRS[e["kind"]] for e in after if e["kind"] in REPAIRS]
-    if repairs:
-        row.diagnosis = "; ".join([row.diagnosis, *dict.fromkeys(repairs)]).strip("; ")
     if live is not None:
         row.recover_s = round(float(live.get("at") or live["ts"]) - t_fault, 2)
     elif healthy is not None:
@@ -379,6 +376,8 @@ def run_fault(rig: SandboxRig, fault: Fault) -> Row:
     measure(row, events, t_fault)
     with contextlib.suppress(Exception):
         row.diagnosis = rig.diagnosis(row.incident) or row.diagnosis
+    repairs = [REPAIRS[e["kind"]] for e in events if e["ts"] >= t_fault and e["kind"] in REPAIRS]
+    row.diagnosis = "; ".join(dict.fromkeys([row.diagnosis, *repairs])).strip("; ")
     row.problems += fault.verify(rig, rig.events(t_start))
     if fault.cleanup is not None:
         fault.cleanup(rig)

@@ -286,3 +286,15 @@ def test_a_config_fault_after_the_json5_edit_still_breaks_the_file(tmp_path: Pat
     assert faults._config_restored(rig, [ev("config_restored", T)]) == []  # type: ignore[arg-type]
     rig.openclaw_json.write_text("{,,,")
     assert "openclaw.json is not valid JSON5 after the repair" in faults._config_restored(rig, [])  # type: ignore[arg-type]
+
+
+def test_supervisords_spawn_after_the_fault_is_read_from_its_log() -> None:
+    from clawmedic.drill.compare import spawned_after
+
+    log = (
+        "2026-12-01 04:33:20,027 WARN exited: gateway (terminated by SIGKILL; not expected)\n"
+        "2026-12-01 04:33:20,211 INFO spawned: 'gateway' with pid 6960\n"
+    )
+    t = time.mktime(time.strptime("2026-12-01 04:33:20", "%Y-%m-%d %H:%M:%S"))
+    assert spawned_after(log, t) == pytest.approx(t + 0.211)
+    assert spawned_after(log, t + 1) is None

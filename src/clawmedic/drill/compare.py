@@ -91,6 +91,7 @@ class Supervisord:
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "supervisord.conf"
         self.conf.write_text(conf)
+        self.log = folder / "supervisord.log"
         self.bin = bin_
         self.proc = subprocess.Popen(
             [str(bin_ / "supervisord"), "-c", str(self.conf)],
@@ -126,6 +127,20 @@ class Supervisord:
                 self.proc.wait(10)
 
 
+def spawned_after(log: str, after: float) -> float | None:
+    """The first "spawned: 'gateway'" in supervisord's log at or after `after` (epoch), as epoch seconds."""
+    for line in log.splitlines():
+        if "spawned: 'gateway'" not in line:
+            continue
+        try:
+            t = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+        except ValueError:
+            continue
+        if t >= after - 0.001:
+            return t
+    return None
+
+
 def _wait_healthy(sup: Supervisord, port: int, timeout: float, not_pid: int | None = None) -> float | None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -145,7 +160,7 @@ def _measure(sup: Supervisord, rig: SandboxRig, fault: str) -> dict[str, Any]:
         return {"recover_s": None, "note": f"no pid ({sup.state()})"}
     if fault == "invalid-json":
         rig.openclaw_json.write_text(rig.openclaw_json.read_text() + ",,,{{")
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     os.kill(pid, signal.SIGSTOP if fault == "hang" else signal.SIGKILL)
     watch = HANG_WATCH_S if fault == "hang" else HEAL_WATCH_S
     took, state, checked = None, "?", 0.0
@@ -164,7 +179,12 @@ def _measure(sup: Supervisord, rig: SandboxRig, fault: str) -> dict[str, Any]:
     if fault == "hang":
         os.kill(pid, signal.SIGCONT)
     note = "" if took is not None else f"{state} after {time.monotonic() - t0:.0f} s"
-    return {"recover_s": None if took is None else round(took, 2), "note": note}
+    spawned = spawned_after(sup.log.read_text(errors="replace"), wall0) if sup.log.exists() else None
+    return {
+        "recover_s": None if took is None else round(took, 2),
+        "relaunch_s": None if spawned is None else round(spawned - wall0, 3),
+        "note": note,
+    }
 
 
 def run_compare(rig: SandboxRig, rows: list[dict[str, Any]], on_step: Callable[[str], None]) -> dict[str, Any]:
@@ -194,6 +214,8 @@ def run_compare(rig: SandboxRig, rows: list[dict[str, Any]], on_step: Callable[[
                     "ratio": f"{ours_s / theirs_s:.3f}" if theirs_s and ours_s else "—",
                     "supervisord_recover_s": theirs_s,
                     "clawmedic_recover_s": ours_s,
+                    "supervisord_relaunch_s": m["relaunch_s"],
+                    "clawmedic_relaunch_s": (ours or {}).get("relaunch_s"),
                 }
             )
     finally:

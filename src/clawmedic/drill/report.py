@@ -8,7 +8,9 @@ from rich.table import Table
 
 
 def _s(v: float | None) -> str:
-    return "—" if v is None else f"{v:.2f} s"
+    if v is None:
+        return "—"
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
 
 
 def _inv(row: dict[str, Any]) -> str:
@@ -61,7 +63,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def compare_markdown(cmp: dict[str, Any]) -> str:
-    lines = ["| fault | supervisord | clawmedic | ratio |", "|---|---|---|---|"]
+    lines = [
+        "| fault | supervisord: recover | clawmedic: recover | ratio | supervisord: relaunch | clawmedic: relaunch |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in cmp["rows"]:
-        lines.append(f"| {r['title']} | {r['supervisord']} | {r['clawmedic']} | {r['ratio']} |")
+        lines.append(
+            f"| {r['title']} | {r['supervisord']} | {r['clawmedic']} | {r['ratio']} | "
+            f"{_s(r.get('supervisord_relaunch_s'))} | {_s(r.get('clawmedic_relaunch_s'))} |"
+        )
     return "\n".join(lines)

@@ -60,6 +60,7 @@ class Row:
     met: bool = False
     detect_s: float | None = None
     recover_s: float | None = None
+    relaunch_s: float | None = None  # fault → the new gateway spawned (the reaction, without the boot)
     restarts: int = 0
     diagnosis: str = ""
     incident: int | None = None
@@ -93,6 +94,9 @@ def measure(row: Row, events: list[dict[str, Any]], t_fault: float) -> None:
     live = _first(after, lambda e: e["kind"] == "live_again")
     healthy = _first(after, lambda e: e["kind"] == "state" and e.get("new") == "healthy")
     row.restarts = sum(1 for e in after if e["kind"] == "launched")
+    launched = _first(after, lambda e: e["kind"] == "launched")
+    if launched is not None:
+        row.relaunch_s = round(float(launched.get("at") or launched["ts"]) - t_fault, 3)
     if opened is not None:
         row.detect_s = round(opened["ts"] - t_fault, 3)
         row.incident = opened.get("incident")

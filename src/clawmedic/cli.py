@@ -194,7 +194,7 @@ def incidents_list(
 @incidents_app.command("show")
 def incidents_show(
     ctx: typer.Context,
-    incident_id: Annotated[int, typer.Argument(help="Incident number.")],
+    incident_id: Annotated[int, typer.Argument(help="Incident number.", min=1, max=2**63 - 1)],
     config: ConfigOpt = None,
     json_: JsonOpt = False,
     report: Annotated[bool, typer.Option("--report", help="Render the recovery report.")] = False,

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -433,3 +434,18 @@ def test_a_process_record_of_the_wrong_types_is_not_a_crash(rig: Rig, record: di
 
     asyncio.run(scenario())
     assert len(rig.launched_pids()) == 1
+
+
+def test_an_incident_number_beyond_sqlite_is_a_usage_error_not_a_traceback(rig: Rig) -> None:
+    rig.write_config(StandinTarget())
+    clawmedic = Path(sys.executable).parent / "clawmedic"
+    r = subprocess.run(
+        [str(clawmedic), "incidents", "show", str(10**30), "--config", str(rig.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert "incident_id" in r.stderr

@@ -159,7 +159,7 @@ def incidents_list(
     ctx: typer.Context,
     config: ConfigOpt = None,
     json_: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=2**63 - 1)] = 20,
 ) -> None:
     """List incidents, newest first (`clawmedic incidents show ID` for one)."""
     if ctx.invoked_subcommand is not None:

@@ -436,11 +436,16 @@ def test_a_process_record_of_the_wrong_types_is_not_a_crash(rig: Rig, record: di
     assert len(rig.launched_pids()) == 1
 
 
-def test_an_incident_number_beyond_sqlite_is_a_usage_error_not_a_traceback(rig: Rig) -> None:
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["incidents", "show", str(10**30)], "incident_id"), (["incidents", "--limit", str(10**30)], "--limit")],
+    ids=["show", "limit"],
+)
+def test_a_number_beyond_sqlite_is_a_usage_error_not_a_traceback(rig: Rig, args: list[str], named: str) -> None:
     rig.write_config(StandinTarget())
     clawmedic = Path(sys.executable).parent / "clawmedic"
     r = subprocess.run(
-        [str(clawmedic), "incidents", "show", str(10**30), "--config", str(rig.config_path)],
+        [str(clawmedic), *args, "--config", str(rig.config_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -448,4 +453,4 @@ def test_an_incident_number_beyond_sqlite_is_a_usage_error_not_a_traceback(rig: 
     )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
-    assert "incident_id" in r.stderr
+    assert named in r.stderr

@@ -98,9 +98,15 @@ class Install:
 # --- locating -----------------------------------------------------------------------------------------
 
 
-def install_root() -> Path:
-    """The default root for the pinned versions, e.g. ~/.cache/clawmedic/sandbox/openclaw-X-node-Y."""
-    return paths.cache_dir() / "sandbox" / f"openclaw-{defaults.OPENCLAW_VERSION}-node-{defaults.NODE_VERSION}"
+def install_root(openclaw_version: str | None = None) -> Path:
+    """The default root for the pinned versions (or another OpenClaw version with the pinned Node), e.g.
+    ~/.cache/clawmedic/sandbox/openclaw-X-node-Y."""
+    return paths.cache_dir() / "sandbox" / install_name(openclaw_version)
+
+
+def install_name(openclaw_version: str | None = None) -> str:
+    """The folder name of an install: `openclaw-<version>-node-<pinned node>`."""
+    return f"openclaw-{openclaw_version or defaults.OPENCLAW_VERSION}-node-{defaults.NODE_VERSION}"
 
 
 def find_install(root: Path | None = None) -> Install | None:
@@ -125,23 +131,27 @@ def find_install(root: Path | None = None) -> Install | None:
     )
 
 
-def _is_pinned(install: Install) -> bool:
-    return install.node_version == defaults.NODE_VERSION and install.openclaw_version == defaults.OPENCLAW_VERSION
+def _is_pinned(install: Install, openclaw_version: str) -> bool:
+    return install.node_version == defaults.NODE_VERSION and install.openclaw_version == openclaw_version
 
 
 # --- installing -----------------------------------------------------------------------------------------
 
 
-def ensure_install(root: Path | None = None, progress: ProgressFn | None = None) -> Install:
+def ensure_install(
+    root: Path | None = None, progress: ProgressFn | None = None, openclaw_version: str | None = None
+) -> Install:
     """The pinned install at `root` (default: `install_root()`), downloading and installing it if needed.
+    `openclaw_version`: another OpenClaw version than the pinned one (with the pinned Node), e.g. for an upgrade.
 
     Idempotent and safe to call from several processes at once: the first installs, the others wait for its
     lock and then find the install done. A fast no-op when the install is already complete.
     """
-    root = install_root() if root is None else root
+    version = openclaw_version or defaults.OPENCLAW_VERSION
+    root = install_root(version) if root is None else root
     report: ProgressFn = progress if progress is not None else _no_progress
     found = find_install(root)
-    if found is not None and _is_pinned(found):
+    if found is not None and _is_pinned(found, version):
         return found
 
     _prepare_parent(root)
@@ -149,9 +159,9 @@ def ensure_install(root: Path | None = None, progress: ProgressFn | None = None)
     _acquire(lock, report)
     try:
         found = find_install(root)  # another process may have finished while we waited
-        if found is not None and _is_pinned(found):
+        if found is not None and _is_pinned(found, version):
             return found
-        return _install_locked(root, report)
+        return _install_locked(root, report, version)
     finally:
         lock.release()
 
@@ -188,7 +198,7 @@ def _acquire(lock: filelock.FileLock, report: ProgressFn) -> None:
             return
 
 
-def _install_locked(root: Path, report: ProgressFn) -> Install:
+def _install_locked(root: Path, report: ProgressFn, version: str) -> Install:
     """Build the install in a staging folder and rename it into place. The caller holds the lock."""
     _remove_leftovers(root, report)
     staging = root.parent / f"{root.name}.staging-{os.getpid()}-{time.time_ns()}"
@@ -226,15 +236,13 @@ def _install_locked(root: Path, report: ProgressFn) -> Install:
         node = staging / "node" / "bin" / "node"
         _make_executable(node)
         _check_node(node)
-        _npm_install(node, downloads / "npm" / "bin" / "npm-cli.js", staging, report)
+        _npm_install(node, downloads / "npm" / "bin" / "npm-cli.js", staging, report, version)
         _remove_tree(downloads)  # npm and the tarballs are only needed to install
         entry = staging / "node_modules" / "openclaw" / "openclaw.mjs"
         if not entry.is_file():
-            raise EnvironmentMissing(
-                f"npm installed openclaw@{defaults.OPENCLAW_VERSION} but {entry.name} is missing from it."
-            )
-        _check_openclaw(node, entry)
-        _write_marker(staging, registry, node_pkg, node, entry)
+            raise EnvironmentMissing(f"npm installed openclaw@{version} but {entry.name} is missing from it.")
+        _check_openclaw(node, entry, version)
+        _write_marker(staging, registry, node_pkg, node, entry, version)
         report("finishing the install", None)
         staging.rename(root)  # one atomic step: the root is complete or absent
     except BaseException as exc:
@@ -467,7 +475,7 @@ def _check_node(node: Path) -> None:
         )
 
 
-def _check_openclaw(node: Path, entry: Path) -> None:
+def _check_openclaw(node: Path, entry: Path, version: str) -> None:
     try:
         result = subprocess.run(
             [str(node), str(entry), "--version"],
@@ -479,12 +487,10 @@ def _check_openclaw(node: Path, entry: Path) -> None:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvironmentMissing(f"The installed openclaw does not start: {exc}.") from None
-    if result.returncode != 0 or defaults.OPENCLAW_VERSION not in result.stdout:
+    if result.returncode != 0 or version not in result.stdout:
         lines = (result.stdout + result.stderr).strip().splitlines()
         tail = " | ".join(lines[-ERROR_TAIL_LINES:]) if lines else "no output"
-        raise EnvironmentMissing(
-            f"The installed openclaw {defaults.OPENCLAW_VERSION} does not report its version: {tail}"
-        )
+        raise EnvironmentMissing(f"The installed openclaw {version} does not report its version: {tail}")
 
 
 def _child_env(node: Path) -> dict[str, str]:
@@ -498,7 +504,7 @@ def npm_cache_dir(root: Path) -> Path:
     return root.parent / "npm-cache"  # staging folders are siblings of the root, so they share it too
 
 
-def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn) -> None:
+def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn, version: str) -> None:
     if not npm_cli.is_file():
         raise EnvironmentMissing(f"The npm {defaults.NPM_VERSION} package has no bin/npm-cli.js.")
     env = {k: v for k, v in _child_env(node).items() if not _is_overridden_npm_setting(k)}
@@ -516,10 +522,10 @@ def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn) ->
         "--save-exact",
         "--loglevel=error",
         f"--registry={registry_url()}/",
-        f"openclaw@{defaults.OPENCLAW_VERSION}",
+        f"openclaw@{version}",
     ]
     log_path = prefix / "npm-install.log"
-    message = f"installing openclaw {defaults.OPENCLAW_VERSION} with npm"
+    message = f"installing openclaw {version} with npm"
     started = time.monotonic()
     report(f"{message} (0 s)", None)
     with open(log_path, "wb") as log:
@@ -539,7 +545,7 @@ def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn) ->
                         proc.kill()
                         proc.wait()
                         raise EnvironmentMissing(
-                            f"npm install of openclaw@{defaults.OPENCLAW_VERSION} did not finish within "
+                            f"npm install of openclaw@{version} did not finish within "
                             f"{NPM_INSTALL_TIMEOUT_S:.0f} s; npm said: {_tail(log_path)}"
                         ) from None
                     report(f"{message} ({elapsed:.0f} s)", None)
@@ -552,8 +558,7 @@ def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn) ->
             raise
     if code != 0:
         raise EnvironmentMissing(
-            f"npm install of openclaw@{defaults.OPENCLAW_VERSION} failed with exit code {code}; "
-            f"npm said: {_tail(log_path)}"
+            f"npm install of openclaw@{version} failed with exit code {code}; npm said: {_tail(log_path)}"
         )
 
 
@@ -571,12 +576,12 @@ def _tail(log_path: Path) -> str:
     return " | ".join(lines) if lines else "(no output)"
 
 
-def _write_marker(staging: Path, registry: str, node_pkg: str, node: Path, entry: Path) -> None:
+def _write_marker(staging: Path, registry: str, node_pkg: str, node: Path, entry: Path, version: str) -> None:
     marker = {
         "format": MARKER_FORMAT,
         "node_version": defaults.NODE_VERSION,
         "npm_version": defaults.NPM_VERSION,
-        "openclaw_version": defaults.OPENCLAW_VERSION,
+        "openclaw_version": version,
         "node_package": node_pkg,
         "node": node.relative_to(staging).as_posix(),
         "openclaw_entry": entry.relative_to(staging).as_posix(),
@@ -623,12 +628,15 @@ def rich_progress(console: rich.console.Console) -> Iterator[ProgressFn]:
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("preparing the sandbox", total=None)
+        tasks = [bar.add_task("preparing the sandbox", total=None)]
 
         def update(message: str, fraction: float | None) -> None:
             if fraction is None:
-                bar.update(task, description=message, total=None)
+                # Rich's update(total=None) keeps the old total: a step with no fraction gets a fresh, pulsing task
+                bar.remove_task(tasks[0])
+                tasks[0] = bar.add_task(message, total=None)
             else:
-                bar.update(task, description=message, total=1.0, completed=max(0.0, min(fraction, 1.0)))
+                bar.update(tasks[0], description=message, total=1.0, completed=max(0.0, min(fraction, 1.0)))
+            bar.refresh()  # drawn now, not at the next tick: a step may be shorter than the refresh interval
 
         yield update

@@ -200,7 +200,12 @@ def test_ensure_install_refuses_to_replace_a_folder_that_is_not_a_sandbox(tmp_pa
 def test_rich_progress_renders_both_kinds_of_update() -> None:
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
     with sandbox.rich_progress(console) as progress:
         progress("downloading node 24.21.0", 0.5)
+        drawn = out.getvalue()
+        assert "downloading node 24.21.0" in drawn and " 50%" in drawn  # a fraction draws a bar and its percentage
         progress("installing openclaw with npm (3 s)", None)
+        assert "installing openclaw with npm (3 s)" in out.getvalue()[len(drawn) :]
+        assert "%" not in out.getvalue()[len(drawn) :]  # no fraction: a pulse, no percentage

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -338,11 +341,47 @@ def test_guard_allows_a_declared_remedy_in_policy() -> None:
     assert Guard(Policy(frozenset(Risk), allow_kill_foreign=True)).check("kill_port_holder", {}) is None
 
 
+def planned_remedies(*sources: str) -> dict[str, list[str]]:
+    """Every remedy a plan can name, read from the source of the modules the plans live in — every branch, not only
+    the ones the cases reach: `RemedyCall("name", ...)` -> the places it appears. A name that is not a literal is a
+    place of its own (`<dynamic>`), so a plan cannot hide its remedy from this walk."""
+    found: dict[str, list[str]] = {}
+    for source in sources:
+        tree = ast.parse(Path(source).read_text(encoding="utf-8"))
+        keys_only = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "key"}
+        for node in ast.walk(tree):
+            if id(node) in keys_only:  # `RemedyCall(o.remedy, o.params).key`: the key of a call made, not a plan
+                continue
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RemedyCall":
+                first = node.args[0] if node.args else None
+                name = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else "<dynamic>"
+                found.setdefault(name, []).append(f"{Path(source).name}:{node.lineno}")
+    return found
+
+
 def test_every_planned_remedy_is_declared() -> None:
+    """Walks the plans of every declared rule (and the gateway checks' own plans), not just the cases' findings."""
+    from clawmedic.doctor import gateway_checks
     from clawmedic.doctor.remedies import REMEDIES
 
-    planned = {c.remedy for _, evidence, _, _ in CASES for f in diagnose(evidence) for c in f.plan}
-    assert planned <= set(REMEDIES), planned - set(REMEDIES)
+    sources = {inspect.getsourcefile(r.plan) for r in RULES} | {inspect.getsourcefile(gateway_checks)}
+    planned = planned_remedies(*(s for s in sources if s))
+    assert {"restore_known_good", "openclaw_doctor_fix", "channel_disable", "set_default_model"} <= set(planned)
+    undeclared = {name: where for name, where in planned.items() if name not in REMEDIES}
+    assert not undeclared, f"planned but not declared in REMEDIES: {undeclared}"
+    from_cases = {c.remedy for _, evidence, _, _ in CASES for f in diagnose(evidence) for c in f.plan}
+    assert from_cases <= set(planned), "a plan named a remedy this walk did not see"
+
+
+def test_the_plan_walk_finds_an_undeclared_remedy_in_a_branch_no_case_reaches(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.py"
+    rules.write_text(
+        "def plan(ev):\n"
+        "    if ev.rare:\n"
+        "        return [RemedyCall('restore_known_goood')]\n"
+        "    return [RemedyCall(ev.name)]\n"
+    )
+    assert set(planned_remedies(str(rules))) == {"restore_known_goood", "<dynamic>"}
 
 
 def test_a_change_made_after_the_failures_began_is_not_reverted() -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
+from clawmedic.sandbox.model_standin import ModelStandin
 from tests.e2e.conftest import Daemon, incident
-from tests.helpers.model_standin import ModelStandin
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -92,24 +92,7 @@ def _pin(install: Install, sb: gw.Sandbox, key: str) -> str | None:
 
 
 def _configure(sb: gw.Sandbox, models: ModelStandin) -> None:
-    cfg = json.loads(sb.openclaw_json.read_text())
-
-    def provider(model: str) -> dict[str, Any]:
-        return {
-            "baseUrl": models.base_url,
-            "apiKey": "sk-fake",
-            "api": "openai-completions",
-            "models": [{"id": model, "name": model}],
-        }
-
-    cfg["models"] = {"providers": {"alpha": provider("alpha-model"), "beta": provider("beta-model")}}
-    cfg["agents"] = {"defaults": {"model": {"primary": PRIMARY}}}
-    sb.openclaw_json.write_text(json.dumps(cfg, indent=2))
-    sb.config_path.write_text(
-        sb.config_path.read_text()
-        + "\n[daemon.doctor.gateway_checks]\ninterval_s = 5.0\n"
-        + f'\n[targets.{gw.TARGET}.models]\norder = ["{FALLBACK}"]\nprobe_interval_s = {PROBE_S}\n'
-    )
+    gw.use_models(sb, models.base_url, PRIMARY, [FALLBACK], probe_interval_s=PROBE_S, check_interval_s=5.0)
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

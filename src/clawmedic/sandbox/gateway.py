@@ -146,6 +146,44 @@ def create(
     return sb
 
 
+STANDIN_API_KEY = "sk-standin"  # the key the loopback model stand-in is given; it checks none
+
+
+def use_models(
+    sb: Sandbox,
+    base_url: str,
+    primary: str,
+    order: list[str],
+    *,
+    probe_interval_s: float,
+    check_interval_s: float | None = None,
+) -> None:
+    """Make an OpenAI-compatible server at `base_url` (the loopback model stand-in) the gateway's model provider:
+    one provider per "provider/model" of `primary` and `order` (FACTS §8's wiring), `primary` the default model, and
+    `[targets.NAME.models] order` in the clawmedic config (`check_interval_s`: the gateway checks' interval)."""
+    cfg = json.loads(sb.openclaw_json.read_text())
+    providers = {}
+    for ref in [primary, *order]:
+        provider, model = ref.split("/", 1)
+        providers[provider] = {
+            "baseUrl": base_url,
+            "apiKey": STANDIN_API_KEY,
+            "api": "openai-completions",
+            "models": [{"id": model, "name": model}],
+        }
+    cfg["models"] = {"providers": providers}
+    cfg["agents"] = {"defaults": {"model": {"primary": primary}}}
+    atomic_write(sb.openclaw_json, json.dumps(cfg, indent=2) + "\n")
+    extra = ""
+    if check_interval_s is not None:
+        extra += f"\n[daemon.doctor.gateway_checks]\ninterval_s = {_toml_value(float(check_interval_s))}\n"
+    extra += (
+        f"\n[targets.{TARGET}.models]\norder = {_toml_value(order)}\n"
+        f"probe_interval_s = {_toml_value(probe_interval_s)}\n"
+    )
+    atomic_write(sb.config_path, sb.config_path.read_text() + extra)
+
+
 def _toml_value(v: object) -> str:
     return json.dumps(v)  # JSON strings, numbers and arrays of strings are valid TOML
 

@@ -2,17 +2,48 @@
 
 Every model answers "pong" until a test switches it: `models.set("alpha-model", "429")` makes that model answer
 429 with `Retry-After` (`retry_after` seconds), "401" a revoked key, "hang" never answers (until the server stops),
-"ok" recovers. `GET /v1/models` lists the models. Standard library only; run it with `with ModelStandin(...)`.
+"ok" recovers. `GET /v1/models` lists the models. Standard library only; run it with `with ModelStandin(...)`, or
+`start()` and `stop()`.
+
+`clawmedic drill` serves its sandboxed gateway's models with it (`sandbox.gateway.use_models` wires a gateway to it),
+and so do the tests.
+
+`received` keeps what each chat request carried (model, messages, characters of the prompt and of the tool
+definitions), so a test can say what one gateway turn costs in model input.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 Mode = Literal["ok", "429", "401", "hang"]
+
+
+@dataclass(frozen=True)
+class Received:
+    model: str
+    messages: int  # messages in the prompt (system, history, the new one)
+    prompt_chars: int  # characters of the messages' content
+    tools: int  # tool definitions sent along
+    tools_chars: int  # characters of their JSON
+    body_bytes: int  # the whole request body
+
+    @property
+    def est_tokens(self) -> int:
+        """Input tokens, estimated at 4 characters a token (OpenAI's rule of thumb for English and JSON)."""
+        return (self.prompt_chars + self.tools_chars + 3) // 4
+
+
+def _content_chars(content: object) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        return sum(len(str(c.get("text", ""))) if isinstance(c, dict) else len(str(c)) for c in content)
+    return 0
 
 
 class ModelStandin:
@@ -20,6 +51,7 @@ class ModelStandin:
         self.modes: dict[str, Mode] = dict.fromkeys(models, "ok")
         self.retry_after = retry_after
         self.requests: dict[str, int] = dict.fromkeys(models, 0)  # chat requests per model
+        self.received: list[Received] = []  # every chat request, in order
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -38,12 +70,30 @@ class ModelStandin:
         with self._lock:
             self.modes[model] = mode
 
-    def _mode(self, model: str) -> Mode:
+    def _mode(self, model: str, req: dict[str, Any], size: int) -> Mode:
+        messages: list[Any] = req["messages"] if isinstance(req.get("messages"), list) else []
+        tools: list[Any] = req["tools"] if isinstance(req.get("tools"), list) else []
+        got = Received(
+            model,
+            len(messages),
+            sum(_content_chars(m.get("content")) for m in messages if isinstance(m, dict)),
+            len(tools),
+            len(json.dumps(tools)) if tools else 0,
+            size,
+        )
         with self._lock:
             self.requests[model] = self.requests.get(model, 0) + 1
+            self.received.append(got)
             return self.modes.get(model, "ok")
 
     def __enter__(self) -> ModelStandin:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> ModelStandin:
+        """Listen on a free loopback port, in a thread of this process."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,9 +114,16 @@ class ModelStandin:
                 self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in outer.modes]})
 
             def do_POST(self) -> None:
-                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                try:
+                    raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                    req = json.loads(raw or b"{}")
+                    if not isinstance(req, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as e:
+                    self._send(400, {"error": {"message": f"bad request: {e}", "code": "invalid_request"}})
+                    return
                 model = str(req.get("model", ""))
-                mode = outer._mode(model)
+                mode = outer._mode(model, req, len(raw))
                 if mode == "hang":
                     outer._stop.wait()
                     return
@@ -99,7 +156,7 @@ class ModelStandin:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()

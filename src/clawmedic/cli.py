@@ -1102,6 +1102,7 @@ def drill(
 
 
 import clawmedic.cli_ops  # noqa: E402, F401 - registers guardian, install, uninstall and notify on `app`
+import clawmedic.cli_upgrade  # noqa: E402, F401 - registers upgrade on `app`
 
 
 def main() -> None:

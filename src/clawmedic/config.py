@@ -555,6 +555,9 @@ def load_config(path: Path | None = None) -> LoadedConfig:
     secrets = _resolve_secrets(config, source, file_values)
     loaded = LoadedConfig(config, source, secrets, file_values)
     _check_folders(loaded)
+    from clawmedic.targets.openclaw.upgrade import apply_current_installs  # here: it imports this module
+
+    apply_current_installs(loaded)  # a target `clawmedic upgrade` switched runs the install it recorded
     return loaded
 
 

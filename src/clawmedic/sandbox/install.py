@@ -139,10 +139,14 @@ def _is_pinned(install: Install, openclaw_version: str) -> bool:
 
 
 def ensure_install(
-    root: Path | None = None, progress: ProgressFn | None = None, openclaw_version: str | None = None
+    root: Path | None = None,
+    progress: ProgressFn | None = None,
+    openclaw_version: str | None = None,
+    npm_cache: Path | None = None,
 ) -> Install:
     """The pinned install at `root` (default: `install_root()`), downloading and installing it if needed.
-    `openclaw_version`: another OpenClaw version than the pinned one (with the pinned Node), e.g. for an upgrade.
+    `openclaw_version`: another OpenClaw version than the pinned one (with the pinned Node), e.g. for an upgrade;
+    `npm_cache`: npm's download cache (default: `npm_cache_dir(root)`, shared by the installs beside `root`).
 
     Idempotent and safe to call from several processes at once: the first installs, the others wait for its
     lock and then find the install done. A fast no-op when the install is already complete.
@@ -161,7 +165,7 @@ def ensure_install(
         found = find_install(root)  # another process may have finished while we waited
         if found is not None and _is_pinned(found, version):
             return found
-        return _install_locked(root, report, version)
+        return _install_locked(root, report, version, npm_cache)
     finally:
         lock.release()
 
@@ -198,7 +202,7 @@ def _acquire(lock: filelock.FileLock, report: ProgressFn) -> None:
             return
 
 
-def _install_locked(root: Path, report: ProgressFn, version: str) -> Install:
+def _install_locked(root: Path, report: ProgressFn, version: str, npm_cache: Path | None = None) -> Install:
     """Build the install in a staging folder and rename it into place. The caller holds the lock."""
     _remove_leftovers(root, report)
     staging = root.parent / f"{root.name}.staging-{os.getpid()}-{time.time_ns()}"
@@ -236,7 +240,8 @@ def _install_locked(root: Path, report: ProgressFn, version: str) -> Install:
         node = staging / "node" / "bin" / "node"
         _make_executable(node)
         _check_node(node)
-        _npm_install(node, downloads / "npm" / "bin" / "npm-cli.js", staging, report, version)
+        npm_cli = downloads / "npm" / "bin" / "npm-cli.js"
+        _npm_install(node, npm_cli, staging, report, version, npm_cache or npm_cache_dir(root))
         _remove_tree(downloads)  # npm and the tarballs are only needed to install
         entry = staging / "node_modules" / "openclaw" / "openclaw.mjs"
         if not entry.is_file():
@@ -504,11 +509,11 @@ def npm_cache_dir(root: Path) -> Path:
     return root.parent / "npm-cache"  # staging folders are siblings of the root, so they share it too
 
 
-def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn, version: str) -> None:
+def _npm_install(node: Path, npm_cli: Path, prefix: Path, report: ProgressFn, version: str, cache: Path) -> None:
     if not npm_cli.is_file():
         raise EnvironmentMissing(f"The npm {defaults.NPM_VERSION} package has no bin/npm-cli.js.")
     env = {k: v for k, v in _child_env(node).items() if not _is_overridden_npm_setting(k)}
-    env["npm_config_cache"] = str(npm_cache_dir(prefix))
+    env["npm_config_cache"] = str(cache)
     env["npm_config_update_notifier"] = "false"
     argv = [
         str(node),

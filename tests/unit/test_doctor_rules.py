@@ -5,13 +5,13 @@ from __future__ import annotations
 import ast
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from clawmedic.doctor.evidence import Evidence, _satisfies
 from clawmedic.doctor.remedies import Guard, Policy, Risk, Status
-from clawmedic.doctor.rules import RULES, diagnose, signature
+from clawmedic.doctor.rules import RULES, diagnose, failing_channels, signature
 from clawmedic.ladder.exits import classify_exit
 from clawmedic.ladder.states import FATAL_EXITS, ExitKind
 
@@ -426,3 +426,52 @@ def test_an_unexplained_refusal_yields_to_a_cause() -> None:
     """config-blocked (a valid, unchanged config refused) is a fallback: a lock or a database explains exit 78."""
     locked = ev(last_exit={"code": 78}, output_tail=CONTENTION, config={"valid": True}, known_good="a")
     assert "config-blocked" not in {f.rule for f in diagnose(locked)}
+
+
+class _PastTheCheck(Exception):
+    pass
+
+
+class _NoContext:
+    def __getattr__(self, name: str) -> Any:
+        raise _PastTheCheck(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "internal"),
+    [
+        ("state-database", True),
+        ("startup-sidecars", True),
+        ("plugin-reload", True),
+        ("agent-database:main", True),
+        ("plugin-reload-bot", False),  # a channel's id may begin like an internal: the fixed ones match exactly
+        ("state-database-mirror", False),
+        ("telegram", False),
+    ],
+)
+def test_rules_and_remedies_agree_on_what_in_ready_is_a_gateway_internal(name: str, internal: bool) -> None:
+    """One list (targets/openclaw): the fixed names exactly, `agent-database:<id>` per agent."""
+    from clawmedic.doctor.remedies import REMEDIES, ChannelParams, RemedyContext
+
+    state = ev(cause="gateway_check", gateway={"ready": {"status": 503, "failing": [name]}})
+    assert (name in failing_channels(state)) is not internal
+    assert ("not-ready" in {f.rule for f in diagnose(state)}) is internal
+    params = ChannelParams.model_construct(channel=name)  # the guard's pattern aside: the remedy's own check
+    if internal:
+        outcome = REMEDIES["channel_disable"].run(cast(RemedyContext, _NoContext()), params)
+        assert outcome.status == Status.REFUSED and "gateway internal" in outcome.detail
+    else:
+        with pytest.raises(_PastTheCheck):  # it went on to snapshot the config: it would disable the channel
+            REMEDIES["channel_disable"].run(cast(RemedyContext, _NoContext()), params)
+
+
+def test_the_llm_faults_and_the_gateway_checks_rules_come_from_the_declared_rules() -> None:
+    """Adding a rule is one entry in RULES: the LLM doctor may name it and, with `gateway_check=True`, the healthy
+    gateway's checks run it."""
+    from clawmedic.doctor.gateway_checks import GATEWAY_RULES
+    from clawmedic.doctor.llm.tools import FAULTS, FinishParams
+
+    declared = (*(r.id for r in RULES), "other")
+    assert declared == FAULTS
+    assert "not-ready" in FAULTS and "not-ready" in str(FinishParams.model_json_schema())
+    assert {"cron-failing", "channel-down", "model-failures"} == GATEWAY_RULES

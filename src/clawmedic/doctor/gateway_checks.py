@@ -32,20 +32,23 @@ import httpx
 
 from clawmedic import defaults
 from clawmedic.config import GatewayChecksConfig, LoadedConfig
+from clawmedic.control import read_control
 from clawmedic.doctor.evidence import Evidence
+from clawmedic.doctor.gateway_parts import ChannelRestarts, PluginQuarantine, part_findings
 from clawmedic.doctor.model_fallback import Action, ModelFallback
 from clawmedic.doctor.remedies import Guard, Outcome, Policy, RemedyContext, Risk, Status
 from clawmedic.doctor.report import write_report
-from clawmedic.doctor.rules import Finding, RemedyCall, diagnose
+from clawmedic.doctor.rules import RULES, Finding, RemedyCall, diagnose
 from clawmedic.process.launcher import tail_lines
 from clawmedic.targets import openclaw
+from clawmedic.targets.openclaw import inside
 
 if TYPE_CHECKING:
     from clawmedic.supervisor import Context
 
 log = logging.getLogger("clawmedic.gateway_checks")
 
-GATEWAY_RULES = frozenset({"cron-failing", "channel-down", "model-failures"})
+GATEWAY_RULES = frozenset(r.id for r in RULES if r.gateway_check)  # declared in doctor/rules.py
 CAUSE = "gateway_check"
 LOG_TAIL_LINES = 2000  # model decisions since the last check; a busy gateway logs far fewer lines per minute
 MAX_ITEMS = 50  # jobs, accounts, events or pins kept per check
@@ -64,6 +67,9 @@ class GatewayState:
     model_errors: list[dict[str, Any]] = field(default_factory=list)  # failed turns (`embedded_run_agent_end`)
     session_pins: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # what could not be read, and why
+    plugins: list[dict[str, Any]] = field(default_factory=list)  # `plugins list --json` (inside.Plugin dicts)
+    suppressed: list[str] = field(default_factory=list)  # channels the crash-loop breaker did not start (/ready)
+    dropped: list[str] = field(default_factory=list)  # ids from the gateway that were not ids: ignored
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +80,9 @@ class GatewayState:
             "model_errors": self.model_errors,
             "session_pins": self.session_pins,
             "errors": self.errors,
+            "plugins": self.plugins,
+            "suppressed": self.suppressed,
+            "dropped": self.dropped,
         }
 
 
@@ -233,6 +242,7 @@ def read_state(loaded: LoadedConfig, name: str, *, since: float, cfg: GatewayChe
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         failing = body.get("failing") if isinstance(body, dict) else None
         st.ready = {"status": resp.status_code, "failing": [str(f) for f in failing or []][:MAX_ITEMS]}
+        st.suppressed = inside.parse_suppressed(body)
 
     def cron() -> None:
         st.cron = parse_cron(cli(["cron", "list", "--all", "--json"], True))
@@ -250,7 +260,13 @@ def read_state(loaded: LoadedConfig, name: str, *, since: float, cfg: GatewayChe
         if st.model_events or st.model_errors:  # pins matter only when a model fails
             st.session_pins = parse_sessions(cli(["sessions", "--json"], False))
 
+    def plugins() -> None:
+        found, st.dropped = inside.parse_plugins(cli(["plugins", "list", "--json"], False))
+        st.plugins = [p.to_dict() for p in found]
+
     sources: dict[str, Callable[[], None]] = {"cron": cron, "ready": ready, "channels": channels, "models": models}
+    if cfg.plugins.enabled:
+        sources["plugins"] = plugins
     if target.port is None:
         sources.pop("ready")
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="gateway-check")
@@ -309,7 +325,8 @@ class Healer:
         self.max_tries = max_tries
         self.tracked: dict[str, Tracked] = {}
 
-    def step(self, findings: list[Finding], now: float) -> list[Decision]:
+    def step(self, findings: list[Finding], now: float, hold: dict[str, float] | None = None) -> list[Decision]:
+        """`hold`: rule → a moment before which it is not treated (a channel's restart interval), only watched."""
         out: list[Decision] = []
         present = {f.rule: f for f in findings}
         for rule in [r for r in self.tracked if r not in present]:
@@ -335,7 +352,7 @@ class Healer:
                 out.append(
                     Decision("unverified", rule, why=f"still present {self.verify_timeout_s:g} s after the remedy")
                 )
-            if now < t.next_try_at:
+            if now < t.next_try_at or now < (hold or {}).get(rule, 0.0):
                 continue
             calls = [c for c in finding.plan if t.tries.get(c.key, 0) < self.max_tries]
             if calls:
@@ -404,6 +421,14 @@ class GatewayCheck:
         self._failing_read: dict[str, str | None] = {}
         self._model_blocked: dict[str, float] = {}  # until when a default that could not be set is left alone
         self._checks = dict.fromkeys(self.targets, 0)  # checks run per target: model events say in which one
+        chc = self.cfg.channels
+        self.channels = {n: ChannelRestarts(chc.down_checks, chc.min_interval_s, chc.restarts) for n in self.targets}
+        self.plugins = {
+            n: PluginQuarantine(self.cfg.plugins.min_interval_s, loaded.state_dir / "plugins" / f"{n}.json")
+            for n in self.targets
+        }
+        self._state: dict[str, GatewayState] = {}  # the last state read per target (what a remedy acted on)
+        self._wake = asyncio.Event()  # set by `wake`: check now instead of at the end of the interval
 
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("kind") == "state" and isinstance(event.get("target"), str):
@@ -420,7 +445,16 @@ class GatewayCheck:
                 except Exception as e:  # never up into the daemon
                     log.error("%s: gateway check: internal error: %r", name, e, exc_info=e)
                 verifying |= any(t.phase == "verifying" for t in self.healers[name].tracked.values())
-            await asyncio.sleep(defaults.GATEWAY_VERIFY_POLL_S if verifying else self.cfg.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), defaults.GATEWAY_VERIFY_POLL_S if verifying else self.cfg.interval_s
+                )
+            self._wake.clear()
+
+    def wake(self, target: str) -> None:
+        """Check now: the conversation probe saw `target`'s turn fail, and the model rules act on that failure."""
+        log.debug("%s: gateway check woken by the conversation probe", target)
+        self._wake.set()
 
     async def check(self, ctx: Context, name: str) -> list[Decision]:
         """One check of one target: read, diagnose, act on the healer's decisions."""
@@ -435,8 +469,19 @@ class GatewayCheck:
         if name in self.models:  # the fallback moves the default and the pins instead of clearing pins
             findings = [f for f in findings if f.rule != "model-failures"]
             await self._models(ctx, name, state)
+        self._state[name] = state
+        await self._resume_plugins(ctx, name)
+        findings, hold = part_findings(
+            name,
+            state.to_dict(),
+            findings,
+            self.channels[name],
+            self.plugins[name],
+            self.clock(),
+            start_suppressed=self.cfg.channels.start_suppressed,
+        )
         healer = self.healers[name]
-        decisions = healer.step(findings, self.clock())
+        decisions = healer.step(findings, self.clock(), hold)
         inc_store, events = ctx.incidents, ctx.events
         for d in decisions:
             t = healer.tracked.get(d.rule)
@@ -620,10 +665,58 @@ class GatewayCheck:
                 "gateway_remedy", name, incident=t.incident, remedy=o.remedy, status=o.status.value, detail=o.detail
             )
             log.warning("%s: remedy %s: %s — %s", name, o.remedy, o.status.value, o.detail)
+            self._after(ctx, name, t.incident, o)
         phase = self.healers[name].record(t.rule, outcomes, self.clock())
         if phase in ("needs_approval", "escalated"):
             why = "; ".join(f"{o.remedy}: {o.status.value} — {o.detail}" for o in outcomes if o.status != Status.OK)
             self._escalate(ctx, name, t, phase, why)
+
+    def _after(self, ctx: Context, name: str, incident: int, o: Outcome) -> None:
+        """What a remedy on a channel, a plugin or a cron job means for the policies and for humans."""
+        now = self.clock()
+        if o.status in (Status.REFUSED, Status.NEEDS_APPROVAL, Status.WOULD):
+            return
+        ch, pid = str(o.params.get("channel", "")), str(o.params.get("plugin", ""))
+        if o.remedy == "channel_restart":
+            self.channels[name].restarted(ch, now)
+        elif o.remedy == "channel_start":
+            self.channels[name].started(ch, now)
+        elif o.remedy == "plugin_disable":
+            q = self.plugins[name]
+            q.tried(pid, now)
+            if o.status == Status.OK:
+                change = o.changes[0] if o.changes else {}
+                seq = read_control(self.loaded.state_dir).resume_seq.get(name, 0)
+                q.record(pid, now, seq, change.get("error"), change.get("snapshot_before"))
+                ctx.events.emit("plugin_disabled", name, incident=incident, plugin=pid, error=change.get("error"))
+        elif o.remedy == "cron_disable" and o.status == Status.OK:
+            job_id = str(o.params.get("job_id", ""))
+            state = self._state.get(name) or GatewayState()
+            job = next((j for j in state.cron if j.get("id") == job_id), {})
+            ctx.events.emit(
+                "cron_disabled",
+                name,
+                incident=incident,
+                job_id=job_id,
+                job_name=job.get("name"),
+                errors=job.get("consecutive_errors"),
+                error=job.get("last_error"),
+                interval_s=self.cfg.cron_issue_interval_s,
+            )
+
+    async def _resume_plugins(self, ctx: Context, name: str) -> None:
+        """After `clawmedic resume NAME`: enable again every plugin clawmedic disabled before that request."""
+        q = self.plugins[name]
+        if not q.disabled:
+            return
+        seq = read_control(self.loaded.state_dir).resume_seq.get(name, 0)
+        rctx = RemedyContext(self.loaded, name, ctx.known_good)
+        for pid in q.to_enable(seq):
+            o = await asyncio.to_thread(self.guard.run, rctx, "plugin_enable", {"plugin": pid})
+            ctx.events.emit("plugin_enabled", name, plugin=pid, status=o.status.value, detail=o.detail)
+            log.warning("%s: after resume, %s: %s — %s", name, o.remedy, o.status.value, o.detail)
+            if o.status == Status.OK:
+                q.enabled(pid)
 
     def _escalate(self, ctx: Context, name: str, t: Tracked, status: str, why: str) -> None:
         assert t.incident is not None

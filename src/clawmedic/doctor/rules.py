@@ -15,6 +15,7 @@ from typing import Any
 from clawmedic import defaults
 from clawmedic.doctor.changes import before_failure
 from clawmedic.doctor.evidence import BREAKER_WINDOW_S, LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
+from clawmedic.targets import openclaw
 from clawmedic.text import clip
 
 CAUSE = "cause"
@@ -63,6 +64,9 @@ class Rule:
     advice: str
     kind: str = CAUSE  # SYMPTOM: a consequence, recorded but never the diagnosis while a cause is found
     fallback: bool = False  # matches only when no other cause does (an unexplained refusal, say)
+    # also checked on a running, healthy gateway by doctor/gateway_checks.py (faults that do not take it down)
+    gateway_check: bool = False
+    near: Callable[[Evidence], str | None] | None = None  # why it almost matched (for the LLM doctor), or None
 
 
 def _exit_code(ev: Evidence) -> int | None:
@@ -213,14 +217,12 @@ def _breaker(ev: Evidence) -> str | None:
 
 # --- a running gateway's own state (`ev.gateway`, read by doctor/gateway_checks.py) --------------------------------
 
-_INTERNAL_READY = ("startup-sidecars", "gateway-draining", "plugin-reload", "state-database", "agent-database")
-
 
 def failing_channels(ev: Evidence) -> dict[str, str]:
     """Channel id -> why it counts as down: named in /ready's failing[], or every account stopped with an error."""
     out: dict[str, str] = {}
     for name in (ev.gateway.get("ready") or {}).get("failing") or []:
-        if isinstance(name, str) and not name.startswith(_INTERNAL_READY):
+        if isinstance(name, str) and not openclaw.is_ready_internal(name):
             out[name] = "/ready fails on it"
     for ch, accounts in (ev.gateway.get("channels") or {}).items():
         if accounts and all(not a.get("running") and a.get("last_error") for a in accounts):
@@ -301,7 +303,7 @@ def _cron(ev: Evidence) -> str | None:
 
 def _not_ready(ev: Evidence) -> str | None:
     """/ready fails on the gateway's own parts (its sidecars, databases): a consequence of something else."""
-    failing = [f for f in (ev.gateway.get("ready") or {}).get("failing") or [] if str(f).startswith(_INTERNAL_READY)]
+    failing = [f for f in (ev.gateway.get("ready") or {}).get("failing") or [] if openclaw.is_ready_internal(str(f))]
     return f"/ready fails on {', '.join(map(str, failing))}" if failing else None
 
 
@@ -319,190 +321,7 @@ def _none(_: Evidence) -> list[RemedyCall]:
     return []
 
 
-RULES: list[Rule] = [
-    Rule(
-        "config-invalid",
-        "openclaw.json does not validate",
-        0.95,
-        _config_invalid,
-        _config_plan,
-        "Change openclaw.json with `clawmedic config apply NEW_FILE`: it validates first and rolls back on failure.",
-    ),
-    Rule(
-        "config-changed",
-        "the failures began after a change to the config (or a boot file) that can be reverted",
-        0.9,
-        _changed,
-        lambda ev: [RemedyCall("restore_known_good")],
-        "A schema-valid config can still be refused at boot (auth, TLS, gateway.mode); make changes with "
-        "`clawmedic config apply NEW_FILE`: it rolls back on its own when the gateway does not stay healthy.",
-    ),
-    Rule(
-        "config-blocked",
-        "the gateway refuses to start with a config that did not change",
-        0.6,
-        _config_blocked,
-        lambda ev: [RemedyCall("retry_start")] if ev.known_good else [],
-        "The config is the known-good one, so something else changed: read the gateway's words above; "
-        "`openclaw doctor` may name it.",
-        fallback=True,
-    ),
-    Rule(
-        "missing-dependency",
-        "a package of the install is missing or broken",
-        0.95,
-        _missing_dependency,
-        lambda ev: [RemedyCall("restore_deps")],
-        "Update OpenClaw with a complete `npm install`; clawmedic re-records the install once it is healthy.",
-    ),
-    Rule(
-        "port-taken-by-foreign-process",
-        "another program holds the gateway's port",
-        0.95,
-        _port_foreign,
-        lambda ev: [RemedyCall("kill_port_holder")] if ev.port_owner and ev.port_owner.get("pid") else [],
-        "Stop the program that holds the port, or move the gateway to another port (`gateway.port`).",
-    ),
-    Rule(
-        "port-taken-by-stale-gateway",
-        "an old gateway of this target still holds the port",
-        0.95,
-        _port_stale,
-        lambda ev: [RemedyCall("stop_stale_gateway")] if ev.port_owner else [],
-        "Run the gateway only under clawmedic (or `clawmedic safe-start`) so no copy is left behind.",
-    ),
-    Rule(
-        "duplicate-instance",
-        "two gateways share one state directory",
-        0.9,
-        _duplicate,
-        lambda ev: [RemedyCall("stop_stale_gateway")] if ev.duplicates else [],
-        "Start the gateway in one place only (one service unit, or clawmedic).",
-    ),
-    Rule(
-        "state-db-corrupt",
-        "the gateway's state database is unreadable",
-        0.9,
-        _state_db,
-        lambda ev: [RemedyCall("move_aside_state_db")],
-        "Keep `openclaw backup create` on a schedule so state can be restored, not just reset.",
-    ),
-    Rule(
-        "node-engine-mismatch",
-        "the Node version does not satisfy OpenClaw's engines",
-        0.8,
-        _node,
-        _none,
-        "Install a Node version inside openclaw's `engines` range.",
-    ),
-    Rule(
-        "disk-full",
-        "the disk is almost full",
-        0.8,
-        _disk,
-        _none,
-        "Free disk space on the gateway's filesystem (or move its HOME to a larger one); logs, caches and backups "
-        "grow. clawmedic deletes nothing of yours, so this needs a human.",
-    ),
-    Rule(
-        "crash-loop-breaker",
-        "OpenClaw's crash-loop breaker suppressed channels",
-        0.6,
-        _breaker,
-        _none,
-        "After the cause is fixed, channels come back after 300 s, or with `gateway call channels.start`.",
-        kind=SYMPTOM,
-    ),
-    Rule(
-        "not-ready",
-        "the gateway reports itself not ready",
-        0.4,
-        _not_ready,
-        _none,
-        "A gateway that stays unready names what fails in /ready's `failing` list; that part is the place to look.",
-        kind=SYMPTOM,
-    ),
-    Rule(
-        "channel-down",
-        "a channel is failing",
-        0.5,
-        _channel,
-        lambda ev: [RemedyCall("channel_disable", {"channel": ch}) for ch in failing_channels(ev)],
-        "Check the channel's credentials and network, then `openclaw config set channels.<id>.enabled true`.",
-    ),
-    Rule(
-        "model-failures",
-        "model calls fail (rate limit, auth, timeout)",
-        0.5,
-        _model,
-        lambda ev: [
-            RemedyCall("clear_session_model_pin", {"session_key": p["key"]}) for p in pins_on_failing_models(ev)
-        ],
-        "Add fallbacks (`openclaw models fallbacks add`), check the provider's key and quota, and avoid pinning "
-        "sessions to one model.",
-    ),
-    Rule(
-        "cron-failing",
-        "a cron job fails",
-        0.5,
-        _cron,
-        lambda ev: [RemedyCall("cron_disable", {"job_id": j["id"]}) for j in failing_cron_jobs(ev)],
-        "Fix the job's command, then `openclaw cron enable <id>`; `openclaw cron runs <id>` shows its failures.",
-    ),
-    Rule(
-        "process-hang",
-        "the gateway is frozen",
-        0.7,
-        _hang,
-        lambda ev: [RemedyCall("resume_stopped_gateway")] if ev.process.get("pid") else [],
-        "Something stops the gateway with SIGSTOP (a debugger, job control, a cgroup freezer, a watchdog) even after "
-        "restarts: find it; clawmedic resumes the process it started, but the stopper will strike again.",
-    ),
-    Rule(
-        "start-command-unusable",
-        "the start command cannot be run",
-        0.95,
-        _start_command,
-        _none,
-        "Fix `start.command` (and `start.cwd`) in clawmedic's config: the program must exist and be executable; "
-        "`clawmedic config check` names what is wrong.",
-    ),
-]
-
-
-def diagnose(ev: Evidence) -> list[Finding]:
-    """Every matching rule: causes first (most confident first), then symptoms, which are consequences and carry
-    no plan while a cause is found. A fallback rule counts only when no other cause matched."""
-    found: list[tuple[Rule, str]] = [(r, d) for r in RULES if (d := r.matches(ev)) is not None]
-    has_cause = any(r.kind == CAUSE and not r.fallback for r, _ in found)
-    out = []
-    for rule, detail in found:
-        if rule.fallback and has_cause:
-            continue
-        caused = rule.kind == SYMPTOM and has_cause
-        plan = [] if caused else rule.plan(ev)
-        out.append(Finding(rule.id, rule.title, rule.confidence, detail, plan, rule.advice, rule.kind))
-    return sorted(out, key=lambda f: (f.kind != CAUSE, -f.confidence))
-
-
-def causes(findings: list[Finding]) -> list[Finding]:
-    """The diagnosis: the causes, or, when none was found, the symptoms (all there is to say)."""
-    found = [f for f in findings if f.kind == CAUSE]
-    return found or findings
-
-
-def signature(ev: Evidence, findings: list[Finding]) -> str:
-    """Normalised evidence: what kind of incident this is, independent of PIDs, paths and times."""
-    parts = [f"cause={ev.cause}", f"exit={_exit_code(ev)}", *sorted(f"rule={f.rule}" for f in causes(findings))]
-    missing = sorted(str(p.get("package")) for p in ev.deps_problems)
-    if missing:
-        parts.append("deps=" + ",".join(missing[:5]))
-    if ev.config is not None:
-        parts.append(f"config={ev.config.get('stage')}")
-    return "|".join(parts)
-
-
-# --- near-misses: rules that almost matched, and why not (for the LLM doctor's prompt) ----------------------------
+# --- near-misses: why a rule almost matched (for the LLM doctor's prompt); pure, no I/O, no search ------------
 
 _NEAR_DISK_FACTOR = 4  # free space under 4x the threshold is worth telling: low, though not "full"
 
@@ -584,18 +403,199 @@ def _near_state_db(ev: Evidence) -> str | None:
     return f"the state database could not be checked: {ev.errors['state_db']}" if "state_db" in ev.errors else None
 
 
-# Rule id -> why it almost matched (a pure function of the evidence; None: not close). Cheap: no I/O, no search.
-_NEAR: dict[str, Callable[[Evidence], str | None]] = {
-    "config-changed": _near_changed,
-    "config-blocked": _near_blocked,
-    "missing-dependency": _near_dependency,
-    "port-taken-by-foreign-process": _near_port,
-    "node-engine-mismatch": _near_node,
-    "disk-full": _near_disk,
-    "crash-loop-breaker": _near_breaker,
-    "process-hang": _near_hang,
-    "state-db-corrupt": _near_state_db,
-}
+RULES: list[Rule] = [
+    Rule(
+        "config-invalid",
+        "openclaw.json does not validate",
+        0.95,
+        _config_invalid,
+        _config_plan,
+        "Change openclaw.json with `clawmedic config apply NEW_FILE`: it validates first and rolls back on failure.",
+    ),
+    Rule(
+        "config-changed",
+        "the failures began after a change to the config (or a boot file) that can be reverted",
+        0.9,
+        _changed,
+        lambda ev: [RemedyCall("restore_known_good")],
+        "A schema-valid config can still be refused at boot (auth, TLS, gateway.mode); make changes with "
+        "`clawmedic config apply NEW_FILE`: it rolls back on its own when the gateway does not stay healthy.",
+        near=_near_changed,
+    ),
+    Rule(
+        "config-blocked",
+        "the gateway refuses to start with a config that did not change",
+        0.6,
+        _config_blocked,
+        lambda ev: [RemedyCall("retry_start")] if ev.known_good else [],
+        "The config is the known-good one, so something else changed: read the gateway's words above; "
+        "`openclaw doctor` may name it.",
+        fallback=True,
+        near=_near_blocked,
+    ),
+    Rule(
+        "missing-dependency",
+        "a package of the install is missing or broken",
+        0.95,
+        _missing_dependency,
+        lambda ev: [RemedyCall("restore_deps")],
+        "Update OpenClaw with a complete `npm install`; clawmedic re-records the install once it is healthy.",
+        near=_near_dependency,
+    ),
+    Rule(
+        "port-taken-by-foreign-process",
+        "another program holds the gateway's port",
+        0.95,
+        _port_foreign,
+        lambda ev: [RemedyCall("kill_port_holder")] if ev.port_owner and ev.port_owner.get("pid") else [],
+        "Stop the program that holds the port, or move the gateway to another port (`gateway.port`).",
+        near=_near_port,
+    ),
+    Rule(
+        "port-taken-by-stale-gateway",
+        "an old gateway of this target still holds the port",
+        0.95,
+        _port_stale,
+        lambda ev: [RemedyCall("stop_stale_gateway")] if ev.port_owner else [],
+        "Run the gateway only under clawmedic (or `clawmedic safe-start`) so no copy is left behind.",
+    ),
+    Rule(
+        "duplicate-instance",
+        "two gateways share one state directory",
+        0.9,
+        _duplicate,
+        lambda ev: [RemedyCall("stop_stale_gateway")] if ev.duplicates else [],
+        "Start the gateway in one place only (one service unit, or clawmedic).",
+    ),
+    Rule(
+        "state-db-corrupt",
+        "the gateway's state database is unreadable",
+        0.9,
+        _state_db,
+        lambda ev: [RemedyCall("move_aside_state_db")],
+        "Keep `openclaw backup create` on a schedule so state can be restored, not just reset.",
+        near=_near_state_db,
+    ),
+    Rule(
+        "node-engine-mismatch",
+        "the Node version does not satisfy OpenClaw's engines",
+        0.8,
+        _node,
+        _none,
+        "Install a Node version inside openclaw's `engines` range.",
+        near=_near_node,
+    ),
+    Rule(
+        "disk-full",
+        "the disk is almost full",
+        0.8,
+        _disk,
+        _none,
+        "Free disk space on the gateway's filesystem (or move its HOME to a larger one); logs, caches and backups "
+        "grow. clawmedic deletes nothing of yours, so this needs a human.",
+        near=_near_disk,
+    ),
+    Rule(
+        "crash-loop-breaker",
+        "OpenClaw's crash-loop breaker suppressed channels",
+        0.6,
+        _breaker,
+        _none,
+        "After the cause is fixed, channels come back after 300 s, or with `gateway call channels.start`.",
+        kind=SYMPTOM,
+        near=_near_breaker,
+    ),
+    Rule(
+        "not-ready",
+        "the gateway reports itself not ready",
+        0.4,
+        _not_ready,
+        _none,
+        "A gateway that stays unready names what fails in /ready's `failing` list; that part is the place to look.",
+        kind=SYMPTOM,
+    ),
+    Rule(
+        "channel-down",
+        "a channel is failing",
+        0.5,
+        _channel,
+        lambda ev: [RemedyCall("channel_disable", {"channel": ch}) for ch in failing_channels(ev)],
+        "Check the channel's credentials and network, then `openclaw config set channels.<id>.enabled true`.",
+        gateway_check=True,
+    ),
+    Rule(
+        "model-failures",
+        "model calls fail (rate limit, auth, timeout)",
+        0.5,
+        _model,
+        lambda ev: [
+            RemedyCall("clear_session_model_pin", {"session_key": p["key"]}) for p in pins_on_failing_models(ev)
+        ],
+        "Add fallbacks (`openclaw models fallbacks add`), check the provider's key and quota, and avoid pinning "
+        "sessions to one model.",
+        gateway_check=True,
+    ),
+    Rule(
+        "cron-failing",
+        "a cron job fails",
+        0.5,
+        _cron,
+        lambda ev: [RemedyCall("cron_disable", {"job_id": j["id"]}) for j in failing_cron_jobs(ev)],
+        "Fix the job's command, then `openclaw cron enable <id>`; `openclaw cron runs <id>` shows its failures.",
+        gateway_check=True,
+    ),
+    Rule(
+        "process-hang",
+        "the gateway is frozen",
+        0.7,
+        _hang,
+        lambda ev: [RemedyCall("resume_stopped_gateway")] if ev.process.get("pid") else [],
+        "Something stops the gateway with SIGSTOP (a debugger, job control, a cgroup freezer, a watchdog) even after "
+        "restarts: find it; clawmedic resumes the process it started, but the stopper will strike again.",
+        near=_near_hang,
+    ),
+    Rule(
+        "start-command-unusable",
+        "the start command cannot be run",
+        0.95,
+        _start_command,
+        _none,
+        "Fix `start.command` (and `start.cwd`) in clawmedic's config: the program must exist and be executable; "
+        "`clawmedic config check` names what is wrong.",
+    ),
+]
+
+
+def diagnose(ev: Evidence) -> list[Finding]:
+    """Every matching rule: causes first (most confident first), then symptoms, which are consequences and carry
+    no plan while a cause is found. A fallback rule counts only when no other cause matched."""
+    found: list[tuple[Rule, str]] = [(r, d) for r in RULES if (d := r.matches(ev)) is not None]
+    has_cause = any(r.kind == CAUSE and not r.fallback for r, _ in found)
+    out = []
+    for rule, detail in found:
+        if rule.fallback and has_cause:
+            continue
+        caused = rule.kind == SYMPTOM and has_cause
+        plan = [] if caused else rule.plan(ev)
+        out.append(Finding(rule.id, rule.title, rule.confidence, detail, plan, rule.advice, rule.kind))
+    return sorted(out, key=lambda f: (f.kind != CAUSE, -f.confidence))
+
+
+def causes(findings: list[Finding]) -> list[Finding]:
+    """The diagnosis: the causes, or, when none was found, the symptoms (all there is to say)."""
+    found = [f for f in findings if f.kind == CAUSE]
+    return found or findings
+
+
+def signature(ev: Evidence, findings: list[Finding]) -> str:
+    """Normalised evidence: what kind of incident this is, independent of PIDs, paths and times."""
+    parts = [f"cause={ev.cause}", f"exit={_exit_code(ev)}", *sorted(f"rule={f.rule}" for f in causes(findings))]
+    missing = sorted(str(p.get("package")) for p in ev.deps_problems)
+    if missing:
+        parts.append("deps=" + ",".join(missing[:5]))
+    if ev.config is not None:
+        parts.append(f"config={ev.config.get('stage')}")
+    return "|".join(parts)
 
 
 def near_misses(ev: Evidence, findings: list[Finding] | None = None) -> list[dict[str, str]]:
@@ -611,8 +611,7 @@ def near_misses(ev: Evidence, findings: list[Finding] | None = None) -> list[dic
         if rule.fallback and has_cause:  # it counts only when no cause is found: close only if it matched
             why: str | None = "it matched, but gives way to another cause the rules found" if rule.matches(ev) else None
         else:
-            near = _NEAR.get(rule.id)
-            why = near(ev) if near is not None else None
+            why = rule.near(ev) if rule.near is not None else None
         if why:
             out.append({"rule": rule.id, "title": rule.title, "why_not": clip(why, 300)})
     return out

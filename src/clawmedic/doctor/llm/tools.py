@@ -17,32 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from clawmedic.config import LoadedConfig
 from clawmedic.doctor.changes import mask_secret_settings, secret_name
 from clawmedic.doctor.remedies import REMEDIES, Guard, Outcome, RemedyContext, Status
+from clawmedic.doctor.rules import RULES
 from clawmedic.process import identity, inspect
 from clawmedic.process.launcher import Launcher, tail_lines
 from clawmedic.redact import MASK
 from clawmedic.targets import openclaw
 
 FINISH = "finish"
-# The faults a conclusion may name: the rule ids of the fault matrix, or "other".
-FAULTS = (
-    "config-invalid",
-    "config-blocked",
-    "config-changed",
-    "missing-dependency",
-    "port-taken-by-foreign-process",
-    "port-taken-by-stale-gateway",
-    "duplicate-instance",
-    "state-db-corrupt",
-    "node-engine-mismatch",
-    "disk-full",
-    "crash-loop-breaker",
-    "channel-down",
-    "model-failures",
-    "cron-failing",
-    "process-hang",
-    "start-command-unusable",
-    "other",
-)
+# The faults a conclusion may name: the declared rules' ids (doctor/rules.py), or "other".
+FAULTS = (*(r.id for r in RULES), "other")
 _SECRET_KEYS = ("token", "key", "secret", "password", "passwd", "auth", "credential", "cookie")
 
 

@@ -218,3 +218,14 @@ def gateway_cli(loaded: LoadedConfig, name: str, args: list[str], *, remote: boo
     elif r.returncode != 0:
         error = f"exit {r.returncode}"
     return CliAnswer(r.returncode, data, error)
+
+
+# /ready's `failing[]` names channel ids and the gateway's own parts (FACTS §2): these by their exact name, and
+# `agent-database:<agent id>`, one per agent. None of them is a channel: a channel may be called `plugin-reload-x`.
+READY_INTERNALS = frozenset({"startup-sidecars", "gateway-draining", "plugin-reload", "state-database"})
+READY_INTERNAL_FAMILY = "agent-database"  # `agent-database:<agent id>`
+
+
+def is_ready_internal(name: str) -> bool:
+    """A name in /ready's `failing[]` that is a part of the gateway, not a channel (rules and remedies alike)."""
+    return name in READY_INTERNALS or name.split(":", 1)[0] == READY_INTERNAL_FAMILY

@@ -26,6 +26,8 @@ import pytest
 
 from clawmedic import defaults
 from clawmedic.config import load_config
+from clawmedic.daemon import incidents_path
+from clawmedic.store.incidents import IncidentStore
 from tests.helpers.receivers import HttpReceiver
 from tests.helpers.rig import Rig, StandinTarget, free_port, kill_leftovers
 from tests.integration.test_cli import CLAWMEDIC, cli_env
@@ -358,6 +360,34 @@ def test_the_status_page_in_a_real_browser_shows_the_restart_and_escapes_the_out
     assert SECRET not in get(f"{web_daemon.url}/api/status")[1] and SECRET not in get(f"{web_daemon.url}/")[1]
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline script, #report script, img") == []
     assert "pwned" not in browser.title
+    assert browser.find_elements(By.ID, "what-changed") == []  # a plain restart: the doctor collected nothing
+
+    # What the doctor records when it is consulted (the e2e change-rule test makes it for real): the changes since
+    # the last healthy state, one setting carrying the secret the collector did not know. The page and its JSON
+    # show it, through the daemon's redaction.
+    incident_id = int(browser.current_url.rstrip("/").rsplit("/", 1)[-1])
+    change = {
+        "what": "config",
+        "key": "openclaw.json",
+        "summary": "1 setting(s) of openclaw.json differ from known-good",
+        "changed_at": time.time(),
+        "reversible": True,
+        "remedy": "restore_known_good",
+        "settings": [f'gateway.remote.url: (unset) → "wss://h/{SECRET}"'],
+        "when": "at 05:00:00, 2 s before the first failure",
+    }
+    state = load_config(web_daemon.rig.config_path).state_dir
+    store = IncidentStore(incidents_path(state))  # no redactor: the secret is stored as the collector gave it
+    store.add(incident_id, "evidence", {"changes": [change]})
+    store.close()
+    browser.refresh()
+    shown = wait(lambda: browser.find_elements(By.ID, "what-changed"), 10, "the what-changed section")[0].text
+    assert 'gateway.remote.url: (unset) → "wss://h/***"' in shown and "2 s before the first failure" in shown
+    assert SECRET not in browser.page_source
+    code, body = get(f"{web_daemon.url}/api/incidents/{incident_id}")
+    assert code == 200 and SECRET not in body
+    assert json.loads(body)["changes"][0]["settings"] == ['gateway.remote.url: (unset) → "wss://h/***"']
+    assert get(f"{web_daemon.url}/api/incidents/999")[0] == 404
     browser.save_screenshot(str(tmp_path / "incident-page.png"))
     for shot in ("status-page.png", "incident-page.png"):
         assert (tmp_path / shot).read_bytes().startswith(b"\x89PNG")

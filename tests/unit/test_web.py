@@ -232,6 +232,49 @@ def test_the_incident_page_renders_the_report_without_markup_from_the_output() -
     assert SECRET not in html
 
 
+def _changed_incident() -> Incident:
+    """An incident whose doctor recorded what changed: a config setting, one value a configured secret the
+    collector did not know (so only the page's redaction can mask it), and markup in a summary."""
+    inc = _incident("process exited (exit 78)")
+    changes = [
+        {
+            "what": "config",
+            "key": "openclaw.json",
+            "summary": f"2 setting(s) of openclaw.json differ from known-good {HOSTILE}",
+            "changed_at": 99.0,
+            "reversible": True,
+            "remedy": "restore_known_good",
+            "settings": ['gateway.mode: "local" → "remote"', f'gateway.remote.url: (unset) → "wss://x/{SECRET}"'],
+            "when": "at 00:01:39, 1 s before the first failure",
+        }
+    ]
+    inc.timeline.append(TimelineEntry(101.0, "evidence", {"changes": changes, "last_exit": {"code": 78}}, None))
+    return inc
+
+
+def test_the_incident_page_shows_what_changed_redacted_and_once() -> None:
+    pages = Pages(Redactor([SECRET]))
+    html = pages.incident(_changed_incident())
+    section = html.split('<div id="what-changed">', 1)[1].split("</div>", 1)[0]
+    assert "gateway.mode: &#34;local&#34; → &#34;remote&#34;" in section  # the setting, as text
+    assert "gateway.remote.url" in section and "***" in section and SECRET not in html  # the page's redaction
+    assert "1 s before the first failure" in section and "restore_known_good" in section
+    assert "<script>alert" not in html
+    assert html.count("What changed") == 1  # the report below does not repeat it
+    data = pages.incident_data(_changed_incident())  # /api/incidents/7
+    assert data["changes"][0]["settings"][0] == 'gateway.mode: "local" → "remote"'
+    assert SECRET not in str(data) and "***" in data["changes"][0]["settings"][1]
+
+
+def test_an_incident_without_evidence_has_no_what_changed_and_nothing_changed_is_said() -> None:
+    pages = Pages(Redactor())
+    assert 'id="what-changed"' not in pages.incident(_incident("killed"))  # a plain restart: no doctor
+    assert pages.incident_data(_incident("killed"))["changes"] is None
+    inc = _incident("exit 1")
+    inc.timeline.append(TimelineEntry(101.0, "evidence", {"changes": []}, None))
+    assert "Nothing changed since the last healthy state" in pages.incident(inc)
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [

@@ -22,7 +22,15 @@ def report_path(state_dir: Path, incident_id: int) -> Path:
     return state_dir / "reports" / f"incident-{incident_id}.md"
 
 
-def render(inc: Incident) -> str:
+def what_changed(inc: Incident) -> list[dict[str, Any]] | None:
+    """The incident's "what changed" section: the changes the doctor's last evidence recorded (`[]`: nothing had
+    changed since the last healthy state), or None when no evidence with it was collected (a plain restart)."""
+    recorded = [e.detail["changes"] for e in inc.timeline if e.kind == "evidence" and "changes" in e.detail]
+    return list(recorded[-1]) if recorded else None
+
+
+def render(inc: Incident, with_changes: bool = True) -> str:
+    """The report in Markdown; `with_changes=False` leaves out "What changed" (the incident page shows it apart)."""
     lines = [f"# Incident #{inc.id} — {inc.target}: {inc.status}", ""]
     lines += [
         "## Symptom",
@@ -39,7 +47,7 @@ def render(inc: Incident) -> str:
     diagnoses = [e for e in inc.timeline if e.kind == "diagnosis"]
     if evidence:
         ev = evidence[-1].detail
-        lines += changes_lines(ev.get("changes") or [])
+        lines += changes_lines((what_changed(inc) or []) if with_changes else [])
         lines += ["## Evidence", ""]
         if ev.get("last_exit"):
             lines.append(f"- last exit: `{json.dumps(ev['last_exit'])}`")

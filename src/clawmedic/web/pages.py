@@ -1,4 +1,5 @@
-"""The status page, the incident pages and `/api/status`, rendered on the server from what the ladder holds.
+"""The status page, the incident pages, `/api/status` and `/api/incidents/ID`, rendered on the server from what the
+ladder and the incident store hold.
 
 Jinja2 with autoescaping on for every template: a process's output, an incident's reason or a remedy's detail is
 always text, never markup. The recovery report (Markdown, `doctor/report.py`) is rendered by markdown-it-py with
@@ -123,6 +124,13 @@ class Pages:
             daemon=daemon, targets=targets, incidents=data["incidents"], now=now, stats=stats
         )
 
+    def incident_data(self, inc: Incident) -> dict[str, Any]:
+        """What `/api/incidents/ID` returns: the incident with its timeline, and its "what changed" section apart
+        (`changes`: None when the doctor collected no evidence); redacted."""
+        data = {**inc.to_dict(), "changes": report.what_changed(inc)}
+        redacted: dict[str, Any] = self.redactor.data(data)
+        return redacted
+
     def incident(self, inc: Incident) -> str:
         timeline = [
             {
@@ -133,9 +141,11 @@ class Pages:
             }
             for e in inc.timeline
         ]
-        markdown = self.redactor.text(report.render(inc))
+        changes = report.what_changed(inc)
+        markdown = self.redactor.text(report.render(inc, with_changes=False))  # "What changed" is shown above it
         return self.env.get_template("incident.html").render(
             inc=self.redactor.data(self._incident_row(inc)),
+            changes=None if changes is None else self.redactor.data(changes),
             timeline=timeline,
             report=Markup(self._md.render(markdown)),  # noqa: S704 (markdown-it with raw HTML off: escaped)
             is_open=inc.closed_at is None,

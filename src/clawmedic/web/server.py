@@ -1,4 +1,5 @@
-"""The daemon's HTTP server: `/` (status page), `/incidents/ID`, `/api/status` and `/metrics`, as a `DaemonPlugin`.
+"""The daemon's HTTP server: `/` (status page), `/incidents/ID`, `/api/status`, `/api/incidents/ID` and `/metrics`,
+as a `DaemonPlugin`.
 
 Why aiohttp: the daemon is one asyncio loop, and `aiohttp.web` serves on that same loop through `AppRunner` and
 `TCPSite` — no second thread or process, no server that wants to own signal handling or the loop (as uvicorn does),
@@ -149,6 +150,7 @@ class HttpServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/incidents/{id:[0-9]{1,18}}", self._incident)
         app.router.add_get("/api/status", self._api_status)
+        app.router.add_get("/api/incidents/{id:[0-9]{1,18}}", self._api_incident)
         app.router.add_get("/targets/{name}", self._target)
         app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         return app
@@ -195,6 +197,15 @@ class HttpServer:
             text = self.pages.not_found(f"There is no incident #{incident_id}.")
             return web.Response(status=404, text=text, content_type="text/html")
         return web.Response(text=self.pages.incident(inc), content_type="text/html")
+
+    async def _api_incident(self, request: web.Request) -> web.Response:
+        """One incident as JSON: its record, timeline and "what changed" section, redacted like the page."""
+        incident_id = int(request.match_info["id"])
+        inc = self._incidents.get(incident_id) if self._incidents else None
+        if inc is None:
+            return web.json_response({"error": f"no incident #{incident_id}"}, status=404)
+        text = json.dumps(self.pages.incident_data(inc), default=str)
+        return web.Response(text=text, content_type="application/json")
 
     async def _target(self, request: web.Request) -> web.Response:
         """One target for monitors that read only the status code (Uptime Kuma, a Kubernetes liveness probe of the

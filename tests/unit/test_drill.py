@@ -36,19 +36,23 @@ REQUIRED = {
     "port-squatter",
     "flapping",
     "daemon-killed-mid-repair",
+    "model-429",
 }
 
 
 def test_the_table_has_every_fault_of_the_game_day_once_with_an_expectation() -> None:
     names = [f.name for f in FAULTS]
     assert len(names) == len(set(names))
-    assert set(names) | set(faults.SKIPPED) >= REQUIRED | {"model-429"}
+    assert set(names) >= REQUIRED
     for f in FAULTS:
         assert isinstance(f.expect, Expect) and f.title and f.what and callable(f.inject)
     by = {f.name: f.expect for f in FAULTS}
     assert by["short-stop"] is Expect.UNTOUCHED and by["valid-json5-edit"] is Expect.UNTOUCHED
     assert by["port-squatter"] is Expect.ESCALATED and by["flapping"] is Expect.ESCALATED
     assert {f.name for f in FAULTS if f.compare} == {"kill9", "hang", "invalid-json"}
+    model = select(["model-429"])[0]
+    assert model.expect is Expect.HEALED and model.healed_by == "model_fallback"
+    assert model.returns is not None and model.returns.event == "model_restored"
 
 
 def test_select_keeps_table_order_and_names_an_unknown_fault() -> None:
@@ -180,6 +184,22 @@ def test_measure_takes_times_from_the_fault() -> None:
     assert (row.detect_s, row.recover_s, row.restarts, row.incident) == (0.15, 11.9, 1, 7)
 
 
+MODEL_HEALED = [
+    ev("model_cooldown", T + 9.0, model="alpha/alpha-model"),
+    ev("gateway_fault", T + 9.1, incident=3, rule="model-cooldown"),
+    ev("model_fallback", T + 12.5, incident=3, original="alpha/alpha-model", to="beta/beta-model"),
+]
+
+
+def test_a_model_fault_is_healed_by_the_fallback_not_by_a_restart() -> None:
+    assert expectation_met(Expect.HEALED, MODEL_HEALED, True, T, "model_fallback") == (True, "healed")
+    assert expectation_met(Expect.HEALED, MODEL_HEALED[:2], True, T, "model_fallback") == (False, "acted on")
+    assert expectation_met(Expect.HEALED, MODEL_HEALED, True, T) == (False, "acted on"), "the ladder never healed"
+    row = runner.Row("model-429", "model 429", "healed")
+    runner.measure(row, MODEL_HEALED, T, "model_fallback")
+    assert (row.detect_s, row.recover_s, row.restarts, row.incident) == (9.1, 12.5, 0, 3)
+
+
 # --- faults through a fake rig ------------------------------------------------------------------------------
 
 
@@ -212,6 +232,26 @@ class FakeRig:
     def sleep(self, s: float) -> None:
         self.slept += s
 
+    primary_model, fallback_model = "alpha/alpha-model", "beta/beta-model"
+    model_mode = "ok"
+    chats_started: list[str]
+    answered_by: list[str]
+
+    def set_model(self, mode: str) -> None:
+        self.model_mode = mode
+
+    def start_chat(self, session: str) -> None:
+        self.chats_started = [*getattr(self, "chats_started", []), session]
+
+    def stop_chats(self) -> None:
+        self.chats_started = []
+
+    def chat(self, session: str) -> list[str]:
+        return self.answered_by
+
+    def default_model(self) -> str | None:
+        return str(json.loads(self.openclaw_json.read_text())["agents"]["defaults"]["model"]["primary"])
+
 
 def test_the_short_stop_continues_the_gateway_and_a_restart_is_flagged(tmp_path: Path) -> None:
     rig = FakeRig(tmp_path)
@@ -233,6 +273,55 @@ def test_the_json5_edit_is_valid_json5_and_its_rewrite_is_flagged(tmp_path: Path
     assert fault.verify(rig, []) == []  # type: ignore[arg-type]
     rig.openclaw_json.write_text("{}")
     assert fault.verify(rig, []) == ["the hand-edited JSON5 file was rewritten"]  # type: ignore[arg-type]
+
+
+def _set_default(rig: FakeRig, model: str) -> None:
+    cfg = json.loads(rig.openclaw_json.read_text())
+    cfg["agents"] = {"defaults": {"model": {"primary": model}}}
+    rig.openclaw_json.write_text(json.dumps(cfg))
+
+
+def test_the_model_429_row_needs_the_default_on_the_fallback_a_chat_it_answers_and_the_primary_back(
+    tmp_path: Path,
+) -> None:
+    rig = FakeRig(tmp_path)
+    fault = select(["model-429"])[0]
+    assert fault.returns is not None
+    fault.inject(rig)  # type: ignore[arg-type]
+    assert rig.model_mode == "429" and len(rig.chats_started) == 1, "the stand-in fails and a turn runs on it"
+    _set_default(rig, "beta/beta-model")
+    rig.answered_by = ["beta-model"]
+    assert fault.verify(rig, MODEL_HEALED) == []  # type: ignore[arg-type]
+    assert rig.chats_started == [], "the failing turn is stopped before the chat on the fallback"
+    rig.answered_by = []
+    assert fault.verify(rig, MODEL_HEALED) == [  # type: ignore[arg-type]
+        "a chat through the gateway was not answered by the fallback (models asked: [])"
+    ]
+    assert any("restarted" in p for p in fault.verify(rig, [*MODEL_HEALED, ev("launched", T + 13, pid=5)]))  # type: ignore[arg-type]
+    _set_default(rig, "alpha/alpha-model")
+    assert any("not the fallback" in p for p in fault.verify(rig, MODEL_HEALED))  # type: ignore[arg-type]
+    fault.returns.end(rig)  # type: ignore[arg-type]
+    assert rig.model_mode == "ok"
+    assert fault.returns.verify(rig, []) == []  # type: ignore[arg-type]
+    _set_default(rig, "beta/beta-model")
+    assert fault.returns.verify(rig, []) == [  # type: ignore[arg-type]
+        "openclaw.json's default model is beta/beta-model, not the primary alpha/alpha-model again"
+    ]
+
+
+def test_the_json5_edit_keeps_the_model_providers(tmp_path: Path) -> None:
+    import json5
+
+    rig = FakeRig(tmp_path)
+    cfg = json.loads(rig.openclaw_json.read_text())
+    cfg["models"] = {"providers": {"alpha": {"baseUrl": "http://127.0.0.1:9/v1", "models": [{"id": "alpha-model"}]}}}
+    rig.openclaw_json.write_text(json.dumps(cfg))
+    _set_default(rig, "alpha/alpha-model")
+    select(["valid-json5-edit"])[0].inject(rig)  # type: ignore[arg-type]
+    text = rig.openclaw_json.read_text()
+    assert text.startswith("// edited by hand")
+    parsed = json5.loads(text)
+    assert parsed["models"] == cfg["models"] and parsed["agents"]["defaults"]["model"]["primary"] == "alpha/alpha-model"
 
 
 def test_flapping_that_loops_after_giving_up_is_a_miss(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from clawmedic.drill import report
-from clawmedic.drill.faults import FAULTS, SKIPPED, select
+from clawmedic.drill.faults import FAULTS, select
 from clawmedic.drill.runner import Row, run_drill
 from clawmedic.errors import ClawmedicError
 from clawmedic.sandbox.install import ensure_install, find_install, rich_progress
@@ -49,8 +49,6 @@ def drill(
         with rich_progress(ui) as progress:
             inst = ensure_install(progress=progress)
     ui.rule(f"[bold]clawmedic drill[/]: {len(chosen)} of {len(FAULTS)} faults on a sandboxed real gateway")
-    for name, why in SKIPPED.items():
-        ui.print(f"[yellow]skipped[/] {name}: {why}")
     with ui.status("starting") as status:
 
         def on_step(text: str) -> None:
@@ -67,7 +65,6 @@ def drill(
             )
 
         result: dict[str, Any] = run_drill(chosen, inst, dir_, on_row, on_step, compare=compare == "supervisord")
-    result["skipped"] = SKIPPED
     if as_json:
         out.print_json(json.dumps(result))
     else:

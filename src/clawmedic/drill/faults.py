@@ -23,6 +23,8 @@ from clawmedic import defaults
 SHORT_STOP_S = (defaults.FAILURE_THRESHOLD - 1) * defaults.SUSPECT_INTERVAL_S / 2
 QUIET_WINDOW_S = 20.0  # how long a fault that must not be acted on is watched (a hang is acted on after ~15 s)
 HEAL_TIMEOUT_S = 240.0  # boots take 7-25 s, far longer on a loaded machine; config faults add a validation
+# a model that answers again: OpenClaw's probe runs at most every 60 s (MODEL_PROBE_MIN_INTERVAL_S) and takes up to 20 s
+RETURN_TIMEOUT_S = defaults.MODEL_PROBE_MIN_INTERVAL_S + HEAL_TIMEOUT_S
 
 
 class Expect(enum.StrEnum):
@@ -42,6 +44,8 @@ class Rig(Protocol):
     port: int
     crash_loop_failures: int
     squatter_pid: int | None
+    primary_model: str  # "provider/model" of the gateway's default model, served by the model stand-in
+    fallback_model: str  # the first model of `[targets.NAME.models] order`
 
     def gateway_pid(self) -> int: ...
     def signal_gateway(self, sig: signal.Signals) -> int: ...
@@ -57,6 +61,11 @@ class Rig(Protocol):
     def stop_squatter(self) -> None: ...
     def squatter_intact(self) -> bool: ...
     def sleep(self, s: float) -> None: ...
+    def set_model(self, mode: str) -> None: ...  # the primary model of the stand-in: "ok", "429", "401", "hang"
+    def start_chat(self, session: str) -> None: ...  # a turn on the default model, in the background
+    def stop_chats(self) -> None: ...
+    def chat(self, session: str) -> list[str]: ...  # the models asked during a turn that answered; [] if none did
+    def default_model(self) -> str | None: ...
 
 
 def _kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -102,6 +111,9 @@ JSON5_EDIT = """// edited by hand: JSON5, comments and trailing commas are fine 
 def _json5_edit(rig: Rig) -> float:
     cfg = json5.loads(rig.openclaw_json.read_text())
     text = JSON5_EDIT.replace("PORT", str(cfg["gateway"]["port"])).replace("LOG", json.dumps(cfg["logging"]["file"]))
+    kept = {k: cfg[k] for k in ("models", "agents") if k in cfg}  # the hand edit keeps the model providers
+    if kept:
+        text = text.rstrip().removesuffix("}") + "".join(f"  {k}: {json.dumps(v)},\n" for k, v in kept.items()) + "}\n"
     t = time.time()
     rig.openclaw_json.write_text(text)
     return t
@@ -191,6 +203,19 @@ def _flapping(rig: Rig) -> float:
     return t
 
 
+def _model_429(rig: Rig) -> float:
+    t = time.time()
+    rig.set_model("429")
+    rig.start_chat("agent:main:drill-429")  # a turn on the default model fails, and the gateway logs why
+    return t
+
+
+def _model_answers_again(rig: Rig) -> float:
+    t = time.time()
+    rig.set_model("ok")
+    return t
+
+
 def _killed_mid_repair(rig: Rig) -> float:
     t = _kill9(rig)
     rig.wait_event("launched", t, 60)  # the repair is under way: a new gateway booting, on probation
@@ -254,6 +279,33 @@ def _db_moved_aside(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
     return [] if kept else ["the corrupt state database was not kept aside"]
 
 
+def _on_the_fallback(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    moved = _kind(events, "model_fallback")
+    if not any(e.get("to") == rig.fallback_model for e in moved):
+        problems.append(f"no model_fallback event moving the default to {rig.fallback_model}")
+    if (default := rig.default_model()) != rig.fallback_model:
+        problems.append(f"openclaw.json's default model is {default}, not the fallback {rig.fallback_model}")
+    if _kind(events, "launched"):
+        problems.append("the gateway was restarted for a model fault")
+    rig.stop_chats()
+    served = rig.chat("agent:main:drill-after-429")
+    if rig.fallback_model.split("/", 1)[1] not in served:
+        problems.append(f"a chat through the gateway was not answered by the fallback (models asked: {served})")
+    return problems
+
+
+def _back_on_the_primary(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
+    if (default := rig.default_model()) != rig.primary_model:
+        return [f"openclaw.json's default model is {default}, not the primary {rig.primary_model} again"]
+    return []
+
+
+def _model_cleanup(rig: Rig) -> None:
+    rig.stop_chats()
+    rig.set_model("ok")
+
+
 def _squatter_named_and_alive(rig: Rig, events: list[dict[str, Any]]) -> list[str]:
     problems = []
     conflicts = _kind(events, "port_conflict")
@@ -287,6 +339,18 @@ def _gave_up_without_looping(rig: Rig, events: list[dict[str, Any]]) -> list[str
 
 
 @dataclass(frozen=True)
+class Return:
+    """A fault that ends by itself after the repair (a model that answers again): clawmedic must undo its
+    workaround. The row's `back_s` is the end of the fault → the event that says clawmedic went back."""
+
+    what: str  # how the fault ends, in the past tense
+    back: str  # what clawmedic did then
+    end: Callable[[Rig], float]  # ends the fault; returns the moment
+    event: str  # the daemon's event that says clawmedic went back
+    verify: Callable[[Rig, list[dict[str, Any]]], list[str]] = _nothing
+
+
+@dataclass(frozen=True)
 class Fault:
     name: str  # as given to --faults
     title: str
@@ -296,6 +360,8 @@ class Fault:
     verify: Callable[[Rig, list[dict[str, Any]]], list[str]] = _nothing
     cleanup: Callable[[Rig], None] | None = None  # after the row, to get a healthy gateway back
     compare: bool = False  # also run under supervisord by --compare
+    healed_by: str = "state"  # the event of the repair: "state" is the ladder back to healthy
+    returns: Return | None = None
 
 
 FAULTS: tuple[Fault, ...] = (
@@ -414,11 +480,24 @@ FAULTS: tuple[Fault, ...] = (
         Expect.HEALED,
         _killed_mid_repair,
     ),
+    Fault(
+        "model-429",
+        "model 429",
+        "the default model (a loopback stand-in) answers 429 with Retry-After; a chat fails on it",
+        Expect.HEALED,
+        _model_429,
+        _on_the_fallback,
+        _model_cleanup,
+        healed_by="model_fallback",
+        returns=Return(
+            "the model answered again",
+            "back on the primary model",
+            _model_answers_again,
+            "model_restored",
+            _back_on_the_primary,
+        ),
+    ),
 )
-SKIPPED: dict[str, str] = {
-    "model-429": "a model answering 429 needs a model stand-in the product can start; covered by tests/e2e/"
-    "test_model_fallback.py for now",
-}
 
 
 def select(names: list[str] | None) -> list[Fault]:
@@ -432,13 +511,23 @@ def select(names: list[str] | None) -> list[Fault]:
     return [f for f in FAULTS if f.name in names]
 
 
-def expectation_met(expect: Expect, events: list[dict[str, Any]], healthy: bool, t_fault: float) -> tuple[bool, str]:
+def is_repair(e: dict[str, Any], healed_by: str = "state") -> bool:
+    """`e` is the event that says the fault was repaired: the ladder back to healthy, or the fault's own event."""
+    return e.get("kind") == healed_by and (healed_by != "state" or e.get("new") == "healthy")
+
+
+OPENED = ("incident_opened", "gateway_fault")  # an incident of the ladder, or of a gateway check (a model fault)
+
+
+def expectation_met(
+    expect: Expect, events: list[dict[str, Any]], healthy: bool, t_fault: float, healed_by: str = "state"
+) -> tuple[bool, str]:
     """Whether what happened (the daemon's events since the fault, and /health at the end) is what was expected;
     and what happened, in a few words."""
-    opened = [e for e in _kind(events, "incident_opened") if e["ts"] >= t_fault]
-    healed = [e for e in events if e.get("kind") == "state" and e.get("new") == "healthy" and e["ts"] >= t_fault]
+    opened = [e for e in events if e.get("kind") in OPENED and e["ts"] >= t_fault]
+    healed = [e for e in events if is_repair(e, healed_by) and e["ts"] >= t_fault]
     escalated = [e for e in events if e.get("kind") in ("escalated", "gave_up") and e["ts"] >= t_fault]
-    acted = [e for e in events if e.get("kind") in ("incident_opened", "launched", "config_restored")]
+    acted = [e for e in events if e.get("kind") in (*OPENED, "launched", "config_restored")]
     if escalated and not healed:
         observed = "escalated"
     elif opened and healed and healthy:

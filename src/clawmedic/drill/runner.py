@@ -23,17 +23,27 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import json5
 import psutil
 
-from clawmedic import deps, paths
+from clawmedic import defaults, deps, paths
 from clawmedic.drill import invariants as inv
-from clawmedic.drill.faults import HEAL_TIMEOUT_S, QUIET_WINDOW_S, Expect, Fault, expectation_met
+from clawmedic.drill.faults import (
+    HEAL_TIMEOUT_S,
+    OPENED,
+    QUIET_WINDOW_S,
+    RETURN_TIMEOUT_S,
+    Expect,
+    Fault,
+    expectation_met,
+    is_repair,
+)
 from clawmedic.errors import EnvironmentMissing
 from clawmedic.sandbox import gateway as gw
 from clawmedic.sandbox.install import Install
+from clawmedic.sandbox.model_standin import Mode, ModelStandin
 from clawmedic.store.events import read_events
 from clawmedic.store.incidents import IncidentStore
 
@@ -49,6 +59,10 @@ DRILL_LIMITS: dict[str, float] = {
 }
 READY_TIMEOUT_S = 240.0  # the gateway boots in 7-25 s; far longer on a loaded 2-core machine
 TOKEN_ENV = "DRILL_PLANTED_TOKEN"  # noqa: S105 - the name of the planted env var, not a secret
+PRIMARY_MODEL, FALLBACK_MODEL = "alpha/alpha-model", "beta/beta-model"  # both served by the loopback stand-in
+# the gateway checks read the gateway's log and cron every 15 s in the drill (60 s by default: a CLI run each)
+MODEL_CHECK_INTERVAL_S = 15.0
+CHAT_TIMEOUT_S = 300.0  # one turn through the gateway: seconds idle, minutes on a loaded machine
 
 
 @dataclass
@@ -61,6 +75,7 @@ class Row:
     detect_s: float | None = None
     recover_s: float | None = None
     relaunch_s: float | None = None  # fault → the new gateway spawned (the reaction, without the boot)
+    back_s: float | None = None  # a fault that ends by itself: its end → clawmedic undid its workaround
     restarts: int = 0
     diagnosis: str = ""
     incident: int | None = None
@@ -84,15 +99,16 @@ REPAIRS = {  # events that name what clawmedic repaired before the restart
     "deps_restored": "dependencies restored",
     "state_db_moved_aside": "state database moved aside",
     "port_conflict": "port held by another process",
+    "model_fallback": "default model moved to the fallback",
 }
 
 
-def measure(row: Row, events: list[dict[str, Any]], t_fault: float) -> None:
+def measure(row: Row, events: list[dict[str, Any]], t_fault: float, healed_by: str = "state") -> None:
     """Detect and recover times (from the fault), restarts and the incident, from the daemon's events."""
     after = [e for e in events if e["ts"] >= t_fault]
-    opened = _first(after, lambda e: e["kind"] in ("incident_opened", "escalated"))
-    live = _first(after, lambda e: e["kind"] == "live_again")
-    healthy = _first(after, lambda e: e["kind"] == "state" and e.get("new") == "healthy")
+    opened = _first(after, lambda e: e["kind"] in (*OPENED, "escalated"))
+    live = _first(after, lambda e: e["kind"] == "live_again") if healed_by == "state" else None
+    healthy = _first(after, lambda e: is_repair(e, healed_by))
     row.restarts = sum(1 for e in after if e["kind"] == "launched")
     launched = _first(after, lambda e: e["kind"] == "launched")
     if launched is not None:
@@ -125,6 +141,18 @@ class SandboxRig:
             openclaw_version=install.openclaw_version,
         )
         self.sb = gw.create(root / "sb", self.install, limits=DRILL_LIMITS, llm={"backend": "off"})
+        self.primary_model, self.fallback_model = PRIMARY_MODEL, FALLBACK_MODEL
+        ids = [m.split("/", 1)[1] for m in (PRIMARY_MODEL, FALLBACK_MODEL)]
+        self.models = ModelStandin(ids, retry_after=1).start()
+        self.chats: list[subprocess.Popen[bytes]] = []
+        gw.use_models(
+            self.sb,
+            self.models.base_url,
+            PRIMARY_MODEL,
+            [FALLBACK_MODEL],
+            probe_interval_s=defaults.MODEL_PROBE_MIN_INTERVAL_S,
+            check_interval_s=MODEL_CHECK_INTERVAL_S,
+        )
         self.token = "drl_" + secrets.token_hex(20)
         text = self.sb.config_path.read_text()
         anchor = 'OPENCLAW_GATEWAY_TOKEN = "${OPENCLAW_GATEWAY_TOKEN}"\n'
@@ -263,6 +291,59 @@ class SandboxRig:
     def sleep(self, s: float) -> None:
         time.sleep(s)
 
+    def set_model(self, mode: str) -> None:
+        if mode not in ("ok", "429", "401", "hang"):
+            raise ValueError(f"unknown model mode {mode!r}")
+        self.models.set(self.primary_model.split("/", 1)[1], cast(Mode, mode))
+
+    def _openclaw_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}  # never the user's gateway
+        return {**env, "HOME": str(self.sb.home), "OPENCLAW_GATEWAY_TOKEN": self.sb.token}
+
+    def start_chat(self, session: str) -> None:
+        args = ("agent", "--session-key", session, "--message", "ping", "--json", "--timeout", "40")
+        self.chats.append(
+            subprocess.Popen(
+                self.install.command(*args),
+                env=self._openclaw_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+
+    def stop_chats(self) -> None:
+        for proc in self.chats:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        self.chats = []
+
+    def chat(self, session: str) -> list[str]:
+        before = dict(self.models.requests)
+        try:
+            r = subprocess.run(
+                self.install.command("agent", "--session-key", session, "--message", "ping", "--json"),
+                env=self._openclaw_env(),
+                capture_output=True,
+                text=True,
+                timeout=CHAT_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return []
+        if r.returncode != 0 or "pong" not in r.stdout:
+            return []
+        return sorted(m for m, n in self.models.requests.items() if n > before.get(m, 0))
+
+    def default_model(self) -> str | None:
+        try:
+            model = json5.loads(self.openclaw_json.read_text())["agents"]["defaults"]["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        primary = model.get("primary") if isinstance(model, dict) else model
+        return primary if isinstance(primary, str) else None
+
     # --- the drill's own steps --------------------------------------------------------------------------------
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
@@ -313,6 +394,8 @@ class SandboxRig:
                 self.openclaw_json.rename(self.openclaw_json.with_name(f"openclaw.json.drill-{time.time_ns()}"))
             self.openclaw_json.write_text(self.good_config)
             done.append("openclaw.json rewritten")
+        self.stop_chats()
+        self.set_model("ok")
         self.stop_squatter()
         self.stop_all()
         return done
@@ -347,11 +430,14 @@ class SandboxRig:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
+            self.stop_chats()
+        with contextlib.suppress(Exception):
             self.stop_squatter()
         with contextlib.suppress(Exception):
             self.stop_all()
         self.canary.kill()
         self.canary.wait(10)
+        self.models.stop()
         for pid in gw.pids_using(self.root):
             with contextlib.suppress(psutil.Error):
                 p = psutil.Process(pid)
@@ -369,20 +455,30 @@ def run_fault(rig: SandboxRig, fault: Fault) -> Row:
         if fault.expect is Expect.UNTOUCHED:
             time.sleep(QUIET_WINDOW_S)
         elif fault.expect is Expect.HEALED:
-            rig.wait_event("state", t_fault, HEAL_TIMEOUT_S, new="healthy")
+            match = {"new": "healthy"} if fault.healed_by == "state" else {}
+            rig.wait_event(fault.healed_by, t_fault, HEAL_TIMEOUT_S, **match)
         else:
             _wait_any(rig, ("gave_up", "escalated"), t_fault)
     except EnvironmentMissing as e:
         row.problems.append(str(e))
         t_fault = t_start
     events = rig.events(t_start)
-    row.met, row.observed = expectation_met(fault.expect, events, gw.health(rig.port), t_fault)
-    measure(row, events, t_fault)
+    row.met, row.observed = expectation_met(fault.expect, events, gw.health(rig.port), t_fault, fault.healed_by)
+    measure(row, events, t_fault, fault.healed_by)
     with contextlib.suppress(Exception):
         row.diagnosis = rig.diagnosis(row.incident) or row.diagnosis
     repairs = [REPAIRS[e["kind"]] for e in events if e["ts"] >= t_fault and e["kind"] in REPAIRS]
     row.diagnosis = "; ".join(dict.fromkeys([row.diagnosis, *repairs])).strip("; ")
     row.problems += fault.verify(rig, rig.events(t_start))
+    if fault.returns is not None and row.met:
+        t_end = fault.returns.end(rig)
+        try:
+            back = rig.wait_event(fault.returns.event, t_end, RETURN_TIMEOUT_S)
+            row.back_s = round(back["ts"] - t_end, 2)
+            row.diagnosis += f"; {fault.returns.back} {row.back_s:.1f} s after {fault.returns.what}"
+        except EnvironmentMissing as e:
+            row.problems.append(f"{fault.returns.what}, but {e}")
+        row.problems += fault.returns.verify(rig, rig.events(t_end))
     if fault.cleanup is not None:
         fault.cleanup(rig)
     row.invariants = rig.invariants(before)

@@ -46,6 +46,10 @@ def plugins_for(loaded: LoadedConfig) -> list[DaemonPlugin]:
 
     if (check := gateway_checks.plugin_for(loaded)) is not None:
         plugins.append(check)  # heals faults that leave the gateway up (cron jobs, channels, model pins)
+    from clawmedic.doctor import conversation
+
+    if (talk := conversation.plugin_for(loaded, check.wake if check is not None else None)) is not None:
+        plugins.append(talk)  # `[targets.NAME.conversation]`: can the agent answer at all?
     issues, why_off = github_issues.plugin_for(loaded)
     if issues is not None:
         plugins.append(issues)

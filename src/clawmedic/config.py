@@ -214,6 +214,30 @@ class ModelsConfig(_Model):
         return order
 
 
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _agent_id(v: str) -> str:
+    if not _AGENT_ID.fullmatch(v):
+        raise ValueError(f"an agent id is letters, digits, '-' and '_' (e.g. \"main\"), not {v[:80]!r}")
+    return v
+
+
+class ConversationConfig(_Model):
+    """`[targets.NAME.conversation]` (opt-in): beyond /health, send one short message through the gateway to
+    `agent` every `interval_s` and expect an answer within `timeout_s`; a gateway that is up but cannot answer
+    (its model path is broken) opens an incident. Each probe is one agent turn: it costs model tokens."""
+
+    agent: Annotated[str, AfterValidator(_agent_id)] = "main"
+    message: Annotated[str, Field(min_length=1, max_length=500)] = defaults.CONVERSATION_MESSAGE
+    interval_s: Annotated[float, Field(ge=defaults.CONVERSATION_MIN_INTERVAL_S, le=defaults.MAX_DURATION_S)] = (
+        defaults.CONVERSATION_INTERVAL_S
+    )
+    timeout_s: Annotated[
+        float, Field(ge=defaults.CONVERSATION_MIN_TIMEOUT_S, le=defaults.CONVERSATION_MAX_TIMEOUT_S)
+    ] = defaults.CONVERSATION_TIMEOUT_S
+
+
 class TargetConfig(_Model):
     kind: Literal["openclaw", "http"] = "openclaw"
     host: Annotated[str, AfterValidator(_check_host)] = "127.0.0.1"
@@ -230,11 +254,14 @@ class TargetConfig(_Model):
     )
     notify: TargetNotifyConfig | None = None  # extra notification URLs for this target (see NotifyConfig)
     models: ModelsConfig | None = None  # model fallback order and cooldowns (openclaw targets)
+    conversation: ConversationConfig | None = None  # conversation readiness probe (openclaw targets, opt-in)
 
     @model_validator(mode="after")
     def _models_need_openclaw(self) -> TargetConfig:
         if self.models is not None and self.kind != "openclaw":
             raise ValueError("`models` (a model fallback order) is for openclaw targets only")
+        if self.conversation is not None and self.kind != "openclaw":
+            raise ValueError("`conversation` (a readiness probe through the agent) is for openclaw targets only")
         return self
 
     @model_validator(mode="after")

@@ -50,6 +50,15 @@ MODEL_COOLDOWN_MAX_MIN: Final = 7 * 1440.0  # a week, like every other duration 
 MODEL_PROBE_INTERVAL_S: Final = 300.0  # one live probe costs a CLI run (~150 MB, seconds) and a model call
 MODEL_PROBE_MIN_INTERVAL_S: Final = 60.0  # probing a cooling provider more often than this only spends its quota
 MODEL_PROBE_TIMEOUT_S: Final = 20.0  # OpenClaw's own default for `models.probe` (it allows 5-60 s)
+# conversation readiness (`[targets.NAME.conversation]`, opt-in): one real agent turn through the gateway
+CONVERSATION_INTERVAL_S: Final = 900.0  # a turn sends OpenClaw's whole prompt (~15k input tokens): 96 a day is cheap
+CONVERSATION_MIN_INTERVAL_S: Final = 10.0  # a turn takes seconds; more often, probes would overlap
+CONVERSATION_RETRY_S: Final = 120.0  # while failing, ask again this often (or every interval_s, if shorter)
+CONVERSATION_TIMEOUT_S: Final = 120.0  # a model says "pong" in seconds; OpenClaw retries a 429 for minutes first
+CONVERSATION_MIN_TIMEOUT_S: Final = 5.0  # below this the CLI has not even reached the gateway on a busy machine
+CONVERSATION_MAX_TIMEOUT_S: Final = 3600.0  # OpenClaw's own agent timeout is 600 s; an hour is surely a typo
+CONVERSATION_CLI_MARGIN_S: Final = 60.0  # the CLI boots in 2-10 s (a minute under load) before the turn's timeout
+CONVERSATION_MESSAGE: Final = "clawmedic readiness check: reply with one word."  # ~10 tokens beside the prompt
 
 # --- the doctor's evidence -------------------------------------------------------------------------------------
 EVIDENCE_LEAD_S: Final = STARTUP_TIMEOUT_S  # log records count from the launch that failed: at most a startup before

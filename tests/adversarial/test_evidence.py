@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 
 from clawmedic import defaults
-from clawmedic.doctor.evidence import BREAKER_WINDOW_S, MAX_LINE, Evidence, parse_log
+from clawmedic.doctor.evidence import Evidence, parse_log
 from clawmedic.doctor.rules import diagnose
 from clawmedic.ladder.exits import exit_detail, telling_line
 from clawmedic.ladder.machine import Ladder, LadderLimits, OpenIncident
@@ -82,7 +82,7 @@ def test_rules_ignore_recorded_events_outside_the_window() -> None:
 
 def test_a_breaker_older_than_its_own_window_is_over() -> None:
     """Even inside a long incident window (or `diagnose` with no incident), OpenClaw clears its breaker after 300 s."""
-    events = parse_log([record(NOW - BREAKER_WINDOW_S - 100.0, BREAKER)], NOW - defaults.EVIDENCE_WINDOW_S)
+    events = parse_log([record(NOW - defaults.BREAKER_WINDOW_S - 100.0, BREAKER)], NOW - defaults.EVIDENCE_WINDOW_S)
     assert len(events) == 1
     assert "crash-loop-breaker" not in {f.rule for f in diagnose(port_incident(events, NOW - 3600.0))}
 
@@ -121,7 +121,7 @@ def test_long_log_and_output_lines_are_cut_at_a_word() -> None:
     words = "the gateway could not open its state database because the disk is full " * 10
     events = parse_log([record(NOW - 5.0, words, "ERROR")], NOW - 60.0)
     msg = str(events[0]["message"])
-    assert len(msg) <= MAX_LINE and msg.endswith(ELLIPSIS)
+    assert len(msg) <= defaults.EVIDENCE_MAX_LINE_CHARS and msg.endswith(ELLIPSIS)
     assert words.startswith(msg.removesuffix(ELLIPSIS)) and words[len(msg) - 1] == " ", msg[-30:]
     assert clip("short", 10) == "short"
 

@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.redact import MASK, Redactor
 from clawmedic.targets import openclaw
 from clawmedic.text import clip
 
-MAX_SETTINGS = 20  # changed settings listed per file; the rest are counted
-MAX_VALUE = 80  # characters of a setting's value shown
 # a setting whose own name says its value is a secret is never shown, whatever the value looks like: any word of
 # the name (camelCase, snake_case, kebab-case and SCREAMING_CASE split) is one of these, or the whole name is
 _SECRET_WORDS = frozenset(
@@ -122,7 +121,7 @@ def _show(path: str, value: Any, redactor: Redactor) -> str:
         return "(unset)"
     if secret_name(_leaf(path)) and value not in (None, "", {}, []):
         return MASK
-    return clip(redactor.text(json.dumps(value, ensure_ascii=False)), MAX_VALUE)
+    return clip(redactor.text(json.dumps(value, ensure_ascii=False)), defaults.CHANGE_MAX_VALUE_CHARS)
 
 
 def config_diff(old: Any, new: Any, redactor: Redactor) -> list[str]:
@@ -209,9 +208,9 @@ def _boot_file_changes(loaded: LoadedConfig, name: str, read_known_good: Callabl
         except ValueError:
             settings = []
         if settings:
-            more = len(settings) - MAX_SETTINGS
+            more = len(settings) - defaults.CHANGE_MAX_SETTINGS
             summary = f"{len(settings)} setting(s) of {path} differ from known-good: " + "; ".join(settings[:3])
-            settings = settings[:MAX_SETTINGS] + ([f"… and {more} more"] if more > 0 else [])
+            settings = settings[: defaults.CHANGE_MAX_SETTINGS] + ([f"… and {more} more"] if more > 0 else [])
         else:
             try:
                 _parse(now)

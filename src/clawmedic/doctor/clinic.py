@@ -29,7 +29,6 @@ from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.store.incidents import IncidentStore
 
 log = logging.getLogger("clawmedic")
-LLM_CONSULTATIONS_PER_INCIDENT = 2  # a second look after the first one's remedies did not hold; then humans
 
 
 class RuleDoctor:
@@ -146,7 +145,7 @@ class RuleDoctor:
         remedies failed (this round, or they were spent in an earlier round and the fault came back). A remedy
         that needs approval, or a finding with no remedy at all (a full disk, an old Node), is for humans."""
         cfg = self.loaded.config.daemon.doctor.llm
-        if self._consulted.get(inc, 0) >= LLM_CONSULTATIONS_PER_INCIDENT or backend_name(cfg) is None:
+        if self._consulted.get(inc, 0) >= defaults.LLM_CONSULTATIONS_PER_INCIDENT or backend_name(cfg) is None:
             return False
         if not any(f.kind == CAUSE for f in findings):
             return True  # no rule explains it (a symptom such as the breaker is no explanation)

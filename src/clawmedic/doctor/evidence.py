@@ -26,14 +26,6 @@ from clawmedic.process.launcher import Launcher, tail_lines
 from clawmedic.targets import openclaw
 from clawmedic.text import clip
 
-COLLECTOR_BUDGET_S = 4.0  # all collectors run in parallel; whatever is not done by then is recorded as timed out
-LINT_TIMEOUT_S = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; a late answer is simply not waited for
-MAX_LINES = 60  # lines of output/log kept as evidence
-MAX_LINE = 400  # characters per line
-LOW_DISK_MB = 200  # below this, a gateway that writes logs and SQLite will fail in odd ways
-LOW_DISK_FRACTION = 0.05  # ... but a small filesystem is only "full" below 5 % of its size (a 64 MB one is not)
-BREAKER_WINDOW_S = 300.0  # FACTS §5: OpenClaw's breaker counts unclean boots within 300 s and clears itself after
-
 
 @dataclass
 class Evidence:
@@ -82,7 +74,7 @@ class Evidence:
 
 
 def _cut(lines: list[str]) -> list[str]:
-    return [clip(ln, MAX_LINE) for ln in lines[-MAX_LINES:]]
+    return [clip(ln, defaults.EVIDENCE_MAX_LINE_CHARS) for ln in lines[-defaults.EVIDENCE_MAX_LINES :]]
 
 
 def log_time(value: object) -> float | None:
@@ -109,7 +101,7 @@ def collect(
     pid: int | None = None,
     lint: bool = True,
     config: dict[str, Any] | None = None,
-    budget_s: float = COLLECTOR_BUDGET_S,
+    budget_s: float = defaults.EVIDENCE_COLLECTOR_BUDGET_S,
     since: float | None = None,
     first_failure_at: float | None = None,
     last_healthy_at: float | None = None,
@@ -164,7 +156,7 @@ def collect(
 
 def _output(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
     launcher = Launcher(loaded.state_dir / "targets" / name)
-    text = tail_lines(launcher.log_path, MAX_LINES * 4)
+    text = tail_lines(launcher.log_path, defaults.EVIDENCE_MAX_LINES * 4)
     # only the last launch: output after the last "--- clawmedic: starting" marker
     last = max((i for i, ln in enumerate(text) if ln.startswith("--- clawmedic: starting")), default=-1)
     ev.output_tail = _cut([ln for ln in text[last + 1 :] if ln.strip()])
@@ -203,11 +195,11 @@ def parse_log(lines: list[str], window_start: float | None) -> list[dict[str, An
                 "at": at,
                 "level": level,
                 "subsystem": rec.get("0", ""),
-                "message": clip(str(msg), MAX_LINE),
+                "message": clip(str(msg), defaults.EVIDENCE_MAX_LINE_CHARS),
                 "event": structured.get("event"),
             }
         )
-    return events[-MAX_LINES:]
+    return events[-defaults.EVIDENCE_MAX_LINES :]
 
 
 def _process(pid: int | None, ev: Evidence) -> None:
@@ -312,7 +304,9 @@ def _node(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
     if node is None:
         ev.node = {"found": False}
         return
-    r = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    r = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, timeout=defaults.EVIDENCE_NODE_TIMEOUT_S, check=False
+    )
     version = r.stdout.strip().lstrip("v")
     engines = ""
     entry = next((Path(a) for a in cli if a.endswith("openclaw.mjs")), None)
@@ -354,7 +348,7 @@ def _state_db(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
         ev.state_db = {"path": str(db), "exists": False}
         return
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=defaults.EVIDENCE_DB_BUSY_S)
         try:
             con.execute("PRAGMA schema_version").fetchone()
         finally:
@@ -390,7 +384,7 @@ def _lint(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
         [*cli, "doctor", "--lint", "--json"],
         capture_output=True,
         text=True,
-        timeout=LINT_TIMEOUT_S,
+        timeout=defaults.EVIDENCE_LINT_TIMEOUT_S,
         env=openclaw.cli_env(loaded, name),
         check=False,
     )

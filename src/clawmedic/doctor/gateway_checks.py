@@ -50,9 +50,8 @@ log = logging.getLogger("clawmedic.gateway_checks")
 
 GATEWAY_RULES = frozenset(r.id for r in RULES if r.gateway_check)  # declared in doctor/rules.py
 CAUSE = "gateway_check"
-LOG_TAIL_LINES = 2000  # model decisions since the last check; a busy gateway logs far fewer lines per minute
-MAX_ITEMS = 50  # jobs, accounts, events or pins kept per check
-MAX_TEXT = 300  # characters per error string
+MAX_ITEMS = defaults.GATEWAY_CHECK_MAX_ITEMS
+MAX_TEXT = defaults.GATEWAY_CHECK_MAX_TEXT
 
 
 # --- reading the gateway's state (bounded, never raises) ----------------------------------------------------------
@@ -253,7 +252,7 @@ def read_state(loaded: LoadedConfig, name: str, *, since: float, cfg: GatewayChe
 
     def models() -> None:
         if target.log_file is not None:
-            lines = tail_lines(target.log_file, LOG_TAIL_LINES)
+            lines = tail_lines(target.log_file, defaults.GATEWAY_CHECK_LOG_TAIL_LINES)
             st.model_events = parse_model_events(lines, since)
             if target.models is not None:
                 st.model_errors = parse_model_errors(lines, since)

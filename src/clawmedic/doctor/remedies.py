@@ -300,7 +300,7 @@ def _openclaw_doctor_fix(ctx: RemedyContext, _: NoParams) -> Outcome:
         [*cli, "doctor", "--fix", "--non-interactive"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=defaults.OPENCLAW_DOCTOR_FIX_TIMEOUT_S,
         env=openclaw.cli_env(ctx.loaded, ctx.target),
         check=False,
     )

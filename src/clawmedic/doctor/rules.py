@@ -14,7 +14,7 @@ from typing import Any
 
 from clawmedic import defaults
 from clawmedic.doctor.changes import before_failure
-from clawmedic.doctor.evidence import BREAKER_WINDOW_S, LOW_DISK_FRACTION, LOW_DISK_MB, Evidence
+from clawmedic.doctor.evidence import Evidence
 from clawmedic.targets import openclaw
 from clawmedic.text import clip
 
@@ -190,7 +190,11 @@ def _node(ev: Evidence) -> str | None:
 def _disk(ev: Evidence) -> str | None:
     where = f" ({ev.disk_path})" if ev.disk_path else ""
     if ev.disk_free_mb is not None:
-        low = LOW_DISK_MB if ev.disk_total_mb is None else min(LOW_DISK_MB, LOW_DISK_FRACTION * ev.disk_total_mb)
+        low = (
+            defaults.LOW_DISK_MB
+            if ev.disk_total_mb is None
+            else min(defaults.LOW_DISK_MB, defaults.LOW_DISK_FRACTION * ev.disk_total_mb)
+        )
         if ev.disk_free_mb < low:
             return f"only {ev.disk_free_mb:.1f} MB free on the gateway's disk{where}"
     said = _search(ev, r"database or disk is full[^\n]*|ENOSPC[^\n]*|no space left on device[^\n]*")
@@ -207,9 +211,9 @@ def _breaker(ev: Evidence) -> str | None:
         m = pattern.search(str(e.get("message", "")))
         at, now = e.get("at"), ev.collected_at
         age = now - at if isinstance(at, int | float) and now is not None else None
-        if m is not None and (age is None or age <= BREAKER_WINDOW_S):
+        if m is not None and (age is None or age <= defaults.BREAKER_WINDOW_S):
             return m.group(0).strip() + (f" (logged {age:.0f} s ago)" if age is not None else "")
-    if ev.breaker_age_s is not None and ev.breaker_age_s <= BREAKER_WINDOW_S:
+    if ev.breaker_age_s is not None and ev.breaker_age_s <= defaults.BREAKER_WINDOW_S:
         bundle = next((b for b in reversed(ev.stability_bundles) if "crash_loop_breaker" in b), "")
         return f"crash-loop breaker bundle {bundle} written {ev.breaker_age_s:.0f} s ago"
     return None
@@ -323,8 +327,6 @@ def _none(_: Evidence) -> list[RemedyCall]:
 
 # --- near-misses: why a rule almost matched (for the LLM doctor's prompt); pure, no I/O, no search ------------
 
-_NEAR_DISK_FACTOR = 4  # free space under 4x the threshold is worth telling: low, though not "full"
-
 
 def _change_lines(changes: list[dict[str, Any]]) -> str:
     return "; ".join(f"{c.get('what')}: {c.get('summary')} ({c.get('when')})" for c in changes[:3])
@@ -380,14 +382,18 @@ def _near_node(ev: Evidence) -> str | None:
 def _near_disk(ev: Evidence) -> str | None:
     if ev.disk_free_mb is None:
         return None
-    low = LOW_DISK_MB if ev.disk_total_mb is None else min(LOW_DISK_MB, LOW_DISK_FRACTION * ev.disk_total_mb)
-    if ev.disk_free_mb < _NEAR_DISK_FACTOR * low:
+    low = (
+        defaults.LOW_DISK_MB
+        if ev.disk_total_mb is None
+        else min(defaults.LOW_DISK_MB, defaults.LOW_DISK_FRACTION * ev.disk_total_mb)
+    )
+    if ev.disk_free_mb < defaults.NEAR_LOW_DISK_FACTOR * low:
         return f"{ev.disk_free_mb:.1f} MB free: low, but above the {low:.0f} MB that counts as full"
     return None
 
 
 def _near_breaker(ev: Evidence) -> str | None:
-    if ev.breaker_age_s is not None and ev.breaker_age_s > BREAKER_WINDOW_S:
+    if ev.breaker_age_s is not None and ev.breaker_age_s > defaults.BREAKER_WINDOW_S:
         return f"a crash-loop breaker bundle exists but is {ev.breaker_age_s:.0f} s old (the breaker lasts 300 s)"
     return None
 

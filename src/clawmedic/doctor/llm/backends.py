@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from clawmedic import defaults
 from clawmedic.config import LlmConfig
 from clawmedic.doctor.llm.types import Backend, BackendFailed, BackendUnavailable, Message, Reply, ToolCall, ToolSpec
 
@@ -328,7 +329,9 @@ class CliBackend:
         q = shlex.quote
         script = f"{shlex.join(argv)} < {q(str(prompt_file))} > {q(str(out))} 2>&1; echo $? > {q(str(rc))}"
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", script], check=True, timeout=10
+            ["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", script],
+            check=True,
+            timeout=defaults.LLM_TMUX_TIMEOUT_S,
         )
         deadline = time.monotonic() + timeout
         try:
@@ -337,7 +340,12 @@ class CliBackend:
                     raise BackendFailed(f"{argv[0]} (in tmux session {session}) did not answer within {timeout:.0f} s")
                 time.sleep(0.2)
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False, timeout=10)
+            subprocess.run(
+                ["tmux", "kill-session", "-t", session],
+                capture_output=True,
+                check=False,
+                timeout=defaults.LLM_TMUX_TIMEOUT_S,
+            )
         return out.read_text(errors="replace") if out.exists() else ""
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig, load_config
 from clawmedic.doctor.llm.agent import Consultation, Limits, consult, evidence_prompt
 from clawmedic.doctor.llm.backends import make_backend
@@ -38,7 +39,6 @@ from clawmedic.errors import ClawmedicError
 from clawmedic.knowngood_client import KnownGoodClient
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent thread ends
-KILL_GRACE_S = 15.0  # past the time budget, the child gets this long to end its last request before it is killed
 
 
 def policy_of(loaded: LoadedConfig) -> Policy:
@@ -152,7 +152,7 @@ async def consult_in_child(
 
     stderr_task = asyncio.create_task(read_stderr())
     try:
-        await asyncio.wait_for(read(), timeout=budget + KILL_GRACE_S)
+        await asyncio.wait_for(read(), timeout=budget + defaults.LLM_KILL_GRACE_S)
         await proc.wait()
         await _end_group(proc)  # a backend's own children (an agent CLI's helpers) do not outlive its verdict
     except TimeoutError:
@@ -169,7 +169,7 @@ async def consult_in_child(
         await asyncio.shield(_end_group(proc))
         raise
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stderr_task, timeout=5)
+        await asyncio.wait_for(stderr_task, timeout=defaults.LLM_STDERR_DRAIN_S)
     if result is None:
         code = proc.returncode
         why = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"

@@ -18,9 +18,9 @@ from typing import Any
 
 import json5
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig, TargetConfig
 
-VALIDATE_TIMEOUT_S = 60.0  # the CLI answers in ~2 s idle; allow for a loaded machine
 CONFIG_KEY = "openclaw.json"
 
 
@@ -150,7 +150,7 @@ def validate(loaded: LoadedConfig, name: str, candidate: Path | None = None) -> 
                 env=env,
                 capture_output=True,
                 text=True,
-                timeout=VALIDATE_TIMEOUT_S,
+                timeout=defaults.OPENCLAW_VALIDATE_TIMEOUT_S,
                 cwd=tmp,
                 check=False,
             )

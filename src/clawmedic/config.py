@@ -350,6 +350,32 @@ class GatewayChecksConfig(_Model):
     cooldown_s: NonNegFloat = defaults.GATEWAY_REMEDY_COOLDOWN_S
     verify_timeout_s: PositiveFloat = defaults.GATEWAY_VERIFY_TIMEOUT_S
     command_timeout_s: PositiveFloat = defaults.GATEWAY_CHECK_COMMAND_TIMEOUT_S
+    channels: ChannelChecksConfig = Field(default_factory=lambda: ChannelChecksConfig())
+    plugins: PluginChecksConfig = Field(default_factory=lambda: PluginChecksConfig())
+    cron_issue_interval_s: Annotated[float, Field(ge=60.0, le=7 * 86400.0)] = defaults.CRON_ISSUE_INTERVAL_S
+
+
+class ChannelChecksConfig(_Model):
+    """`[daemon.doctor.gateway_checks.channels]`: a channel disconnected for `down_checks` checks in a row gets up
+    to `restarts` targeted restarts, `min_interval_s` apart, before it is disabled; channels the crash-loop breaker
+    suppressed are started again on a stable gateway (`start_suppressed`)."""
+
+    down_checks: Annotated[int, Field(ge=1, le=defaults.CHANNEL_DOWN_CHECKS_MAX)] = defaults.CHANNEL_DOWN_CHECKS
+    restarts: Annotated[int, Field(ge=0, le=defaults.CHANNEL_RESTARTS_MAX)] = defaults.CHANNEL_RESTARTS
+    min_interval_s: Annotated[
+        float, Field(ge=defaults.CHANNEL_RESTART_MIN_INTERVAL_FLOOR_S, le=defaults.CHANNEL_RESTART_MIN_INTERVAL_CEIL_S)
+    ] = defaults.CHANNEL_RESTART_MIN_INTERVAL_S
+    start_suppressed: bool = True
+
+
+class PluginChecksConfig(_Model):
+    """`[daemon.doctor.gateway_checks.plugins]`: read `plugins list --json` each check; a plugin in error that is not
+    built in is disabled (at most once per `min_interval_s` each) and re-enabled by `clawmedic resume`."""
+
+    enabled: bool = True
+    min_interval_s: Annotated[
+        float, Field(ge=defaults.PLUGIN_DISABLE_MIN_INTERVAL_FLOOR_S, le=defaults.CHANNEL_RESTART_MIN_INTERVAL_CEIL_S)
+    ] = defaults.PLUGIN_DISABLE_MIN_INTERVAL_S
 
 
 class DoctorConfig(_Model):

@@ -52,6 +52,7 @@ _BODY_MAX = 60_000  # GitHub refuses bodies over 65,536 characters
 _DAY_S = 86400.0
 _JOB_MAX_AGE_S = _DAY_S  # a write that failed for a day is dropped; the incident and its report stay on disk
 _IDLE_S = 3600.0
+CRON_DISABLED = "cron_disabled"  # the gateway check disabled a failing cron job: one issue per job (not per incident)
 
 
 def state_path(state_dir: Path) -> Path:
@@ -142,6 +143,8 @@ class _Job:
     attempts: int = 0
     next_at: float = 0.0
     kind: str = "gave_up"  # or "gateway_fault_escalated": up, but a fault inside it needs a human
+    sig: str | None = None  # its own signature (a disabled cron job: one issue per job), else the incident's
+    min_interval_s: float | None = None  # its own repeat interval (cron jobs: 6 h), else `min_interval_s`
 
 
 class ApiError(Exception):
@@ -190,6 +193,9 @@ class GitHubIssues:
 
     # DaemonPlugin
     def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == CRON_DISABLED and isinstance(event.get("incident"), int):
+            self._cron_disabled(event)
+            return
         if event.get("kind") not in GITHUB_KINDS or not isinstance(event.get("incident"), int):
             return
         ts = event.get("ts")
@@ -198,6 +204,34 @@ class GitHubIssues:
         self._jobs.append(_Job(str(event.get("target", "")), event["incident"], reason, at, kind=str(event["kind"])))
         if self._loop is not None and self._wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closing
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _cron_disabled(self, event: dict[str, Any]) -> None:
+        """A cron job the gateway check disabled: one issue per job (its own signature), at most one write per
+        `interval_s` (6 h) each."""
+        job_id = str(event.get("job_id") or "")
+        if not job_id:
+            return
+        target = str(event.get("target", ""))
+        ts = event.get("ts")
+        at = float(ts) if isinstance(ts, int | float) else self.clock()
+        name = str(event.get("job_name") or job_id)
+        reason = f"cron job {name} ({job_id}) failed {event.get('errors')} time(s) in a row: {event.get('error')}"
+        sig = re.sub(r"[^\w|=,.:/+@-]", "_", f"{target}|cron={job_id}")
+        interval = event.get("interval_s")
+        self._jobs.append(
+            _Job(
+                target,
+                event["incident"],
+                reason,
+                at,
+                kind=CRON_DISABLED,
+                sig=sig,
+                min_interval_s=float(interval) if isinstance(interval, int | float) else None,
+            )
+        )
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, ctx: Context | None = None) -> None:
@@ -258,10 +292,11 @@ class GitHubIssues:
         """Open or comment on the issue for `job`'s signature; returns what was done ("created", "commented",
         "rate-limited"). Raises `httpx.HTTPError` / `ApiError` when the API fails (the caller retries)."""
         assert self.state is not None
-        sig = signature(job.target, incident, job.reason)
+        sig = job.sig or signature(job.target, incident, job.reason)
         now = self.clock()
         last = self.state.last_write.get(sig)
-        if last is not None and now - last < self.cfg.min_interval_s:
+        interval = self.cfg.min_interval_s if job.min_interval_s is None else job.min_interval_s
+        if last is not None and now - last < interval:
             self.skipped += 1
             log.info(
                 "github: %s gave up again (incident #%d); its issue was written %.0f s ago: skipped",
@@ -295,7 +330,8 @@ class GitHubIssues:
             await self._post(client, f"/repos/{self.repo}/issues/{number}/comments", {"body": redact(body)})
             done = "commented"
         else:
-            title = f"clawmedic: {job.target} {_what(job)} — {_summary(incident, job.reason)}"
+            summary = _summary(None if job.kind == CRON_DISABLED else incident, job.reason)
+            title = f"clawmedic: {job.target} {_what(job)} — {summary}"
             body = (
                 f"**{job.target}**: {_what(job)} ({where}); a human is needed.\n\n"
                 f"After a fix: `clawmedic resume {job.target}`\n\n---\n\n{report}\n\n{marker}\n"
@@ -376,4 +412,6 @@ def _what(job: _Job) -> str:
     """What happened, in the words of the issue's title and comments."""
     if job.kind == "gave_up":
         return "gave up"
+    if job.kind == CRON_DISABLED:
+        return "disabled a failing cron job"
     return "has a fault inside the running gateway that clawmedic could not heal"

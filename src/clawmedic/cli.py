@@ -106,14 +106,46 @@ def run(
 # --- status ------------------------------------------------------------------------------------------------
 
 
+UP_STATES = frozenset({"healthy", "probation", "maintenance"})  # `status` exits 0 only if every target is in one
+
+
+def status_summary(data: dict[str, Any]) -> tuple[bool, str]:
+    """(all well, one line): all well means the daemon runs and every target shown is healthy, on probation after a
+    restart, or paused by a human. The line names the targets that are not."""
+    d = data["daemon"]
+    targets: dict[str, dict[str, Any]] = data["targets"]
+    down = {n: str(t.get("state", "unknown")) for n, t in targets.items() if t.get("state") not in UP_STATES}
+    counts: dict[str, int] = {}
+    for t in targets.values():
+        state = str(t.get("state", "unknown"))
+        counts[state] = counts.get(state, 0) + 1
+    states = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items(), key=lambda x: -x[1]))
+    noun = "target" if len(targets) == 1 else "targets"
+    if not d.get("running"):
+        return False, f"NOT OK: the daemon is not running; {len(targets)} {noun} unsupervised (last known: {states})"
+    if down:
+        named = ", ".join(f"{n} {s.replace('_', ' ')}" for n, s in down.items())
+        return False, f"NOT OK: {len(down)} of {len(targets)} {noun} not healthy ({named})"
+    return True, f"OK: {len(targets)} {noun} {states}"
+
+
 @app.command()
-def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Show each target's state, health and current incident (read from the daemon's status file)."""
+def status(target: TargetArg = None, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Show each target's state, health and current incident (read from the daemon's status file): a one-line summary,
+    then the table. Exit 0 if the daemon runs and every target (or TARGET) is healthy, on probation or paused; exit 1
+    if any is down, escalated or gave up, or the daemon is not running."""
     loaded = _load(config)
     data = read_status(loaded)
+    if target is not None:
+        name = loaded.target(target)[0]  # an unknown target: one sentence, exit 2
+        data["targets"] = {name: data["targets"].get(name, {"state": "unknown"})}
+    ok, summary = status_summary(data)
+    code = defaults.EXIT_OK if ok else defaults.EXIT_FAILURE
     if json_:
+        data["summary"] = {"ok": ok, "line": summary, "exit": code}
         out.print_json(json.dumps(data, default=str))
-        return
+        raise typer.Exit(code)
+    out.print(f"[{'green' if ok else 'red'}]{escape(summary)}[/]", highlight=False)
     d = data["daemon"]
     if d.get("running"):
         out.print(f"daemon: [green]running[/] (pid {d['pid']}), status updated {_fmt_time(d.get('updated_at'))}")
@@ -146,6 +178,7 @@ def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
             _fmt_time(t.get("since")),
         )
     out.print(table)
+    raise typer.Exit(code)
 
 
 # --- incidents -------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ For the current platform:
 - **systemd** (Linux with systemd): user units in `$XDG_CONFIG_HOME/systemd/user` (`~/.config/systemd/user`):
   `clawmedic.service` (the daemon, `Type=notify` + `WatchdogSec=`: the daemon says `READY=1` and sends `WATCHDOG=1`
   from its own event loop, so systemd itself restarts a dead or hung daemon and no guardian timer is needed;
-  `Restart=always`, `KillMode=process` so a restart of the daemon never takes the supervised gateway with it), and with
+  `Restart=always`, `ExecReload=` sends SIGHUP, systemd's default KillMode: stopping the unit stops what it launched;
+  `PATH` is the folders of the programs it runs, resolved at install, not the installing shell's), and with
   `--with-gateway` `openclaw-gateway.service` (`ExecStart=clawmedic safe-start TARGET`). Enabled with
   `systemctl --user` when it can be reached (not in most containers: then the files are written and the message says
   how to enable them).
@@ -136,16 +137,44 @@ def _env_line(env: dict[str, str]) -> str:
     return "Environment=" + " ".join(one(k, v) for k, v in env.items())
 
 
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
 def _path_env() -> str:
-    return os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return os.environ.get("PATH", SYSTEM_PATH)
+
+
+def service_path(loaded: LoadedConfig | None, exe: list[str]) -> str:
+    """The PATH a systemd unit gets: the folders of the programs it runs, resolved now to absolute paths (clawmedic
+    itself, each target's command or restart command — and so the `node` beside an npm-installed `openclaw`),
+    then the system's. Not a frozen copy of the installing shell's PATH."""
+    programs = [exe[0]]
+    for name, t in loaded.targets.items() if loaded is not None else ():
+        cmd = t.start.command if t.start.mode == "managed" else t.start.restart_command
+        if loaded is not None and cmd:
+            path_var = loaded.command_env(name).get("PATH", _path_env())
+            if found := shutil.which(loaded.resolve(cmd[0], "command"), path=path_var):
+                programs.append(found)
+    dirs: list[str] = []
+    for prog in programs:
+        d = str(Path(prog).parent)
+        if Path(prog).is_absolute() and d not in dirs and d not in SYSTEM_PATH.split(":"):
+            dirs.append(d)
+    return ":".join([*dirs, SYSTEM_PATH])
+
+
+def _kill() -> str:
+    return shutil.which("kill", path=SYSTEM_PATH) or "/bin/kill"
 
 
 def render_systemd(
-    exe: list[str], config: Path, *, gateway: tuple[str, dict[str, str]] | None = None
+    exe: list[str], config: Path, *, gateway: tuple[str, dict[str, str]] | None = None, path: str | None = None
 ) -> dict[str, str]:
-    """Unit name -> content. `gateway`: (target name, extra environment) for `openclaw-gateway.service`."""
+    """Unit name -> content. `gateway`: (target name, extra environment) for `openclaw-gateway.service`; `path`:
+    the units' PATH (`service_path`)."""
     cfg = str(config)
-    path_env = _env_line({"PATH": _path_env()})
+    path = path or service_path(None, exe)
+    path_env = _env_line({"PATH": path})
     units = {
         DAEMON_UNIT: "\n".join(
             [
@@ -160,12 +189,14 @@ def render_systemd(
                 "NotifyAccess=main",
                 f"WatchdogSec={defaults.SYSTEMD_WATCHDOG_S}",
                 f"ExecStart={_exec([*exe, 'run', '--config', cfg])}",
+                "# SIGHUP: read the config file again (an invalid one is refused and the running one kept)",
+                f"ExecReload={_kill()} -HUP $MAINPID",
                 "Restart=always",
                 "RestartSec=5",
                 "# 2: bad config, 4: another daemon holds the state folder; restarting cannot fix either",
                 "RestartPreventExitStatus=2 4",
-                "# only the daemon itself: the gateways it supervises run in their own sessions and are adopted again",
-                "KillMode=process",
+                "# KillMode stays control-group: stopping (or a watchdog restart) ends the managed gateways too, each",
+                "# with SIGTERM first; a gateway that must outlive the daemon is its own unit (install --with-gateway)",
                 "TimeoutStopSec=60",
                 "UMask=0077",
                 path_env,
@@ -195,7 +226,7 @@ def render_systemd(
             "RestartPreventExitStatus=78",
             "TimeoutStopSec=30",
             "UMask=0077",
-            _env_line({"PATH": _path_env(), **env}),
+            _env_line({"PATH": path, **env}),
             "",
             "[Install]",
             "WantedBy=default.target",
@@ -332,7 +363,7 @@ def build_plan(
     gateway = _gateway_target(loaded, target) if with_gateway else None
     notes: list[str] = []
     if platform == "systemd":
-        units = render_systemd(exe, config, gateway=gateway)
+        units = render_systemd(exe, config, gateway=gateway, path=service_path(loaded, exe))
         d = systemd_user_dir()
         files = [UnitFile(d / name, content, name) for name, content in units.items()]
         enable = [DAEMON_UNIT] + ([GATEWAY_UNIT] if gateway else [])

@@ -12,8 +12,8 @@ import contextlib
 import logging
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine, MutableMapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from clawmedic.ladder.states import RESTORED_STATES, ExitKind, State
 from clawmedic.probes import Prober, ProbeResult
 from clawmedic.process import identity, inspect
 from clawmedic.process.launcher import Handle, run_command
+from clawmedic.scheduler import Job, Scheduler
 from clawmedic.store import carried as carried_store
 from clawmedic.store.events import EventLog
 from clawmedic.store.health import is_write_failure, state_writes
@@ -80,11 +81,32 @@ class Context:
     known_good: KnownGoodClient
     clock: Callable[[], float] = time.time
     on_change: Callable[[], None] = lambda: None  # e.g. rewrite the status file
+    scheduler: Scheduler = field(default_factory=Scheduler)  # one deadline heap for every target's timed work
+
+
+class _TargetLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The daemon's logger with this target's `target`, `state` and `incident` on every line, read when the line is
+    logged (they are fields of `--json-logs` and of the log file, which `clawmedic logs TARGET` filters on)."""
+
+    def __init__(self, sup: TargetSupervisor) -> None:
+        super().__init__(log, {})
+        self.sup = sup
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        sup = self.sup
+        kwargs["extra"] = {
+            "target": sup.name,
+            "state": sup.ladder.state.value,
+            "incident": sup.incident_id,
+            **kwargs.get("extra", {}),
+        }
+        return msg, kwargs
 
 
 class TargetSupervisor:
     def __init__(self, name: str, ctx: Context) -> None:
         self.name = name
+        self.log = _TargetLog(self)
         self.cfg: TargetConfig = ctx.loaded.targets[name]
         self.ctx = ctx
         self.ladder = Ladder(self.cfg.ladder_limits(), on_change=self._pending_transitions_append)
@@ -106,9 +128,15 @@ class TargetSupervisor:
         self._carried: dict[str, Any] | None = None  # what was last written for the next daemon
         self._files_changed_at = 0.0  # known-good needs the files themselves to have served healthy long enough
         self._pending: list[Transition] = []
-        self._probe_now = asyncio.Event()
-        self._tick_now = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Timed work lives in the daemon's one scheduler (no loop per target): jobs are made when `run` starts.
+        self._jobs: list[Job] = []
+        self._probe_job: Job | None = None
+        self._timer_job: Job | None = None
+        self._known_good_job: Job | None = None
+        self._probe_asap = False  # a transition before the jobs exist: the first probe runs at once
+        self._probing = self._probe_again = self._checking_memory = self._snapshotting = False
+        self._failed: asyncio.Future[None] | None = None  # a probe's internal error ends `run` (and the daemon)
 
     # --- running --------------------------------------------------------------------------------------
 
@@ -132,16 +160,50 @@ class TargetSupervisor:
             self._feed(self.ladder.start)
         elif restart is not None:
             self.request_restart(restart)
-        await asyncio.gather(
-            self._probe_loop(), self._timer_loop(), self._memory_loop(), self._snapshot_loop(), self._watch_loop()
-        )
+        self._failed = asyncio.get_running_loop().create_future()
+        self._schedule()
+        try:  # the watcher and the known-good read end early when there is nothing to watch; `_failed` does not
+            await asyncio.gather(self._failed, self._watch_loop(), self._load_known_good())
+        finally:
+            self._unschedule()
+
+    def _schedule(self) -> None:
+        """Put this target's timed work in the daemon's scheduler: probes at start + k·interval, the ladder's
+        next deadline, the memory check and output-log cap, the hourly snapshot and the known-good check."""
+        sched = self.ctx.scheduler
+        now = sched.now()
+        first_probe = now if self._probe_asap else now + self.ladder.probe_interval()
+        probe_every = self.ladder.probe_interval
+        self._probe_job = sched.every(f"{self.name}:probe", probe_every, self._probe_due, start=first_probe)
+        self._timer_job = sched.once(f"{self.name}:ladder", lambda: self._feed(self.ladder.tick))
+        memory_every = self.cfg.limits.memory_check_interval_s
+        self._jobs = [
+            self._probe_job,
+            self._timer_job,
+            sched.every(f"{self.name}:memory", lambda: memory_every, self._memory_due, start=now + memory_every),
+        ]
+        if self.files:
+            snap_every = self.cfg.limits.snapshot_interval_s
+            self._known_good_job = sched.once(f"{self.name}:known-good", self._known_good_due)
+            self._jobs += [
+                sched.every(f"{self.name}:snapshot", lambda: snap_every, self._snapshot_due, start=now + snap_every),
+                self._known_good_job,
+            ]
+        self._rearm_timer()
+        self._rearm_known_good()
+
+    def _unschedule(self) -> None:
+        for job in self._jobs:
+            self.ctx.scheduler.cancel(job)
+        self._jobs = []
+        self._probe_job = self._timer_job = self._known_good_job = None
 
     def _adopt(self, handle: Handle) -> None:
         """Take over a process a previous daemon launched (found by its record or by its identity marker)."""
         self.handle = handle
         self._watch(handle)
         self.ctx.events.emit("adopted", self.name, pid=handle.pid)
-        log.info("%s: adopted running pid %d", self.name, handle.pid)
+        self.log.info("%s: adopted running pid %d", self.name, handle.pid)
 
     async def shutdown(self, stop_target: bool) -> None:
         for t in list(self._tasks):
@@ -190,10 +252,37 @@ class TargetSupervisor:
             elif isinstance(a, CheckGates):
                 self._spawn(self._retry_gates(a))
         self._persist()
-        self._tick_now.set()  # any observation may move a deadline: the timer looks again (no 1 Hz polling)
+        self._rearm_timer()  # any observation may move a deadline (no 1 Hz polling)
         if transitions:
-            self._probe_now.set()
+            self._probe_soon()
+            self._rearm_known_good()
             self.ctx.on_change()
+
+    def _rearm_timer(self) -> None:
+        """The ladder's tick is due at its next deadline (bounded by TIMER_SAFETY_S against a missed wake-up)."""
+        job = self._timer_job
+        if job is None:
+            return
+        sched = self.ctx.scheduler
+        now = sched.now()
+        deadline = self.ladder.next_deadline()
+        if deadline is None:
+            if job.due is None or job.due <= now:
+                sched.move(job, now + defaults.TIMER_SAFETY_S)
+            return
+        due = now + min(defaults.TIMER_SAFETY_S, max(0.0, deadline - self.ctx.clock()))
+        if job.due is None or abs(job.due - due) > 0.001:
+            sched.move(job, due)
+
+    def _probe_soon(self) -> None:
+        """Probe now (a new state: e.g. entering suspect, the first confirmation probe runs at once); the next
+        probes follow at now + k·interval."""
+        if self._probe_job is None:
+            self._probe_asap = True
+        elif self._probing:
+            self._probe_again = True
+        else:
+            self.ctx.scheduler.move(self._probe_job, self.ctx.scheduler.now())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -203,7 +292,7 @@ class TargetSupervisor:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("%s: internal error in a supervisor task: %r", self.name, exc, exc_info=exc)
+            self.log.error("%s: internal error in a supervisor task: %r", self.name, exc, exc_info=exc)
             self.ctx.events.emit("internal_error", self.name, error=repr(exc))
 
     # --- a daemon restart: carried over (store/carried.py) ------------------------------------------------
@@ -244,7 +333,7 @@ class TargetSupervisor:
             saved_at=prev.saved_at,
         )
         self._incident_note("daemon_restarted", {"previous_state": prev.ladder.state.value}, ts=now)
-        log.info(
+        self.log.info(
             "%s: carried over from the previous daemon: %s%s",
             self.name,
             prev.ladder.state.value,
@@ -258,7 +347,7 @@ class TargetSupervisor:
         )
         self.ctx.incidents.update(incident, status="abandoned", closed_at=now)
         self.ctx.events.emit("incident_closed", self.name, incident=incident, outcome="abandoned", at=now)
-        log.warning("%s: incident #%d closed as abandoned: the previous daemon left it open", self.name, incident)
+        self.log.warning("%s: incident #%d closed as abandoned: the previous daemon left it open", self.name, incident)
 
     def _persist(self) -> None:
         """Write what the next daemon needs, when it changed (a probe that changes nothing writes nothing)."""
@@ -274,7 +363,7 @@ class TargetSupervisor:
             if is_write_failure(e):  # a full disk: said once by the tracker, not on every change
                 state_writes.failed(f"{self.name}/carried state", e)
             else:
-                log.warning("%s: cannot record the ladder's state for a daemon restart: %s", self.name, e)
+                self.log.warning("%s: cannot record the ladder's state for a daemon restart: %s", self.name, e)
             return
         self._carried = data
 
@@ -303,14 +392,16 @@ class TargetSupervisor:
     def _open_incident(self, a: OpenIncident, now: float) -> None:
         self.incident_id = self.ctx.incidents.open(self.name, a.reason, a.first_failure_at, now)
         self.ctx.events.emit("incident_opened", self.name, incident=self.incident_id, reason=a.reason, at=now)
-        log.warning("%s: incident #%d opened: %s", self.name, self.incident_id, self.ctx.loaded.redactor.text(a.reason))
+        self.log.warning(
+            "%s: incident #%d opened: %s", self.name, self.incident_id, self.ctx.loaded.redactor.text(a.reason)
+        )
 
     def _close_incident(self, a: CloseIncident, now: float) -> None:
         if self.incident_id is None:
             return
         self.ctx.incidents.update(self.incident_id, status=a.outcome, closed_at=now)
         self.ctx.events.emit("incident_closed", self.name, incident=self.incident_id, outcome=a.outcome, at=now)
-        log.info("%s: incident #%d closed: %s", self.name, self.incident_id, a.outcome)
+        self.log.info("%s: incident #%d closed: %s", self.name, self.incident_id, a.outcome)
         self.incident_id = None
 
     def _incident_note(
@@ -361,7 +452,7 @@ class TargetSupervisor:
                 self.ctx.events.emit(
                     "port_conflict", self.name, port=self.cfg.port, owner_pid=owner.pid, owner_cmdline=owner.cmdline
                 )
-                log.error("%s: %s; not starting, not touching it", self.name, detail)
+                self.log.error("%s: %s; not starting, not touching it", self.name, detail)
                 self._feed(self.ladder.exited, ExitKind.PORT_IN_USE, detail)  # opens the incident if needed
                 self._incident_note(
                     "preflight",
@@ -375,20 +466,20 @@ class TargetSupervisor:
             handle = await self.launcher.spawn(cmd, spec.env, spec.cwd)
         except OSError as e:
             detail = f"cannot start {cmd[0]}: {e.strerror or e}"
-            log.error("%s: %s", self.name, detail)
+            self.log.error("%s: %s", self.name, detail)
             self._feed(self.ladder.exited, ExitKind.FATAL_CONFIG, detail)
             return
         self.handle = handle
         self.ctx.events.emit("launched", self.name, pid=handle.pid, reason=a.reason, at=t0)
         self._incident_note("action", {"action": "launch", "pid": handle.pid, "reason": a.reason})
-        log.info("%s: launched pid %d (%s)", self.name, handle.pid, a.reason)
+        self.log.info("%s: launched pid %d (%s)", self.name, handle.pid, a.reason)
         self._watch(handle)
 
     def _would(self, action: str, detail: str, reason: str) -> None:
         """A dry run: what would have been done, recorded where the deed would have been."""
         self.ctx.events.emit("would", self.name, action=action, reason=reason)
         self._incident_note("would", {"action": action, "reason": reason, "detail": detail})
-        log.warning("%s: %s: %s", self.name, detail, self.ctx.loaded.redactor.text(reason))
+        self.log.warning("%s: %s: %s", self.name, detail, self.ctx.loaded.redactor.text(reason))
 
     def _watch(self, handle: Handle) -> None:
         async def watch() -> None:
@@ -408,7 +499,7 @@ class TargetSupervisor:
                 "exited", self.name, pid=handle.pid, code=code, exit_kind=kind.value, at=now, detail=detail
             )
             if kind != ExitKind.REQUESTED:
-                log.warning("%s: pid %d %s", self.name, handle.pid, self.ctx.loaded.redactor.text(detail))
+                self.log.warning("%s: pid %d %s", self.name, handle.pid, self.ctx.loaded.redactor.text(detail))
             self._feed(self.ladder.exited, kind, detail)  # may open the incident: note the exit after, dated `now`
             self._incident_note(
                 "exit", {"pid": handle.pid, "code": code, "kind": kind.value, "output_tail": tail[-20:]}, ts=now
@@ -434,7 +525,7 @@ class TargetSupervisor:
                 self._incident_note("action", {"action": "stop_command", "exit": code}, self.ctx.clock() - t0)
             self._feed(self.ladder.exited, ExitKind.REQUESTED, "stopped")
             return
-        log.warning("%s: stopping pid %d (%s)", self.name, handle.pid, self.ctx.loaded.redactor.text(a.reason))
+        self.log.warning("%s: stopping pid %d (%s)", self.name, handle.pid, self.ctx.loaded.redactor.text(a.reason))
         try:
             code, killed = await handle.stop(a.timeout_s)
         except NotOurProcess as e:
@@ -458,7 +549,7 @@ class TargetSupervisor:
         )
         self._incident_note("retry", {"reason": a.reason, "launched": blocked is None, "blocked": blocked})
         if blocked is not None:
-            log.info("%s: slow retry not launched: %s", self.name, self.ctx.loaded.redactor.text(blocked))
+            self.log.info("%s: slow retry not launched: %s", self.name, self.ctx.loaded.redactor.text(blocked))
         self._feed(self.ladder.gates_checked, blocked is None)
 
     async def _pre_start_block(self) -> str | None:
@@ -487,7 +578,7 @@ class TargetSupervisor:
         incident = self.incident_id
         self.ctx.incidents.update(incident, status="escalated", cause=a.cause)
         self.ctx.events.emit("escalated", self.name, incident=incident, cause=a.cause, reason=a.reason)
-        log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
+        self.log.error("%s: escalated (%s): %s", self.name, a.cause, self.ctx.loaded.redactor.text(a.reason))
         evidence: dict[str, object] = {
             "last_exit": self.last_exit,
             "pid": self.handle.pid if self.handle else None,
@@ -533,7 +624,7 @@ class TargetSupervisor:
         try:
             manifest = await asyncio.to_thread(deps.record, self.ctx.loaded, self.name)
         except ClawmedicError as e:
-            log.warning("%s: cannot record the install's dependencies: %s", self.name, e)
+            self.log.warning("%s: cannot record the install's dependencies: %s", self.name, e)
             return
         self.ctx.events.emit("deps_recorded", self.name, packages=len(manifest.packages))
 
@@ -549,12 +640,12 @@ class TargetSupervisor:
                 return
             report = await asyncio.to_thread(deps.fix, self.ctx.loaded, self.name, allow_network=False)
         except ClawmedicError as e:
-            log.warning("%s: dependency check failed: %s", self.name, e)
+            self.log.warning("%s: dependency check failed: %s", self.name, e)
             return
         outcome = report.to_dict()
         self.ctx.events.emit("deps_restored", self.name, ok=report.ok, outcomes=outcome["outcomes"])
         self._incident_note("deps_restored", outcome)
-        log.warning(
+        self.log.warning(
             "%s: restored missing packages before starting: %s",
             self.name,
             ", ".join(f"{o.package} ({o.status})" for o in report.outcomes),
@@ -575,7 +666,7 @@ class TargetSupervisor:
             detail = f"{path} is invalid ({v.summary()}) and there is no known-good snapshot to restore: not starting"
             self.ctx.events.emit("config_refused", self.name, issues=v.issues)
             self._incident_note("config", {"valid": False, "issues": v.issues, "action": "refused to start"})
-            log.error("%s: %s", self.name, detail)
+            self.log.error("%s: %s", self.name, detail)
             return detail
         await asyncio.to_thread(
             store.snapshot,
@@ -591,7 +682,7 @@ class TargetSupervisor:
             "config_restored",
             {"path": str(path), "known_good": restored.rev[:10], "broken_copy": aside, "issues": v.issues},
         )
-        log.warning(
+        self.log.warning(
             "%s: %s was invalid (%s); restored known-good %s, broken copy kept as %s",
             self.name,
             path,
@@ -604,7 +695,7 @@ class TargetSupervisor:
             return f"the known-good {path} does not validate either ({again.summary()}): not starting"
         return None
 
-    async def _snapshot_loop(self) -> None:
+    async def _load_known_good(self) -> None:
         if not self.files:
             return
         store = self.ctx.known_good
@@ -612,22 +703,53 @@ class TargetSupervisor:
         if kg is not None:
             data = await asyncio.to_thread(store.read, self.name, openclaw.CONFIG_KEY, kg.rev)
             self._known_good_digest = openclaw.digest(data) if data is not None else None
-        last_scheduled = self.ctx.clock()
-        while True:
-            await asyncio.sleep(1.0)
-            now = self.ctx.clock()
-            since = self.ladder.healthy_since
-            if since is not None:
-                since = max(since, self._files_changed_at)
-                if now - since >= self.cfg.limits.known_good_after_s:
-                    await self._maybe_mark_known_good(now - since)
-            if now - last_scheduled >= self.cfg.limits.snapshot_interval_s:
-                last_scheduled = now
-                snap = await asyncio.to_thread(
-                    store.snapshot, self.name, self.files, "scheduled", self.ladder.state.value
-                )
-                if snap is not None:
-                    self.ctx.events.emit("snapshot", self.name, rev=snap.rev, reason="scheduled")
+
+    def _rearm_known_good(self) -> None:
+        """The known-good check is due when the files have served healthy for `known_good_after_s` (again after a
+        new state or an edit), then every KNOWN_GOOD_RECHECK_S while healthy (an edit no watcher saw)."""
+        job = self._known_good_job
+        if job is None:
+            return
+        sched = self.ctx.scheduler
+        since = self.ladder.healthy_since
+        if since is None:
+            sched.disarm(job)
+            return
+        at = max(since, self._files_changed_at) + self.cfg.limits.known_good_after_s
+        sched.move(job, sched.now() + max(0.0, at - self.ctx.clock()))
+
+    def _known_good_due(self) -> None:
+        since = self.ladder.healthy_since
+        if since is None or self._snapshotting:
+            return
+        now = self.ctx.clock()
+        since = max(since, self._files_changed_at)
+        if now - since < self.cfg.limits.known_good_after_s:
+            self._rearm_known_good()
+            return
+        if self._known_good_job is not None:
+            sched = self.ctx.scheduler
+            sched.move(self._known_good_job, sched.now() + defaults.KNOWN_GOOD_RECHECK_S)
+        self._snapshotting = True
+        self._spawn(self._snapshot_task(self._maybe_mark_known_good(now - since)))
+
+    def _snapshot_due(self) -> None:
+        if not self._snapshotting:
+            self._snapshotting = True
+            self._spawn(self._snapshot_task(self._scheduled_snapshot()))
+
+    async def _snapshot_task(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        finally:
+            self._snapshotting = False
+
+    async def _scheduled_snapshot(self) -> None:
+        snap = await asyncio.to_thread(
+            self.ctx.known_good.snapshot, self.name, self.files, "scheduled", self.ladder.state.value
+        )
+        if snap is not None:
+            self.ctx.events.emit("snapshot", self.name, rev=snap.rev, reason="scheduled")
 
     async def _maybe_mark_known_good(self, healthy_for: float) -> None:
         path = next(iter(self.files.values()))
@@ -655,7 +777,7 @@ class TargetSupervisor:
         self._known_good_digest = d
         if snap is not None:
             self.ctx.events.emit("known_good", self.name, rev=snap.rev, files=snap.files)
-            log.info("%s: boot-critical files snapshotted as known-good (%s)", self.name, snap.short)
+            self.log.info("%s: boot-critical files snapshotted as known-good (%s)", self.name, snap.short)
         if self.cfg.kind == "openclaw":
             await self._record_deps()  # slow (a hard-link copy): after the snapshot, not between check and commit
 
@@ -685,6 +807,7 @@ class TargetSupervisor:
         path = openclaw.config_path(self.cfg)
         if not initial:
             self._files_changed_at = self.ctx.clock()
+            self._rearm_known_good()
         if not v.valid:
             if self.latent_incident is not None and (not initial or v.digest == self._latent_digest):
                 return  # the fault already has its incident (opened by this daemon or the previous one)
@@ -708,7 +831,7 @@ class TargetSupervisor:
                 stage=v.stage,
                 path=str(path),
             )
-            log.warning("%s: %s — clawmedic will restore known-good before any restart", self.name, reason)
+            self.log.warning("%s: %s — clawmedic will restore known-good before any restart", self.name, reason)
             self._persist()
             self.ctx.on_change()
             return
@@ -717,7 +840,7 @@ class TargetSupervisor:
             self.ctx.incidents.add(self.latent_incident, "config", v.to_dict())
             self.ctx.incidents.update(self.latent_incident, status="resolved", closed_at=now)
             self.ctx.events.emit("latent_config_resolved", self.name, incident=self.latent_incident)
-            log.info("%s: %s is valid again", self.name, path)
+            self.log.info("%s: %s is valid again", self.name, path)
             self.latent_incident = self._latent_digest = None
             self._persist()
             self.ctx.on_change()
@@ -735,21 +858,19 @@ class TargetSupervisor:
 
     # --- loops -------------------------------------------------------------------------------------------------
 
-    async def _probe_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            # Due one interval after the previous probe *started*, so the probe's own latency does not add drift.
-            wait = max(0.0, started + self.ladder.probe_interval() - loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._probe_now.wait(), wait)
-            self._probe_now.clear()
-            started = loop.time()
-            if self.ladder.state in _NOT_PROBED:
-                continue
-            launching = self.ladder.state in (State.STARTING, State.RETRYING)
-            if self.cfg.start.mode == "managed" and self.handle is None and launching:
-                continue  # the launch is still in flight
+    def _probe_due(self) -> None:
+        if self._probing or self.ladder.state in _NOT_PROBED:
+            return  # a probe still in flight keeps its slot: this period is skipped, the next one is on time
+        launching = self.ladder.state in (State.STARTING, State.RETRYING)
+        if self.cfg.start.mode == "managed" and self.handle is None and launching:
+            return  # the launch is still in flight
+        self._probing = True
+        task = asyncio.get_running_loop().create_task(self._probe_once(), name=f"probe:{self.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe_once(self) -> None:
+        try:
             pid = self.handle.pid if self.handle is not None else None
             result = await self.ctx.prober.liveness(self.cfg.liveness, pid)
             self._observe_liveness(result)
@@ -758,6 +879,14 @@ class TargetSupervisor:
                 self.last_healthy_at = self.ctx.clock()
             if result.ok and self.cfg.readiness is not None and self.ladder.state != State.STARTING:
                 self._observe_readiness(await self.ctx.prober.http(self.cfg.readiness))
+        except Exception as e:  # a bug here ends the daemon, as a crashed supervisor always has
+            if self._failed is not None and not self._failed.done():
+                self._failed.set_exception(e)
+        finally:
+            self._probing = False
+            if self._probe_again:
+                self._probe_again = False
+                self._probe_soon()
 
     def _observe_liveness(self, result: ProbeResult) -> None:
         before = self.liveness
@@ -790,30 +919,25 @@ class TargetSupervisor:
                 )
             self.ctx.on_change()
 
-    async def _timer_loop(self) -> None:
-        """Tick the ladder at its next deadline, or when an observation (`_feed`) may have moved it."""
-        while True:
-            deadline = self.ladder.next_deadline()
-            wait = defaults.TIMER_SAFETY_S
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - self.ctx.clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tick_now.wait(), wait)
-            self._feed(self.ladder.tick)
-            self._tick_now.clear()  # after the tick: its own feed must not wake the loop again at once
+    def _memory_due(self) -> None:
+        if not self._checking_memory:
+            self._checking_memory = True
+            self._spawn(self._check_memory())
 
-    async def _memory_loop(self) -> None:
-        limit_mb = self.cfg.limits.memory_limit_mb
-        while True:
-            await asyncio.sleep(self.cfg.limits.memory_check_interval_s)
+    async def _check_memory(self) -> None:
+        try:
             if self.handle is None:
                 self.rss_bytes = 0
-                continue
+                return
+            self.launcher.cap_output(self.handle)  # a chatty child's output.log, capped while it runs
+            limit_mb = self.cfg.limits.memory_limit_mb
             self.rss_bytes = await asyncio.to_thread(inspect.tree_rss, self.handle.pid)
             if limit_mb is not None and self.rss_bytes > limit_mb * 1024 * 1024:
                 detail = f"process tree uses {self.rss_bytes / 2**20:.0f} MB, limit {limit_mb} MB"
                 self.ctx.events.emit("memory_exceeded", self.name, rss_bytes=self.rss_bytes, limit_mb=limit_mb)
                 self._feed(self.ladder.memory_exceeded, detail)
+        finally:
+            self._checking_memory = False
 
     # --- status ------------------------------------------------------------------------------------------------
 

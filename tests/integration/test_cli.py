@@ -195,7 +195,7 @@ def test_init_without_path_writes_the_default_config(home: Path) -> None:
     assert result.returncode == 0, result.stderr
     default = home / ".config" / "clawmedic" / "config.toml"
     assert load_config(default).targets
-    assert cli(home, "status", "--json").returncode == 0  # and every command finds it there
+    assert cli(home, "status", "--json").returncode == defaults.EXIT_FAILURE  # found it (not 2); no daemon runs: 1
 
 
 # --- status, incidents, pause/resume without a daemon -----------------------------------------------------------------
@@ -208,19 +208,20 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
+def as_json(result: subprocess.CompletedProcess[str], code: int = defaults.EXIT_OK) -> Any:
+    assert result.returncode == code, result.stderr
     return json.loads(result.stdout)
 
 
 def test_status_json_without_a_daemon(home: Path, config: Path) -> None:
-    data = as_json(cli(home, "status", "--json", "--config", str(config)))
+    data = as_json(cli(home, "status", "--json", "--config", str(config)), defaults.EXIT_FAILURE)  # no daemon: 1
     assert data["daemon"]["running"] is False
     assert data["daemon"]["pid"] is None
     assert data["targets"] == {"svc": {"state": "unknown", "paused": False}}
+    assert data["summary"]["ok"] is False
     table = cli(home, "status", "--config", str(config))
-    assert table.returncode == 0
-    assert "not running" in table.stdout
+    assert table.returncode == defaults.EXIT_FAILURE
+    assert "not running" in table.stdout.splitlines()[0]
 
 
 def test_incidents_json_and_show(tmp_path: Path, home: Path, config: Path) -> None:
@@ -269,7 +270,8 @@ def test_pause_and_resume_write_the_control_file(tmp_path: Path, home: Path, con
     assert list(data["paused"]) == ["svc"]
     assert data["paused"]["svc"] >= before - 1
     assert control.stat().st_mode & 0o777 == 0o600
-    assert as_json(cli(home, "status", "--json", "--config", str(config)))["targets"]["svc"]["paused"] is True
+    paused = as_json(cli(home, "status", "--json", "--config", str(config)), defaults.EXIT_FAILURE)  # no daemon
+    assert paused["targets"]["svc"]["paused"] is True
 
     resumed = cli(home, "resume", "svc", "--config", str(config))
     assert resumed.returncode == 0, resumed.stderr
@@ -377,7 +379,7 @@ def test_run_pause_resume_and_sigterm(rig: Rig, home: Path) -> None:
     lines = (rig.tmp_path / "daemon.log").read_text().splitlines()
     logged = [json.loads(line) for line in lines if line.startswith("{")]
     assert any("probation → healthy" in e["message"] for e in logged)
-    status = as_json(cli(home, "status", "--json", "--config", config))
+    status = as_json(cli(home, "status", "--json", "--config", config), defaults.EXIT_FAILURE)  # no daemon: 1
     assert status["daemon"]["running"] is False
     assert status_path(rig.state_dir).stat().st_mode & 0o777 == 0o600
     # stop_targets_on_exit is false by default: the gateway outlives the daemon (the rig ends it).

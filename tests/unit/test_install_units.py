@@ -103,3 +103,44 @@ def test_reinstalling_over_a_guardian_timer_says_how_to_disable_it(loaded: Loade
     assert any("guardian.timer is no longer needed" in n and "disable --now" in n for n in report.notes)
     fresh = install(loaded, build_plan(loaded, "cron", exe=["/opt/cm"]), dry_run=True, runner=Manager(), which=which)
     assert not any("guardian.timer" in n for n in fresh.notes)
+
+
+def test_the_systemd_unit_reloads_by_sighup_keeps_the_default_kill_mode_and_no_frozen_shell_path(
+    loaded: LoadedConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/home/someone/.shell-only/bin:/usr/bin:/bin")  # the installing shell's PATH
+    service = build_plan(loaded, "systemd", exe=["/opt/cm/bin/clawmedic"]).files[0].content.splitlines()
+    reload = [line for line in service if line.startswith("ExecReload=")]
+    assert len(reload) == 1 and reload[0].endswith(" -HUP $MAINPID") and reload[0].split("=", 1)[1].startswith("/")
+    assert not [line for line in service if line.startswith("KillMode=")], "systemd's control-group default"
+    [env] = [line for line in service if line.startswith("Environment=")]
+    assert ".shell-only" not in env, "not a frozen copy of the installing shell's PATH"
+    path = env.split("PATH=", 1)[1].rstrip('"').split(":")
+    assert path[0] == "/opt/cm/bin", "the folder of the binary it runs, resolved"
+    target_program = Path(loaded.targets["svc"].start.command[0])  # type: ignore[index]  # the stand-in's python
+    assert str(target_program.parent) in path or str(target_program.parent) in ("/usr/bin", "/bin")
+
+
+def test_systemd_analyze_verifies_the_units(loaded: LoadedConfig, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    exe = [sys.executable, "-m", "clawmedic"]  # ExecStart= must name a program that exists
+    plan = build_plan(loaded, "systemd", exe=exe)
+    folder = tmp_path / "units"
+    folder.mkdir()
+    for f in plan.files:
+        (folder / f.path.name).write_text(f.content)
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", *(str(folder / f.path.name) for f in plan.files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    ours = [line for line in result.stderr.splitlines() if "clawmedic.service" in line]
+    assert not ours, result.stderr  # e.g. "Unknown key name", "Invalid environment assignment", a missing executable

@@ -15,12 +15,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,6 +142,27 @@ class Handle:
             return await waiter, True
 
 
+def cap_log(path: Path, max_bytes: int) -> Path | None:
+    """copytruncate a log another process appends to: past `max_bytes`, copy it to `<name>.<timestamp>` and empty
+    it in place (a rename would leave the writer writing to the copy). Lines written between the copy and the
+    truncation are lost, as with logrotate's copytruncate. Returns the copy, or None (small enough, or no file)."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return None
+        copy = path.with_name(f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}")
+        n = 0
+        while copy.exists():  # two caps within a second: never overwrite the earlier copy
+            n += 1
+            copy = path.with_name(f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+        shutil.copyfile(path, copy)
+        copy.chmod(0o600)
+        os.truncate(path, 0)
+    except OSError as e:
+        log.warning("cannot cap %s: %s", path, e.strerror or e)
+        return None
+    return copy
+
+
 async def _wait_foreign(pid: int) -> None:
     """Wait for a process that is not our child: event-driven via pidfd on Linux, polling elsewhere."""
     if hasattr(os, "pidfd_open"):
@@ -252,6 +274,18 @@ class Launcher:
             with contextlib.suppress(OSError):
                 if old.stat().st_mtime < cutoff:
                     old.unlink()
+
+    def cap_output(self, handle: Handle | None) -> Path | None:
+        """Cap the output log while the child runs (copytruncate: the child holds it open with O_APPEND, so its next
+        write lands at the new end, never past a hole): past OUTPUT_LOG_MAX_BYTES the content is copied to
+        `output.log.<timestamp>` and the file emptied in place. Returns the copy, or None."""
+        if self.would("cap the output log") is not None:
+            return None
+        copy = cap_log(self.log_path, defaults.OUTPUT_LOG_MAX_BYTES)
+        if copy is not None and handle is not None and handle.record.log_path == str(self.log_path):
+            handle.record = replace(handle.record, log_offset=0)  # this launch's output now starts at the top
+            self._write_record(handle.record)  # and for a daemon that adopts it
+        return copy
 
     def adopt(self) -> Handle | None:
         """The process a previous daemon started, if it is still that very process: by its record (PID + start

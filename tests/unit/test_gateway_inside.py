@@ -328,9 +328,12 @@ def test_plugin_disable_snapshots_first_and_refuses_built_in_and_healthy_ones(tm
 @dataclass
 class FakeGuard:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    fail: set[str] = field(default_factory=set)
 
     def run(self, _ctx: object, name: str, params: dict[str, Any]) -> Outcome:
         self.calls.append((name, params))
+        if name in self.fail:
+            return Outcome(name, Status.FAILED, "channels.start timed out", params)
         changes = [{"snapshot_before": "rev1", "error": "boom"}] if name == "plugin_disable" else []
         return Outcome(name, Status.OK, "done", params, changes)
 
@@ -484,3 +487,16 @@ def test_one_github_issue_per_cron_job_per_interval(tmp_path: Path, monkeypatch:
     assert "clawmedic-signature: gw|cron=job-a" in api.posts[0][1]["body"]
     disabled("job-a", 1000.0 + 6 * 3600)  # 6 h later: written again (a comment on the open issue, or a new one)
     assert len(api.posts) == 3 and gh.skipped == 1
+
+
+def test_a_failed_restart_is_followed_by_the_disable_not_an_escalation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, rig, guard, _ = _check(tmp_path, monkeypatch)
+    guard.fail = {"channel_restart"}
+    down = GatewayState(ready={"status": 503, "failing": ["telegram"]})
+    rig.run(0.0, down)
+    rig.run(60.0, down)
+    events = rig.run(61.0, down)
+    assert [c[0] for c in guard.calls] == ["channel_restart", "channel_disable"]
+    assert not [e for e in events if e["kind"] == "gateway_fault_escalated"]

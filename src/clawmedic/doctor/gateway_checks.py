@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -665,6 +665,10 @@ class GatewayCheck:
             )
             log.warning("%s: remedy %s: %s — %s", name, o.remedy, o.status.value, o.detail)
             self._after(ctx, name, t.incident, o)
+        if t.rule == "channel-down":  # a restart that failed is spent: the disable is next, not an escalation
+            chs = sorted({str(c.params.get("channel")) for c in calls})
+            policy, now = self.channels[name], self.clock()
+            t.finding = replace(t.finding, plan=[c for ch in chs if (c := policy.call(ch, now)) is not None])
         phase = self.healers[name].record(t.rule, outcomes, self.clock())
         if phase in ("needs_approval", "escalated"):
             why = "; ".join(f"{o.remedy}: {o.status.value} — {o.detail}" for o in outcomes if o.status != Status.OK)

@@ -183,18 +183,25 @@ def _state(**kw: Any) -> dict[str, Any]:
 
 def test_part_findings_hold_channel_down_until_n_checks_and_start_suppressed_not_restart(tmp_path: Path) -> None:
     ch, pl = ChannelRestarts(2, 300.0, 1), PluginQuarantine(300.0)
+    breaker = "gateway restart-loop breaker tripped: 3 unclean boot(s) within 300000ms; suppressing channel/…"
     st = _state(
         ready={"status": 503, "failing": ["telegram"]},
-        channels={"discord": [{"running": True, "connected": False}]},
-        suppressed=["telegram"],
+        channels={
+            "discord": [{"running": True, "connected": False}],
+            "telegram": [{"running": False, "last_error": breaker}],
+            "slack": [
+                {"running": False, "last_error": "ambient channel credentials suppressed; configure the channel"}
+            ],
+        },
+        suppressed=["telegram", "slack"],
     )
     rule_finding = Finding("channel-down", "a channel is failing", 0.5, "x", [], "")
     first, _ = part_findings("gw", st, [rule_finding], ch, pl, 0.0)
     assert [f.rule for f in first] == ["channel-suppressed"], "the rules' own channel-down waits for N checks"
-    assert first[0].plan == [RemedyCall("channel_start", {"channel": "telegram"})]
+    assert first[0].plan == [RemedyCall("channel_start", {"channel": "telegram"})], "never an ambient one (slack)"
     second, hold = part_findings("gw", st, [rule_finding], ch, pl, 60.0)
     (down,) = [f for f in second if f.rule == "channel-down"]
-    assert down.plan == [RemedyCall("channel_restart", {"channel": "discord"})], "telegram is suppressed: started"
+    assert down.plan == [RemedyCall("channel_restart", {"channel": "discord"})], "suppressed ones are not restarted"
     assert "2 checks" in down.detail and hold == {}
 
 

@@ -177,6 +177,7 @@ PLUGIN_ADVICE = (
     "Fix or update the plugin (`openclaw plugins doctor` names the failure), then `clawmedic resume TARGET` enables "
     "it again."
 )
+BREAKER = "restart-loop breaker"  # in the account's lastError when the breaker held it back (OpenClaw 2026.9.6)
 SUPPRESSED_ADVICE = "OpenClaw's crash-loop breaker left these channels stopped; fix what crashed the gateway."
 
 
@@ -197,9 +198,13 @@ def part_findings(
     down = {ch: why for ch, why in failing_channels(ev).items() if valid_channel_id(ch)}
     for ch, why in disconnected_channels(state.get("channels") or {}).items():
         down.setdefault(ch, why)
-    suppressed = [ch for ch in state.get("suppressed") or [] if valid_channel_id(ch)]
-    for ch in suppressed:
-        down.pop(ch, None)  # a suppressed channel is started, not restarted
+    accounts = state.get("channels") or {}
+    held = [ch for ch in state.get("suppressed") or [] if valid_channel_id(ch)]
+    for ch in held:
+        down.pop(ch, None)  # a suppressed channel is not down: OpenClaw chose not to start it
+    # /ready's `suppressed` also lists channels with ambient credentials (from the environment), which OpenClaw
+    # never auto-starts on purpose: only those its crash-loop breaker held back are started again
+    suppressed = [ch for ch in held if any(BREAKER in str(a.get("last_error") or "") for a in accounts.get(ch) or [])]
     due = channels.observe(set(down), now)
     out = [f for f in findings if f.rule != "channel-down"]
     hold: dict[str, float] = {}

@@ -73,6 +73,23 @@ CONVERSATION_MESSAGE: Final = "clawmedic readiness check: reply with one word." 
 # --- the doctor's evidence -------------------------------------------------------------------------------------
 EVIDENCE_LEAD_S: Final = STARTUP_TIMEOUT_S  # log records count from the launch that failed: at most a startup before
 EVIDENCE_WINDOW_S: Final = 3600.0  # `diagnose` with no incident: the gateway's last hour of log is its present
+EVIDENCE_COLLECTOR_BUDGET_S: Final = 4.0  # collectors run in parallel; one not done by then is recorded as timed out
+EVIDENCE_LINT_TIMEOUT_S: Final = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; later is not waited for
+EVIDENCE_NODE_TIMEOUT_S: Final = 10.0  # `node --version` answers in ~50 ms; a wedged binary is not waited on
+EVIDENCE_DB_BUSY_S: Final = 2.0  # the state database is opened read-only; a gateway mid-write is not waited on long
+EVIDENCE_MAX_LINES: Final = 60  # lines of output/log kept as evidence
+EVIDENCE_MAX_LINE_CHARS: Final = 400  # characters per line
+LOW_DISK_MB: Final = 200  # below this, a gateway that writes logs and SQLite will fail in odd ways
+LOW_DISK_FRACTION: Final = 0.05  # ... but a small filesystem is only "full" below 5 % of its size (a 64 MB one is not)
+NEAR_LOW_DISK_FACTOR: Final = 4  # free space under 4x the threshold is worth telling the LLM doctor: low, not "full"
+BREAKER_WINDOW_S: Final = 300.0  # FACTS §5: OpenClaw's breaker counts unclean boots within 300 s, clears itself after
+CHANGE_MAX_SETTINGS: Final = 20  # changed settings listed per file; the rest are counted
+CHANGE_MAX_VALUE_CHARS: Final = 80  # characters of a setting's value shown
+GATEWAY_CHECK_LOG_TAIL_LINES: Final = 2000  # model decisions since the last check; a busy gateway logs far fewer/min
+GATEWAY_CHECK_MAX_ITEMS: Final = 50  # jobs, accounts, events or pins kept per check
+GATEWAY_CHECK_MAX_TEXT: Final = 300  # characters per error string
+OPENCLAW_VALIDATE_TIMEOUT_S: Final = 60.0  # `openclaw config validate` answers in ~2 s idle; allow for a loaded machine
+OPENCLAW_DOCTOR_FIX_TIMEOUT_S: Final = 120.0  # `openclaw doctor --fix` rewrites the config in seconds; 2 min under load
 
 # --- stopping ---------------------------------------------------------------------------------------
 STOP_TIMEOUT_S: Final = 30.0  # SIGTERM, then SIGKILL: OpenClaw may drain for 325 s; FACTS advises 15-30 s
@@ -87,6 +104,7 @@ MEMORY_CHECK_INTERVAL_S: Final = 15.0  # walking the process tree costs more tha
 # --- known-good state and prevention ------------------------------------------------------------------------
 KNOWN_GOOD_AFTER_S: Final = 300.0  # a config that served healthy this long is snapshotted as known-good
 SNAPSHOT_INTERVAL_S: Final = 3600.0  # scheduled snapshot of boot-critical files, hourly
+KNOWN_GOOD_LOCK_TIMEOUT_S: Final = 60.0  # a snapshot holds the store's lock well under a second; a minute is hung
 APPLY_PROBATION_S: Final = 60.0  # `config apply`: the gateway must stay healthy this long or the change is rolled back
 WATCH_DEBOUNCE_MS: Final = 300  # editors write a file in several steps; validate once they are done
 
@@ -113,7 +131,6 @@ MIN_DURATION_S: Final = 0.05  # an interval or timeout under 50 ms only burns CP
 MAX_DURATION_S: Final = 7 * 86400.0  # a week: longer is a typo, and 1e300 s overflows the event loop's timers
 MAX_COUNT: Final = 10_000  # thresholds and counts: beyond this a limit is never reached, so it is a mistake
 MAX_MEMORY_LIMIT_MB: Final = 1024 * 1024  # 1 TB: no gateway host has more
-KNOWN_GOOD_RECHECK_S: Final = 30.0  # after that, while healthy, the files are looked at again (an edit no watcher saw)
 
 # --- exit codes of the clawmedic command ------------------------------------------------------------------
 EXIT_OK: Final = 0
@@ -129,6 +146,10 @@ LLM_REQUEST_TIMEOUT_S: Final = 180.0  # one model turn; a cloud answer takes sec
 LLM_TOOL_OUTPUT_MAX_CHARS: Final = 3000  # per tool result; more is cut, with a notice the model can see
 LLM_MAX_TOKENS: Final = 300  # per decision: a tool call or a short conclusion, never an essay (CPU time is precious)
 LLM_CLI_TIMEOUT_S: Final = 900.0  # an agent CLI gets 15 min for its whole answer
+LLM_CONSULTATIONS_PER_INCIDENT: Final = 2  # a second look after the first one's remedies did not hold; then humans
+LLM_KILL_GRACE_S: Final = 15.0  # past the time budget, the child gets this long to end its last request, then killed
+LLM_STDERR_DRAIN_S: Final = 5.0  # the ended child's last stderr lines; a grandchild holding the pipe is not waited on
+LLM_TMUX_TIMEOUT_S: Final = 10.0  # `tmux new-session -d` / `kill-session` return at once; a hung tmux is not waited on
 LOCAL_MODEL_CONTEXT: Final = 8192  # tokens: the evidence summary, the tools and a few turns fit comfortably
 REDACT_MIN_SECRET_LEN: Final = 4  # a configured secret shorter than this would mask ordinary words and numbers
 REDACT_MIN_NAMED_SECRET_LEN: Final = 6  # `API_TOKEN=…` in start.env/env_file: long enough not to blank common words

@@ -7,12 +7,16 @@ Layout: one folder per target in the repository's work tree (`<target>/<key>`, w
 name, e.g. `openclaw.json`). Each commit says why it was taken and the health at that moment (trailers
 `Target:`, `Reason:`, `Health:`, `Known-Good:`). `refs/known-good/<target>` points at the latest commit marked
 known-good. Restoring a file moves the replaced one aside as `NAME.broken-<timestamp>`; nothing is deleted.
+
+Several processes open the store (the daemon's short-lived `knowngood` children, `clawmedic config apply`, the CLI):
+every write (creating the repository, a snapshot, a known-good mark, a restore) holds `known-good.lock` beside the
+repository, a `filelock` that also serialises threads. Readers take no lock: objects are immutable and refs are
+replaced atomically.
 """
 
 from __future__ import annotations
 
 import difflib
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +26,9 @@ from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
+from filelock import FileLock
 
+from clawmedic import defaults
 from clawmedic.knowngood_client import NoKnownGood, Restored, Snapshot, UnknownRevision
 from clawmedic.paths import ensure_private_dir
 from clawmedic.store.files import atomic_write, keep_copy
@@ -37,12 +43,16 @@ def _kg_ref(target: str) -> Ref:
 class KnownGoodStore:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "known-good"
-        self._lock = threading.Lock()
-        if (self.root / ".git").exists():
-            self.repo = Repo(str(self.root))
-        else:
+        if not self.root.exists():
             ensure_private_dir(self.root)
-            self.repo = Repo.init(str(self.root))
+        self._lock = FileLock(
+            state_dir / "known-good.lock", timeout=defaults.KNOWN_GOOD_LOCK_TIMEOUT_S, mode=defaults.FILE_MODE
+        )
+        with self._lock:  # two processes may find no repository at once: one creates it
+            if (self.root / ".git").exists():
+                self.repo = Repo(str(self.root))
+            else:
+                self.repo = Repo.init(str(self.root))
 
     # --- writing ---------------------------------------------------------------------------------------
 
@@ -110,8 +120,9 @@ class KnownGoodStore:
             return self._snapshot_of(commit)
 
     def mark_known_good(self, target: str, rev: str) -> None:
-        commit = self._resolve(rev)
-        self.repo.refs[_kg_ref(target)] = commit.id
+        with self._lock:
+            commit = self._resolve(rev)
+            self.repo.refs[_kg_ref(target)] = commit.id
 
     # --- reading -----------------------------------------------------------------------------------------
 
@@ -161,6 +172,10 @@ class KnownGoodStore:
 
     def restore(self, target: str, key: str, dest: Path, rev: str | None = None) -> Restored:
         """Put the file back from `rev` (default: known-good). The replaced file is moved aside, never deleted."""
+        with self._lock:
+            return self._restore(target, key, dest, rev)
+
+    def _restore(self, target: str, key: str, dest: Path, rev: str | None) -> Restored:
         snap = self._pick(target, rev)
         data = self.read(target, key, snap.rev)
         if data is None:
@@ -263,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = argv if argv is not None else sys.argv[1:]
     op, state_dir, payload = args[0], Path(args[1]), json.loads(args[2])
-    store = KnownGoodStore(state_dir)
     try:
+        store = KnownGoodStore(state_dir)  # creating it writes (a full disk is reported like any write)
         if op == "snapshot":
             files = {k: Path(v) for k, v in payload["files"].items()}
             snap = store.snapshot(

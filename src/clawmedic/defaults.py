@@ -103,6 +103,7 @@ MEMORY_CHECK_INTERVAL_S: Final = 15.0  # walking the process tree costs more tha
 
 # --- known-good state and prevention ------------------------------------------------------------------------
 KNOWN_GOOD_AFTER_S: Final = 300.0  # a config that served healthy this long is snapshotted as known-good
+KNOWN_GOOD_RECHECK_S: Final = 30.0  # after that, while healthy, the files are looked at again (an edit no watcher saw)
 SNAPSHOT_INTERVAL_S: Final = 3600.0  # scheduled snapshot of boot-critical files, hourly
 KNOWN_GOOD_LOCK_TIMEOUT_S: Final = 60.0  # a snapshot holds the store's lock well under a second; a minute is hung
 APPLY_PROBATION_S: Final = 60.0  # `config apply`: the gateway must stay healthy this long or the change is rolled back

@@ -95,14 +95,15 @@ def test_suppressed_channels_are_read_from_ready(body: object, expected: list[st
 
 def test_disconnected_channels_are_stopped_with_an_error_or_running_unconnected() -> None:
     channels: dict[str, list[dict[str, Any]]] = {
-        "telegram": [{"running": True, "connected": False, "health": "reconnecting"}],
+        "telegram": [{"running": True, "connected": False, "last_error": "getMe failed: network"}],
+        "webhooks": [{"running": True, "connected": False}],  # webhook mode: no connection, no error
         "slack": [{"running": False, "connected": False, "last_error": "401"}],
         "discord": [{"running": True, "connected": True}],
         "whatsapp": [{"running": True, "connected": False}, {"running": True, "connected": True}],
         "evil;x": [{"running": False, "last_error": "x"}],
         "idle": [],
     }
-    assert set(disconnected_channels(channels)) == {"telegram", "slack"}
+    assert set(disconnected_channels(channels)) == {"telegram", "slack"}, "never webhooks, whatsapp or discord"
 
 
 # --- the channel policy: N checks, restart(s) min_interval apart, then disable ---------------------------------------
@@ -187,7 +188,7 @@ def test_part_findings_hold_channel_down_until_n_checks_and_start_suppressed_not
     st = _state(
         ready={"status": 503, "failing": ["telegram"]},
         channels={
-            "discord": [{"running": True, "connected": False}],
+            "discord": [{"running": True, "connected": False, "last_error": "gateway closed 4004"}],
             "telegram": [{"running": False, "last_error": breaker}],
             "slack": [
                 {"running": False, "last_error": "ambient channel credentials suppressed; configure the channel"}

@@ -106,13 +106,14 @@ def parse_suppressed(ready_body: object) -> list[str]:
 
 
 def disconnected_channels(channels: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """Channel id → why it counts as disconnected, from `channels status` accounts: every account of it either
-    stopped with an error or running but not connected. A channel with no account is not judged."""
+    """Channel id → why it counts as disconnected, from `channels status` accounts: every account of it stopped or
+    not connected, *with* an error. A channel with no account is not judged, and `connected: false` without an
+    error is not a fault (webhook-mode channels never hold a connection; OpenClaw's own readiness judges them)."""
     out: dict[str, str] = {}
     for ch, accounts in channels.items():
         if valid_channel_id(ch) is None or not accounts:
             continue
-        if all((not a.get("running") and a.get("last_error")) or a.get("connected") is False for a in accounts):
+        if all((not a.get("running") or a.get("connected") is False) and a.get("last_error") for a in accounts):
             first = accounts[0]
             why = first.get("last_error") or first.get("health") or "not connected"
             out[ch] = f"disconnected: {str(why)[:MAX_TEXT]}"

@@ -508,3 +508,36 @@ def test_a_failed_restart_is_followed_by_the_disable_not_an_escalation(
     events = rig.run(61.0, down)
     assert [c[0] for c in guard.calls] == ["channel_restart", "channel_disable"]
     assert not [e for e in events if e["kind"] == "gateway_fault_escalated"]
+
+
+def test_read_state_reads_plugins_and_the_breakers_suppressed_channels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clawmedic.doctor import gateway_checks
+
+    _, rig, _, _ = _check(tmp_path, monkeypatch)
+    seen: list[list[str]] = []
+
+    def fake_cli(_loaded: object, _name: str, args: list[str], *, remote: bool, timeout: float) -> openclaw.CliAnswer:
+        seen.append(args)
+        if args[:2] == ["plugins", "list"]:
+            return openclaw.CliAnswer(0, PLUGINS)
+        return openclaw.CliAnswer(0, {"jobs": [], "channelAccounts": {}})
+
+    def fake_get(url: str, **_: object) -> httpx.Response:
+        body = {"ready": True, "failing": [], "suppressed": ["telegram", "--x"]}
+        return httpx.Response(200, json=body, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(openclaw, "gateway_cli", fake_cli)
+    monkeypatch.setattr(httpx, "get", fake_get)
+    cfg = rig.loaded.config.daemon.doctor.gateway_checks
+    st = gateway_checks.read_state(rig.loaded, "gw", since=0.0, cfg=cfg)
+    assert st.errors == {}, st.errors
+    assert st.suppressed == ["telegram"]
+    assert [p["id"] for p in st.plugins] == ["memory-core", "telegram", "e2e-broken", "off"]
+    assert st.dropped and "--help" in st.dropped[0]
+    assert ["plugins", "list", "--json"] in seen
+    off = cfg.model_copy(update={"plugins": cfg.plugins.model_copy(update={"enabled": False})})
+    seen.clear()
+    assert gateway_checks.read_state(rig.loaded, "gw", since=0.0, cfg=off).plugins == []
+    assert ["plugins", "list", "--json"] not in seen, "[…plugins] enabled = false reads no plugin list"

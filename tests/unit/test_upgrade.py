@@ -7,6 +7,7 @@ the install folders are real files in a temporary folder. The real thing runs in
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class FakeOps:
     calls: list[tuple[str, str]] = field(default_factory=list)
     running: str | None = OLD
     migrate_config: bool = False  # the new version rewrites openclaw.json when it starts
+    restored_from: list[Path | None] = field(default_factory=list)  # each switch's state backup to put back
 
     def _version_of(self, loaded: LoadedConfig) -> str:
         cmd = loaded.targets["gw"].start.command or []
@@ -97,8 +99,14 @@ class FakeOps:
             return "restored"
         return "unchanged"
 
-    def switch(self, loaded: LoadedConfig, name: str) -> str:
+    def backup_state(self, loaded: LoadedConfig, name: str, dest: Path) -> str:
+        self._maybe_fail("backup", self._version_of(loaded))
+        dest.mkdir(parents=True)
+        return "backed up"
+
+    def switch(self, loaded: LoadedConfig, name: str, restore_from: Path | None = None) -> str:
         version = self._version_of(loaded)  # what the reloaded config would launch
+        self.restored_from.append(restore_from)
         self._maybe_fail("switch", version)
         self.running = version
         if self.migrate_config and version == NEW:
@@ -199,7 +207,8 @@ def test_upgrade_installs_checks_switches_and_records_the_pointer(tmp_path: Path
     ops = FakeOps()
     report = _upgrader(cfg, ops).upgrade(NEW)
     assert report.outcome == "upgraded" and report.exit_code == 0 and report.running_version == NEW
-    assert _steps(report) == ["snapshot", "install", "deps", "validate", "switch", "probation"]
+    assert _steps(report) == ["snapshot", "install", "deps", "validate", "backup", "switch", "probation"]
+    assert ops.restored_from == [None]  # forward: the state is the new version's to migrate
     assert [c for c in ops.calls if c[0] in ("deps", "validate", "switch")] == [
         ("deps", NEW),  # the new install's dependencies and CLI, before anything is switched
         ("validate", NEW),
@@ -212,18 +221,19 @@ def test_upgrade_installs_checks_switches_and_records_the_pointer(tmp_path: Path
     assert (tmp_path / "old" / "node_modules" / "openclaw" / "openclaw.mjs").is_file()  # the old install untouched
 
 
-@pytest.mark.parametrize("step", ["install", "deps", "validate"])
+@pytest.mark.parametrize("step", ["install", "deps", "validate", "backup"])
 def test_a_failure_before_the_switch_changes_nothing_the_gateway_uses(tmp_path: Path, step: str) -> None:
     cfg = _config(tmp_path)
-    ops = FakeOps(fail={step: {NEW}})
+    ops = FakeOps(fail={step: {"*"}})
     report = _upgrader(cfg, ops).upgrade(NEW)
     assert report.outcome == "refused" and report.exit_code == 1
-    assert f"{step} failed for {NEW}" in report.reason and "nothing was switched" in report.reason
+    assert f"{step} failed for" in report.reason and "nothing was switched" in report.reason
     assert not any(c[0] == "switch" for c in ops.calls)
     assert up.read_pointer(load_config(cfg).state_dir, "gw") is None
     assert ops._version_of(load_config(cfg)) == OLD
     if step != "install":  # the failed install is kept aside, not deleted
-        assert _installs(cfg) == [n for n in _installs(cfg) if ".failed-" in n] and len(_installs(cfg)) == 1
+        failed = [n for n in _installs(cfg) if ".failed-" in n]
+        assert len(failed) == 1 and failed[0].startswith(f"openclaw-{NEW}-node-")
 
 
 @pytest.mark.parametrize("step", ["switch", "probation"])
@@ -243,7 +253,10 @@ def test_a_failure_after_the_switch_rolls_back_install_and_config(tmp_path: Path
         assert (_openclaw_json(loaded).parent / "openclaw.json.upgrade-test").is_file()
     p = up.read_pointer(loaded.state_dir, "gw")
     assert p is not None and p.current.version == OLD and p.previous is None
-    assert len(_installs(cfg)) == 1 and ".failed-" in _installs(cfg)[0]
+    installs = _installs(cfg)
+    assert len([n for n in installs if ".failed-" in n]) == 1 and len(installs) == 2
+    backup = next(n for n in installs if n.startswith(f"state-before-{OLD}-"))
+    assert ops.restored_from[0] is None and ops.restored_from[-1] == up.installs_dir(loaded.state_dir, "gw") / backup
 
 
 def test_when_the_way_back_fails_too_the_report_says_so(tmp_path: Path) -> None:
@@ -260,7 +273,9 @@ def test_a_successful_upgrade_removes_the_failed_installs_kept_aside(tmp_path: P
     assert any(".failed-" in n for n in _installs(cfg))
     report = _upgrader(cfg, FakeOps()).upgrade(NEW)
     assert report.outcome == "upgraded"
-    assert _installs(cfg) == [f"openclaw-{NEW}-node-24.21.0"]
+    installs = _installs(cfg)
+    assert [n for n in installs if not n.startswith("state-before-")] == [f"openclaw-{NEW}-node-24.21.0"]
+    assert len(installs) == 2  # and the one state backup a rollback can use
 
 
 def test_an_upgrade_runs_alone(tmp_path: Path) -> None:
@@ -284,9 +299,12 @@ def test_rollback_without_a_previous_install_is_refused(tmp_path: Path) -> None:
 def test_rollback_goes_back_and_a_second_one_goes_forward_without_installing(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     _upgrader(cfg, FakeOps()).upgrade(NEW)
+    backup = up.read_pointer(load_config(cfg).state_dir, "gw").state_backup  # type: ignore[union-attr]
+    assert backup is not None and Path(backup).name.startswith(f"state-before-{OLD}-")
     ops = FakeOps(running=NEW)
     report = _upgrader(cfg, ops).rollback()
     assert report.outcome == "switched" and report.exit_code == 0 and ops.running == OLD
+    assert ops.restored_from == [Path(backup)]  # the state as the old version left it
     assert ops._version_of(load_config(cfg)) == OLD
     again = FakeOps(running=OLD)
     report = _upgrader(cfg, again).rollback()
@@ -330,3 +348,37 @@ def test_an_unreadable_pointer_leaves_the_config_as_written(tmp_path: Path) -> N
     path.parent.mkdir(parents=True)
     path.write_text("{ not json")
     assert FakeOps()._version_of(load_config(cfg)) == OLD
+
+
+# --- the state databases (real SQLite files) --------------------------------------------------------------------------
+
+
+def _db(path: Path, schema: int, rows: int) -> None:
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    con.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(rows)])
+    con.execute(f"PRAGMA user_version = {schema}")
+    con.commit()
+    con.close()
+
+
+def test_a_migrated_state_database_is_restored_and_the_migrated_one_kept(tmp_path: Path) -> None:
+    loaded = load_config(_config(tmp_path))
+    cfg = loaded.targets["gw"]
+    state = tmp_path / "home" / ".openclaw" / "state"
+    state.mkdir()
+    _db(state / "openclaw.sqlite", 17, 3)
+    backup = tmp_path / "backup"
+    assert up.backup_state(cfg, backup) == {"openclaw.sqlite": 17}
+    assert up.stale_databases(cfg, backup) == []  # nothing migrated yet: a rollback has nothing to restore
+    _db(state / "openclaw.sqlite", 18, 2)  # the new version migrates and writes
+    assert up.stale_databases(cfg, backup) == ["openclaw.sqlite"]
+    moved = up.restore_state(cfg, backup, ["openclaw.sqlite"])
+    assert up.schema_version(state / "openclaw.sqlite") == 17
+    assert any(m.endswith(".sqlite." + m.rsplit(".", 1)[-1]) for m in moved)
+    aside = [Path(m) for m in moved if Path(m).name.startswith("openclaw.sqlite.rollback-")]
+    assert aside and up.schema_version(aside[0]) == 18  # the migrated database is kept, not deleted
+    con = sqlite3.connect(state / "openclaw.sqlite")
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    con.close()

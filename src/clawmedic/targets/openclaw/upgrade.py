@@ -16,6 +16,12 @@ gateway runs. It installs the new version beside it, in its own prefix, checks i
               again, and the failed install is kept aside (`….failed-<timestamp>`) until the next successful
               upgrade. `upgrade --rollback` does the same on demand, to the previous install.
 
+A new version may migrate the state database as it starts (2026.9.6 takes `state/openclaw.sqlite` from schema 17
+to 18, and 2026.9.5 then refuses to start: "uses newer schema version 18; this build supports 17"). So the state
+databases are backed up (SQLite's online backup) just before the switch, and a rollback to an install whose
+schema differs stops the gateway, moves the migrated databases aside (`….rollback-<timestamp>`, never deleted),
+puts the backup in place and starts the old install.
+
 Nothing the user installed is modified or deleted. The pointer names the install the clawmedic config names
 (`configured`): once the user edits the command to another install, the pointer no longer applies.
 Side effects go through `Ops`, so the sequence (`Upgrader`) is tested with fakes and the real thing end to end.
@@ -28,6 +34,7 @@ import copy
 import json
 import re
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -44,6 +51,7 @@ from clawmedic.store.files import atomic_write, move_aside, timestamp
 
 if TYPE_CHECKING:
     from clawmedic.config import LoadedConfig, TargetConfig
+    from clawmedic.process.launcher import ProcessRecord
     from clawmedic.sandbox.install import ProgressFn
 
 POINTER: Final = "current.json"
@@ -54,6 +62,7 @@ REGISTRY_TIMEOUT_S: Final = 20.0  # one small JSON document from the registry
 LOCK_NAME: Final = "upgrade.lock"
 _VERSION: Final = re.compile(r"\d{1,9}\.\d{1,9}\.\d{1,9}(?:-[0-9A-Za-z][0-9A-Za-z.-]{0,63})?")
 _FAILED: Final = ".failed-"
+_STATE: Final = "state-before-"  # a state backup's folder: state-before-<version that left it>-<timestamp>
 
 Say = Callable[[str], None]
 # upgraded / switched (a rollback on demand) / already / planned (dry run): exit 0. refused: nothing was switched;
@@ -105,6 +114,7 @@ class Pointer:
     previous: InstallRef | None = None
     updated_at: float = 0.0
     reason: str = ""
+    state_backup: str | None = None  # the state databases as `previous` left them (restored by a rollback)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": POINTER_FORMAT, **asdict(self)}
@@ -121,6 +131,7 @@ class Pointer:
             None if prev is None else InstallRef.from_dict(prev),
             float(d.get("updated_at", 0.0)),
             str(d.get("reason", "")),
+            None if d.get("state_backup") is None else str(d["state_backup"]),
         )
 
 
@@ -318,7 +329,10 @@ class Ops(Protocol):
     def validate(self, loaded: LoadedConfig, name: str) -> str: ...  # raises StepFailed
     def snapshot(self, loaded: LoadedConfig, name: str, reason: str) -> bytes | None: ...
     def restore_config(self, loaded: LoadedConfig, name: str, content: bytes | None) -> str: ...
-    def switch(self, loaded: LoadedConfig, name: str) -> str: ...  # restart on the loaded command; raises StepFailed
+    def backup_state(self, loaded: LoadedConfig, name: str, dest: Path) -> str: ...  # raises StepFailed
+    # restart on the loaded command (first putting back the state backup `restore_from` where the live schema
+    # differs from it); raises StepFailed
+    def switch(self, loaded: LoadedConfig, name: str, restore_from: Path | None = None) -> str: ...
     def probation(self, loaded: LoadedConfig, name: str, version: str, seconds: float) -> str: ...  # raises
     def running_version(self, loaded: LoadedConfig, name: str) -> str | None: ...
 
@@ -485,30 +499,50 @@ class Upgrader:
             self._step(report, "deps", lambda: self.ops.deps(candidate, self.name))
             self.say(f"validating the current config with openclaw {version}")
             self._step(report, "validate", lambda: self.ops.validate(candidate, self.name))
+            backup = self._backup(report, current)
         except StepFailed as e:
             report.outcome, report.reason = "refused", f"nothing was switched: {e}"
             if new is not None and new.root is not None:
                 self._set_aside(new, report)
             report.running_version = self._running_version()
             return report
-        ok = self._switch_with_probation(report, configured, current, new, f"upgrade to {version}")
+        ok = self._switch_with_probation(report, configured, current, new, f"upgrade to {version}", backup, None)
         if ok:
             report.outcome = "upgraded"
             report.reason = f"{self.name} runs openclaw {version} and passed its probation"
-            self._prune(keep={new.root, current.root})
+            self._prune(keep={new.root, current.root, str(backup)})
         else:
-            self._rollback_after(report, configured, current, new, saved[0])
+            self._rollback_after(report, configured, current, new, saved[0], backup)
         report.running_version = self._running_version()
         return report
 
+    def _backup(self, report: Report, current: InstallRef) -> Path:
+        """Back up the state databases as `current` leaves them, into a new folder beside the installs."""
+        base = installs_dir(self.state_dir, self.name) / f"{_STATE}{current.version}-{timestamp()}"
+        dest, n = base, 1
+        while dest.exists():  # two switches within a second: never write into an earlier backup
+            dest, n = base.with_name(f"{base.name}.{n}"), n + 1
+        self.say(f"backing up the state databases to {dest}")
+        self._step(report, "backup", lambda: self.ops.backup_state(self.loaded, self.name, dest))
+        return dest
+
     def _switch_with_probation(
-        self, report: Report, configured: InstallRef, old: InstallRef, new: InstallRef, why: str
+        self,
+        report: Report,
+        configured: InstallRef,
+        old: InstallRef,
+        new: InstallRef,
+        why: str,
+        backup: Path,
+        restore_from: Path | None,
     ) -> bool:
-        self._write(Pointer(self.name, configured, new, old, time.time(), why))
+        """Record `new` as current (and the state `old` leaves, `backup`), switch to it, run its probation.
+        `restore_from`: the state backup `new` left when it last ran (a rollback to it), else None."""
+        self._write(Pointer(self.name, configured, new, old, time.time(), why, str(backup)))
         fresh = self._fresh()
         try:
             self.say(f"switching {self.name} to openclaw {new.version}")
-            self._step(report, "switch", lambda: self.ops.switch(fresh, self.name))
+            self._step(report, "switch", lambda: self.ops.switch(fresh, self.name, restore_from))
             self.say(f"probation: {self.probation_s:g} s on openclaw {new.version}")
             self._step(report, "probation", lambda: self.ops.probation(fresh, self.name, new.version, self.probation_s))
         except StepFailed as e:
@@ -517,8 +551,16 @@ class Upgrader:
         return True
 
     def _rollback_after(
-        self, report: Report, configured: InstallRef, old: InstallRef, failed: InstallRef, saved: bytes | None
+        self,
+        report: Report,
+        configured: InstallRef,
+        old: InstallRef,
+        failed: InstallRef,
+        saved: bytes | None,
+        backup: Path,
     ) -> None:
+        """Back to `old`, its config `saved` and its state databases (`backup`, where the failed one migrated
+        them)."""
         why = report.reason
         self.say(f"rolling back to openclaw {old.version}: {why}")
         self._write(Pointer(self.name, configured, old, None, time.time(), f"rolled back: {why}"))
@@ -526,7 +568,7 @@ class Upgrader:
         detail = self.ops.restore_config(self.loaded, self.name, saved)
         try:
             fresh = self._fresh()
-            switched = self.ops.switch(fresh, self.name)
+            switched = self.ops.switch(fresh, self.name, backup)
             kept = self.ops.probation(fresh, self.name, old.version, min(self.probation_s, 10.0))
         except StepFailed as e:
             report.steps.append(Step("rollback", False, self.clock() - t0, str(e)))
@@ -562,11 +604,17 @@ class Upgrader:
             report.outcome, report.reason = "planned", "dry run: nothing was changed"
             return report
         with self._locked():
-            if self._switch_with_probation(report, p.configured, current, prev, "rollback on demand"):
+            try:
+                backup = self._backup(report, current)
+            except StepFailed as e:
+                report.outcome, report.reason = "refused", f"nothing was switched: {e}"
+                return report
+            restore = Path(p.state_backup) if p.state_backup else None
+            if self._switch_with_probation(report, p.configured, current, prev, "rollback on demand", backup, restore):
                 report.outcome = "switched"
                 report.reason = f"{self.name} runs openclaw {prev.version} again (was {current.version})"
             else:
-                self._rollback_after(report, p.configured, current, prev, None)
+                self._rollback_after(report, p.configured, current, prev, None, backup)
             report.running_version = self._running_version()
             return report
 
@@ -618,11 +666,13 @@ class Upgrader:
             self._write(replace(p, previous=None))
 
     def _prune(self, keep: set[str | None]) -> None:
-        """After a successful upgrade: remove clawmedic's own failed installs (only folders it named so)."""
+        """After a successful upgrade: remove clawmedic's own failed installs and superseded state backups (only
+        folders it named so)."""
         folder = installs_dir(self.state_dir, self.name)
         with contextlib.suppress(OSError):
             for p in folder.iterdir():
-                if _FAILED in p.name and p.is_dir() and str(p) not in keep:
+                ours = _FAILED in p.name or p.name.startswith(_STATE)  # older state backups no rollback can use
+                if ours and p.is_dir() and str(p) not in keep:
                     shutil.rmtree(p, ignore_errors=True)
 
     @contextlib.contextmanager
@@ -730,10 +780,22 @@ class RealOps:
         atomic_write(path, content)
         return f"config restored from the snapshot (the changed one is {aside})"
 
-    def switch(self, loaded: LoadedConfig, name: str) -> str:
+    def backup_state(self, loaded: LoadedConfig, name: str, dest: Path) -> str:
+        try:
+            versions = backup_state(loaded.targets[name], dest)
+        except (OSError, sqlite3.Error) as e:
+            raise StepFailed(f"cannot back up the state databases into {dest}: {e}") from None
+        if not versions:
+            return "no state database yet"
+        return ", ".join(f"{n} (schema {v})" for n, v in versions.items()) + f" backed up to {dest}"
+
+    def switch(self, loaded: LoadedConfig, name: str, restore_from: Path | None = None) -> str:
         from clawmedic import runbook
         from clawmedic.store.lock import holder_pid
 
+        stale = stale_databases(loaded.targets[name], restore_from) if restore_from is not None else []
+        if restore_from is not None and stale:
+            return _switch_restoring(loaded, name, restore_from, stale, self.say)
         if holder_pid(loaded.state_dir) is not None:
             return _switch_via_daemon(loaded, name, self.say)
         outcome = runbook.restart_target(loaded, name, self.say, check_config=False)
@@ -746,6 +808,137 @@ class RealOps:
 
     def running_version(self, loaded: LoadedConfig, name: str) -> str | None:
         return startup_version(loaded.targets[name])
+
+
+# --- the state databases ----------------------------------------------------------------------------------------------
+
+
+def state_databases(cfg: TargetConfig) -> list[Path]:
+    """The gateway's SQLite state databases (`~/.openclaw/state/*.sqlite`, FACTS §2: `state-database`)."""
+    from clawmedic.targets.openclaw import gateway_home
+
+    folder = gateway_home(cfg) / ".openclaw" / "state"
+    try:
+        return sorted(p for p in folder.glob("*.sqlite") if p.is_file())
+    except OSError:
+        return []
+
+
+def schema_version(db: Path) -> int | None:
+    """`PRAGMA user_version`: the schema OpenClaw migrated the database to (17 for 2026.9.5, 18 for 2026.9.6)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            row = con.execute("PRAGMA user_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row else None
+
+
+def backup_state(cfg: TargetConfig, dest: Path) -> dict[str, int | None]:
+    """A consistent copy of every state database (SQLite's online backup: the gateway may be writing), and the
+    schema of each in `schema.json`."""
+    ensure_private_dir(dest)
+    versions: dict[str, int | None] = {}
+    for db in state_databases(cfg):
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        dst = sqlite3.connect(dest / db.name)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        (dest / db.name).chmod(defaults.FILE_MODE)
+        versions[db.name] = schema_version(dest / db.name)
+    atomic_write(dest / "schema.json", json.dumps(versions, indent=1) + "\n")
+    return versions
+
+
+def stale_databases(cfg: TargetConfig, backup: Path) -> list[str]:
+    """The backed-up databases whose live schema is not the backup's (migrated since): a rollback restores them."""
+    try:
+        saved = json.loads((backup / "schema.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    live = {db.name: schema_version(db) for db in state_databases(cfg)}
+    return [n for n, v in dict(saved).items() if (backup / n).is_file() and live.get(n) != v]
+
+
+def restore_state(cfg: TargetConfig, backup: Path, names: list[str]) -> list[str]:
+    """Put the backed-up databases `names` back (the gateway is stopped); the live ones, with their -wal and -shm,
+    are moved aside as `NAME.rollback-<timestamp>`. Returns the paths moved aside."""
+    from clawmedic.targets.openclaw import gateway_home
+
+    folder = gateway_home(cfg) / ".openclaw" / "state"
+    moved: list[str] = []
+    stamp = timestamp()
+    for n in names:
+        for suffix in ("", "-wal", "-shm"):
+            live = folder / f"{n}{suffix}"
+            if live.exists():
+                aside = live.with_name(f"{live.name}.rollback-{stamp}")
+                live.rename(aside)
+                moved.append(str(aside))
+        shutil.copy2(backup / n, folder / n)
+        (folder / n).chmod(defaults.FILE_MODE)
+    return moved
+
+
+def _switch_restoring(loaded: LoadedConfig, name: str, backup: Path, stale: list[str], say: Say) -> str:
+    """Stop the target's own process, put the state backup back, start the loaded command: with a daemon, by
+    pausing the target (maintenance: no restart), reloading and resuming; without one, under the daemon's lock."""
+    import asyncio
+
+    from clawmedic import control, relaunch, runbook
+    from clawmedic.errors import NotOurProcess
+    from clawmedic.process.launcher import Handle
+    from clawmedic.store.lock import holder_pid
+
+    cfg = loaded.targets[name]
+    state_dir = loaded.state_dir
+    say(f"the state databases {', '.join(stale)} were migrated since the backup: stopping {name} to restore them")
+
+    def stop(handle: Handle | None) -> None:
+        if handle is None:
+            return
+        try:
+            asyncio.run(handle.stop(cfg.limits.stop_timeout_s))
+        except NotOurProcess as e:
+            raise StepFailed(f"not restoring the state databases: {e}") from None
+
+    if holder_pid(state_dir) is not None:
+        asked_at = time.time()
+        control.pause(state_dir, [name])
+        t0 = time.monotonic()
+        while (runbook.daemon_status(loaded, name) or {}).get("state") != "maintenance":
+            if time.monotonic() - t0 > defaults.CONTROL_ACK_TIMEOUT_S:
+                control.resume(state_dir, [name])
+                raise StepFailed("the clawmedic daemon did not pause the target to restore its state databases")
+            time.sleep(0.25)
+        before = relaunch._recorded(loaded, name)
+        try:
+            stop(Handle(before, None) if before is not None else None)
+            moved = restore_state(cfg, backup, stale)
+        finally:
+            seq = control.request_reload(state_dir)  # the daemon's config must run the loaded command
+            _await_reload(state_dir, seq)
+            control.resume(state_dir, [name])
+        detail = _await_new_process(loaded, name, before, asked_at, say)
+    else:
+        lock = relaunch._Lock(state_dir)  # no daemon may launch the target while its databases are replaced
+        lock.acquire()
+        try:
+            stop(relaunch._launcher(loaded, name).adopt())
+            moved = restore_state(cfg, backup, stale)
+        finally:
+            lock.release()
+        outcome = runbook.restart_target(loaded, name, say, check_config=False)
+        if not outcome.ok:
+            raise StepFailed(outcome.detail)
+        detail = outcome.detail
+    return f"state databases restored from {backup} (the migrated ones: {', '.join(moved)}); {detail}"
 
 
 def _default_install_root() -> Path:
@@ -775,15 +968,24 @@ def startup_version(cfg: TargetConfig) -> str | None:
 def _switch_via_daemon(loaded: LoadedConfig, name: str, say: Say) -> str:
     """Ask the running daemon to reload its config (which now runs the new install) — it relaunches the target
     through its ladder — and wait for a new process to be live and healthy."""
-    from clawmedic import control, relaunch, runbook
+    from clawmedic import control, relaunch
     from clawmedic.store.lock import holder_pid
 
     state_dir = loaded.state_dir
-    cfg = loaded.targets[name]
     before = relaunch._recorded(loaded, name)  # read only, as `fix restart` looks
     daemon = holder_pid(state_dir)
+    asked_at = time.time()
     seq = control.request_reload(state_dir)
     say(f"asked the clawmedic daemon (pid {daemon}) to reload: it relaunches {name} on the new install")
+    _await_reload(state_dir, seq)
+    return _await_new_process(loaded, name, before, asked_at, say)
+
+
+def _await_reload(state_dir: Path, seq: int) -> None:
+    from clawmedic import control
+    from clawmedic.store.lock import holder_pid
+
+    daemon = holder_pid(state_dir)
     t0 = time.monotonic()
     while True:
         acks = control.read_acks(state_dir)
@@ -797,6 +999,15 @@ def _switch_via_daemon(loaded: LoadedConfig, name: str, say: Say) -> str:
                 f"{defaults.CONTROL_ACK_TIMEOUT_S:g} s: it may be hung"
             )
         time.sleep(0.25)
+
+
+def _await_new_process(loaded: LoadedConfig, name: str, before: ProcessRecord | None, asked_at: float, say: Say) -> str:
+    """Wait until the daemon runs a new process of the target (not `before`), healthy and live."""
+    from clawmedic import relaunch, runbook
+    from clawmedic.store.lock import holder_pid
+
+    cfg = loaded.targets[name]
+    t0 = time.monotonic()
     limit = cfg.limits.stop_timeout_s + cfg.limits.startup_timeout_s + defaults.RESTART_WAIT_MARGIN_S
     last_said = time.monotonic()
     while True:
@@ -807,9 +1018,11 @@ def _switch_via_daemon(loaded: LoadedConfig, name: str, say: Say) -> str:
         if fresh and settled and rec is not None and relaunch.live(loaded, name):
             was = f" (was pid {before.pid})" if before is not None else ""
             return f"the daemon relaunched {name}: pid {rec.pid}{was}, live after {time.monotonic() - t0:.0f} s"
-        if st.get("state") == "gave_up":
-            raise StepFailed(f"the daemon gave up on {name} after the switch (see `clawmedic incidents`)")
-        if holder_pid(state_dir) is None:
+        if st.get("state") in runbook.BAD_STATES and float(st.get("since") or 0) >= asked_at:
+            exit_ = st.get("last_exit") or {}
+            why = f" (last exit code {exit_.get('code')}, {exit_.get('kind')})" if exit_ else ""
+            raise StepFailed(f"{name} did not start on the new install: the daemon reports it {st['state']}{why}")
+        if holder_pid(loaded.state_dir) is None:
             raise StepFailed("the clawmedic daemon stopped during the switch")
         now = time.monotonic()
         if now - t0 > limit:

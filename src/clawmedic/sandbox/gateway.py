@@ -305,8 +305,9 @@ def pids_using(root: Path) -> list[int]:
     """Processes of this sandbox: a command line that mentions its folder, or a HOME inside it (the gateway renames
     its process to `openclaw-gateway`, so its command line no longer shows the path)."""
     out = []
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # e.g. `flock … clawmedic drill --dir ROOT`
     for p in psutil.process_iter(["pid", "cmdline"]):
-        if p.pid == os.getpid():
+        if p.pid in mine:
             continue
         cmd = " ".join(p.info.get("cmdline") or [])
         try:

@@ -387,3 +387,24 @@ def test_supervisords_spawn_after_the_fault_is_read_from_its_log() -> None:
     t = time.mktime(time.strptime("2026-12-01 04:33:20", "%Y-%m-%d %H:%M:%S"))
     assert spawned_after(log, t) == pytest.approx(t + 0.211)
     assert spawned_after(log, t + 1) is None
+
+
+def test_a_sandboxs_processes_never_include_the_caller_or_its_parents(tmp_path: Path) -> None:
+    """`flock LOCK clawmedic drill --dir ROOT` names ROOT in the parent's command line: the drill's cleanup must
+    not kill it (it did: the flock died with 137)."""
+    root = tmp_path / "drill-root"
+    code = f"import pathlib, clawmedic.sandbox.gateway as g; print(g.pids_using(pathlib.Path({str(root)!r})))"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(root)])
+    try:
+        r = subprocess.run(
+            ["sh", "-c", f'"$0" -c "$1"; : {root}', sys.executable, code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"[{sleeper.pid}]", "the sandbox's process, not the shell that started the caller"
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)

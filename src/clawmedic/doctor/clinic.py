@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.doctor import Escalation, Verdict
-from clawmedic.doctor.evidence import collect
+from clawmedic.doctor.evidence import Evidence, collect
 from clawmedic.doctor.learnings import LearningStore
 from clawmedic.doctor.llm.agent import Consultation
 from clawmedic.doctor.llm.backends import backend_name
@@ -30,6 +31,13 @@ from clawmedic.store.incidents import IncidentStore
 
 log = logging.getLogger("clawmedic")
 
+# The doctor's seams, each replaceable by a test (tests/helpers/fakes.py): what it reads from the machine, what it
+# changes on it, the LLM doctor's child process, the report on disk, and the clock it measures with.
+Collector = Callable[..., Evidence]  # `evidence.collect(loaded, target, *, cause=..., ...)`
+RemedyRunner = Callable[[RemedyContext, str, dict[str, Any]], Outcome]  # `Guard.run`: the policy, then the remedy
+Consulter = Callable[..., Awaitable[Consultation]]  # `consult_in_child(loaded, target, payload, *, on_record=...)`
+Reporter = Callable[[LoadedConfig, IncidentStore, int], object]  # `report.write_report`
+
 
 class RuleDoctor:
     def __init__(
@@ -39,26 +47,37 @@ class RuleDoctor:
         known_good: KnownGoodClient,
         learnings: LearningStore,
         policy: Policy,
+        *,
+        collector: Collector = collect,
+        run_remedy: RemedyRunner | None = None,
+        consult: Consulter = consult_in_child,
+        report: Reporter = write_report,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loaded = loaded
         self.incidents = incidents
         self.known_good = known_good
         self.learnings = learnings
         self.guard = Guard(policy)
+        self._collect = collector
+        self._run_remedy = run_remedy or self.guard.run
+        self._consult_child = consult
+        self._write_report = report
+        self._clock = clock
         self._attempted: dict[int, set[str]] = {}
         self._pending: dict[int, tuple[str, list[str], str]] = {}  # incident -> (signature, remedies, summary)
         self._tried: dict[int, list[dict[str, Any]]] = {}  # incident -> every remedy outcome so far
         self._consulted: dict[int, int] = {}  # incident -> LLM consultations so far
 
     async def treat(self, esc: Escalation) -> Verdict:
-        t0 = time.monotonic()
+        t0 = self._clock()
         last_exit = esc.evidence.get("last_exit")
         pid = esc.evidence.get("pid")
         config = esc.evidence.get("config")  # the supervisor validated the current file already
         healthy = esc.evidence.get("last_healthy_at")
         incident = self.incidents.get(esc.incident_id)
         ev = await asyncio.to_thread(
-            collect,
+            self._collect,
             self.loaded,
             esc.target,
             cause=esc.cause,
@@ -70,7 +89,7 @@ class RuleDoctor:
             first_failure_at=incident.first_failure_at if incident is not None else None,
             last_healthy_at=healthy if isinstance(healthy, int | float) else None,
         )
-        collected = time.monotonic() - t0
+        collected = self._clock() - t0
         findings = diagnose(ev)
         sig = signature(ev, findings)
         inc = esc.incident_id
@@ -84,7 +103,7 @@ class RuleDoctor:
         outcomes: list[Outcome] = []
         for call in calls:
             attempted.add(call.key)
-            outcome = await asyncio.to_thread(self.guard.run, ctx, call.remedy, call.params)
+            outcome = await asyncio.to_thread(self._run_remedy, ctx, call.remedy, call.params)
             outcomes.append(outcome)
             self.incidents.add(inc, "remedy", outcome.to_dict(), duration_s=outcome.took_s)
             log.warning("%s: remedy %s: %s — %s", esc.target, call.remedy, outcome.status.value, outcome.detail)
@@ -95,10 +114,10 @@ class RuleDoctor:
         summary = "; ".join(f.title for f in causes(findings)) or "no known fault matched the evidence"
         llm_note = ""
         if not applied and self._should_consult(inc, findings, calls, outcomes):
-            t_llm = time.monotonic()
+            t_llm = self._clock()
             near = near_misses(ev, findings)
             consultation = await self._consult(esc, ev.to_dict(), [f.to_dict() for f in findings], tried, near)
-            remedy_s += time.monotonic() - t_llm  # the model's time (its process included) is the remedy's
+            remedy_s += self._clock() - t_llm  # the model's time (its process included) is the remedy's
             llm_calls = [RemedyCall(r["remedy"], r.get("params") or {}) for r in consultation.remedies]
             for r in consultation.remedies:
                 attempted.add(RemedyCall(r["remedy"], r.get("params") or {}).key)
@@ -108,7 +127,7 @@ class RuleDoctor:
             calls = [*calls, *llm_calls]
             llm_note = _llm_note(consultation)
             summary = f"{summary}; {llm_note}" if findings else llm_note
-        total = time.monotonic() - t0
+        total = self._clock() - t0
         verdict_detail: dict[str, Any] = {
             "healed": bool(applied),
             "remedies": [o.remedy for o in applied],
@@ -129,7 +148,7 @@ class RuleDoctor:
                 sig0, remedies, summ = self._pending.pop(inc)
                 self.learnings.record(sig0, remedies, False, inc, summ)
         self.incidents.add(inc, "verdict", {**verdict_detail, "summary": verdict.summary})
-        await asyncio.to_thread(write_report, self.loaded, self.incidents, inc)
+        await asyncio.to_thread(self._write_report, self.loaded, self.incidents, inc)
         return verdict
 
     def _window_start(self, inc: int) -> float | None:
@@ -169,7 +188,7 @@ class RuleDoctor:
             self.incidents.add(inc, kind, detail)
 
         payload = {"evidence": evidence, "findings": findings, "tried": tried, "near_misses": near}
-        result = await consult_in_child(self.loaded, esc.target, payload, on_record=record)
+        result = await self._consult_child(self.loaded, esc.target, payload, on_record=record)
         for r in result.remedies:
             self.incidents.add(inc, "remedy", {**r, "by": "llm"}, duration_s=r.get("took_s"))
         log.warning("%s: LLM doctor %s: %s", esc.target, result.ended, result.conclusion or result.error or "")
@@ -203,7 +222,7 @@ class RuleDoctor:
             for book in (self._attempted, self._tried, self._consulted, self._pending):
                 book.pop(inc, None)
         try:
-            write_report(self.loaded, self.incidents, inc)
+            self._write_report(self.loaded, self.incidents, inc)
         except OSError as e:
             log.warning("cannot write the report of incident #%d: %s", inc, e)
 

@@ -1,7 +1,8 @@
 """Maintenance requests from the command line to the daemon, through one small file in the state folder.
 
-`clawmedic pause|resume` write `control.json` atomically; the daemon looks at it twice a second. A file
-rather than a socket, so pausing works (and persists) whether or not the daemon is running.
+`clawmedic pause|resume` write `control.json` atomically, then poke the daemon through a Unix datagram (`poke`): it
+reads the file at once, with no poll. A file rather than a socket for the request itself, so pausing works (and
+persists) whether or not the daemon is running.
 
 Each resume and restart request carries a sequence number per target. The daemon acknowledges the requests it has
 acted on in `control-ack.json` (a file only it writes), so a command waits for the daemon's answer instead of
@@ -10,14 +11,21 @@ guessing, and a request written while no daemon ran — or just before one resta
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import socket
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from filelock import FileLock
+from typing import TYPE_CHECKING
 
 from clawmedic.store.files import atomic_write
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 
 @dataclass
@@ -48,10 +56,13 @@ def read_control(state_dir: Path) -> Control:
 def _write(state_dir: Path, c: Control) -> None:
     data = {"paused": c.paused, "resume_seq": c.resume_seq, "restart_seq": c.restart_seq, "reload_seq": c.reload_seq}
     atomic_write(control_path(state_dir), json.dumps(data, indent=1))
+    poke(state_dir)
 
 
 def _locked(state_dir: Path) -> FileLock:
     """Two commands at once must not lose each other's request in the read-modify-write."""
+    from filelock import FileLock  # only writers lock: `status` reads without loading it (and the asyncio it imports)
+
     return FileLock(state_dir / "control.lock", mode=0o600)
 
 
@@ -167,3 +178,54 @@ def file_version(state_dir: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns
+
+
+# --- waking the daemon: a datagram instead of a poll -----------------------------------------------------------------
+
+
+def _address(state_dir: Path) -> str:
+    """The daemon's wake-up socket: an abstract Unix address (Linux) named after the state folder — no file to go
+    stale, no 108-byte path limit. It carries no request, only "look at control.json now"."""
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:32]
+    return f"\0clawmedic-control-{digest}"
+
+
+def poke(state_dir: Path) -> None:
+    """Tell a running daemon that `control.json` changed. No daemon (or no Linux): nothing happens — it reads the
+    file when it starts, and a daemon that could not listen looks at it every CONTROL_RECHECK_S anyway."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        s.sendto(b"control", _address(state_dir))
+
+
+def listen(state_dir: Path, on_poke: Callable[[], None]) -> Callable[[], None] | None:
+    """Call `on_poke` on the running event loop whenever a command pokes (`poke`). Returns the function that stops
+    listening, or None when there is no wake-up socket (not Linux; the address taken)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(_address(state_dir))
+    except OSError:
+        sock.close()
+        return None
+    sock.setblocking(False)
+    import asyncio  # only the daemon listens: the commands that poke never load asyncio
+
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        with contextlib.suppress(OSError):
+            while sock.recv(64):  # drain: several pokes are one look at the file
+                pass
+        on_poke()
+
+    loop.add_reader(sock.fileno(), readable)
+
+    def close() -> None:
+        loop.remove_reader(sock.fileno())
+        sock.close()
+
+    return close

@@ -28,7 +28,7 @@ from clawmedic.paths import incidents_path as incidents_path
 from clawmedic.paths import learnings_path as learnings_path
 from clawmedic.paths import status_path as status_path
 from clawmedic.probes import Prober
-from clawmedic.process.launcher import Handle
+from clawmedic.process.launcher import Handle, cap_own_console
 from clawmedic.sdnotify import SystemdNotifier
 from clawmedic.store.events import EventLog
 from clawmedic.store.files import atomic_write
@@ -75,6 +75,7 @@ class Daemon:
         self._target_tasks: dict[str, asyncio.Task[None]] = {}  # one per supervisor; a reload replaces some
         self._failure: BaseException | None = None  # a supervisor crashed: the daemon ends with it
         self._reload_asked: str | None = None  # why (SIGHUP), until the control loop reloads
+        self._control_poked = asyncio.Event()  # a command wrote control.json (control.poke), or SIGHUP
         self._config_version = _config_version(loaded)
         self.reload_status: dict[str, Any] | None = None  # the last reload's outcome, for `status`
 
@@ -92,6 +93,7 @@ class Daemon:
 
     def _on_sighup(self) -> None:
         self._reload_asked = "SIGHUP"  # done by the control loop, between two of its passes
+        self._control_poked.set()
 
     async def run(self) -> None:
         lock = DaemonLock(self.state_dir)
@@ -145,6 +147,8 @@ class Daemon:
                     acks.restart_seq[name] = ctl.restart_seq[name]
                     acks.restart_at[name] = time.time()
                 self._start_target(name, paused=name in ctl.paused, restart=restart)
+            console_every = defaults.CONSOLE_CAP_CHECK_S
+            ctx.scheduler.every("console-log", lambda: console_every, self._cap_console, start=loop.time())
             tasks.append(loop.create_task(self._status_loop(), name="status"))
             for plugin in self.plugins:
                 tasks.append(loop.create_task(plugin.run(ctx), name=f"plugin:{type(plugin).__name__}"))
@@ -176,6 +180,14 @@ class Daemon:
             lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+
+    def _cap_console(self) -> None:
+        """Started by cron (`>> daemon-console.log 2>&1`) or launchd, our own output goes to a file nothing rotates:
+        capped as a managed child's output.log is (under systemd it goes to the journal: nothing to do)."""
+        if self.loaded.dry_run:
+            return
+        for copy in cap_own_console(defaults.OUTPUT_LOG_MAX_BYTES):
+            log.info("console log capped: the earlier part is in %s", copy)
 
     def _start_target(
         self, name: str, *, paused: bool, restart: str | None = None, handle: Handle | None = None
@@ -268,6 +280,19 @@ class Daemon:
         while any(sup.ladder.state == State.STOPPED for sup in self.supervisors.values()):
             await asyncio.sleep(defaults.CONTROL_POLL_S / 10)  # each target adopts, launches or pauses first
         version: tuple[int, int] | str | None = "unread"
+        ctl = control.Control()
+        stop_listening = control.listen(self.state_dir, self._control_poked.set)
+        try:
+            await self._control_passes(acks, version, ctl)
+        finally:
+            if stop_listening is not None:
+                stop_listening()
+
+    async def _control_passes(
+        self, acks: control.Acks, version: tuple[int, int] | str | None, ctl: control.Control
+    ) -> None:
+        """One pass when a command pokes (or SIGHUP), else every CONTROL_RECHECK_S: a hand edit of control.json, the
+        config file saved (reloaded on change)."""
         while True:
             now_version = control.file_version(self.state_dir)
             if now_version != version:
@@ -284,7 +309,9 @@ class Daemon:
                 await self.reload(why)
             elif _config_version(self.loaded) != self._config_version:
                 await self.reload("the config file changed")
-            await asyncio.sleep(defaults.CONTROL_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._control_poked.wait(), defaults.CONTROL_RECHECK_S)
+            self._control_poked.clear()
 
     def _apply_control(self, ctl: control.Control, acks: control.Acks, *, first: bool) -> None:
         changed = first  # the first pass always writes the file: it tells commands that this daemon acknowledges

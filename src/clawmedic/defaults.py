@@ -119,7 +119,9 @@ STATE_WRITES_SETTLE_S: Final = 10.0  # writes count as recovered after this long
 STATE_DB_REOPEN_S: Final = 5.0  # a store the full disk kept from opening tries its file again this often (cheap)
 OUTPUT_LOG_MAX_BYTES: Final = 20 * 1024 * 1024  # a managed gateway's console output, rotated between launches
 LOG_RETENTION_DAYS: Final = 14  # rotated logs clawmedic wrote are kept this long
-CONTROL_POLL_S: Final = 0.5  # how often the daemon looks at the pause/resume control file (one stat call)
+CONTROL_POLL_S: Final = 0.5  # at start, the control loop waits in tenths of this for every target to start
+CONSOLE_CAP_CHECK_S: Final = 60.0  # the daemon's own output appended to a file (cron/launchd): size checked this often
+CONTROL_RECHECK_S: Final = 5.0  # commands poke the daemon (control.poke); else it looks at control + config this often
 SYSTEMD_WATCHDOG_S: Final = 60  # the unit's WatchdogSec=: a hung daemon is restarted within a minute
 SYSTEMD_WATCHDOG_MIN_PING_S: Final = 0.5  # never ping systemd more often than this, whatever WATCHDOG_USEC says
 TIMER_SAFETY_S: Final = 30.0  # a target's ladder timer wakes at its deadlines; this only bounds a missed wake-up

@@ -135,3 +135,23 @@ def test_cap_log_copies_and_empties_in_place_while_the_writer_keeps_its_descript
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_the_daemons_own_console_log_is_capped_only_when_appended_to(tmp_path: Path) -> None:
+    """cron's `>> daemon-console.log 2>&1`: our own stdout/stderr, O_APPEND, nothing else rotates it."""
+    import os
+
+    from clawmedic.process.launcher import cap_own_console
+
+    appended = tmp_path / "daemon-console.log"
+    overwritten = tmp_path / "not-appended.log"
+    with appended.open("ab") as a, overwritten.open("wb") as w:
+        for f in (a, w):
+            f.write(b"console line\n" * 10_000)
+            f.flush()
+        copies = cap_own_console(64 * 1024, fds=(a.fileno(), a.fileno(), w.fileno()))
+        assert [c.name.split(".")[0] for c in copies] == ["daemon-console"], "the same file once; never the other"
+        assert appended.stat().st_size == 0 and copies[0].stat().st_size == 130_000
+        assert overwritten.stat().st_size == 130_000, "truncating a non-O_APPEND file would leave a hole"
+        os.write(a.fileno(), b"next\n")
+    assert appended.read_bytes() == b"next\n"

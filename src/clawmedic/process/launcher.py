@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections import deque
@@ -161,6 +162,30 @@ def cap_log(path: Path, max_bytes: int) -> Path | None:
         log.warning("cannot cap %s: %s", path, e.strerror or e)
         return None
     return copy
+
+
+def cap_own_console(max_bytes: int, fds: tuple[int, ...] = (1, 2)) -> list[Path]:
+    """Cap the files our own stdout/stderr are appended to — cron's `>> daemon-console.log 2>&1`, launchd's
+    StandardOutPath — which nothing else rotates. Only a regular file opened O_APPEND: truncating any other would
+    leave our next write past a hole. Returns the copies made."""
+    import fcntl
+
+    copies: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+                continue
+            path = Path(f"/proc/self/fd/{fd}").readlink()  # Linux; elsewhere: OSError, left alone
+        except OSError:
+            continue
+        if (copy := cap_log(path, max_bytes)) is not None:
+            copies.append(copy)
+    return copies
 
 
 async def _wait_foreign(pid: int) -> None:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import psutil
-from filelock import FileLock, Timeout
 
 from clawmedic.errors import AlreadyRunning
 from clawmedic.store.files import atomic_write
@@ -17,9 +16,13 @@ class DaemonLock:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "daemon.lock"
         self.pid_path = state_dir / "daemon.pid"
+        from filelock import FileLock  # only the daemon locks; `status` reads the PID beside the lock
+
         self._lock = FileLock(self.path, mode=0o600)
 
     def acquire(self) -> None:
+        from filelock import Timeout
+
         try:
             self._lock.acquire(timeout=0)
         except Timeout:

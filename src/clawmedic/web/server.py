@@ -37,10 +37,10 @@ from clawmedic.stats import Stats
 from clawmedic.store.incidents import IncidentStore
 from clawmedic.web.address import Listen, parse_listen
 from clawmedic.web.metrics import Metrics
-from clawmedic.web.pages import Pages
 
 if TYPE_CHECKING:
     from clawmedic.supervisor import Context
+    from clawmedic.web.pages import Pages
 
 log = logging.getLogger("clawmedic.web")
 
@@ -77,8 +77,18 @@ class HttpServer:
         self._incidents: IncidentStore | None = None
         self._stats: tuple[float, Stats] | None = None  # (computed at, the last week)
         self.metrics = Metrics(loaded, self._snapshots, incidents_path(loaded.state_dir))
-        self.pages = Pages(loaded.redactor)
+        self._pages: Pages | None = None
         self.bound = asyncio.Event()  # set once the port is open (tests, and the log line)
+
+    @property
+    def pages(self) -> Pages:
+        """Built at the first page served: jinja2 and markdown-it (~10 MB of RSS) stay out of a daemon nobody browses
+        (Prometheus scraping /metrics does not need them)."""
+        if self._pages is None:
+            from clawmedic.web.pages import Pages
+
+            self._pages = Pages(self.loaded.redactor)
+        return self._pages
 
     def attach(self, source: StatusSource) -> None:
         self._source = source

@@ -242,6 +242,7 @@ class ConversationConfig(_Model):
     timeout_s: Annotated[
         float, Field(ge=defaults.CONVERSATION_MIN_TIMEOUT_S, le=defaults.CONVERSATION_MAX_TIMEOUT_S)
     ] = defaults.CONVERSATION_TIMEOUT_S
+    failures: Annotated[int, Field(ge=1, le=defaults.CONVERSATION_MAX_FAILURES)] = defaults.CONVERSATION_FAILURES
 
 
 class TargetConfig(_Model):

@@ -67,6 +67,8 @@ CONVERSATION_RETRY_S: Final = 120.0  # while failing, ask again this often (or e
 CONVERSATION_TIMEOUT_S: Final = 120.0  # a model says "pong" in seconds; OpenClaw retries a 429 for minutes first
 CONVERSATION_MIN_TIMEOUT_S: Final = 5.0  # below this the CLI has not even reached the gateway on a busy machine
 CONVERSATION_MAX_TIMEOUT_S: Final = 3600.0  # OpenClaw's own agent timeout is 600 s; an hour is surely a typo
+CONVERSATION_FAILURES: Final = 2  # turns in a row without an answer before an incident: one slow turn is no outage
+CONVERSATION_MAX_FAILURES: Final = 10  # at the retry period, more would hide a dead agent for over 20 min
 CONVERSATION_CLI_MARGIN_S: Final = 60.0  # the CLI boots in 2-10 s (a minute under load) before the turn's timeout
 CONVERSATION_MESSAGE: Final = "clawmedic readiness check: reply with one word."  # ~10 tokens beside the prompt
 

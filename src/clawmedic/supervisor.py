@@ -124,6 +124,7 @@ class TargetSupervisor:
         self._valid_digest: str | None = None  # content last found valid: skip the 2 s CLI when unchanged
         self._known_good_digest: str | None = None
         self.latent_incident: int | None = None
+        self.last_would: dict[str, Any] | None = None  # a dry run: the last thing it would have done
         self._latent_digest: str | None = None  # the content the latent-fault incident is about
         self._carried: dict[str, Any] | None = None  # what was last written for the next daemon
         self._files_changed_at = 0.0  # known-good needs the files themselves to have served healthy long enough
@@ -414,6 +415,7 @@ class TargetSupervisor:
 
     async def _launch(self, a: Launch) -> None:
         if (would := self.launcher.would("relaunch")) is not None:
+            await self._would_restore(a.reason)
             self._would("relaunch", would, a.reason)
             return
         start = self.cfg.start
@@ -475,8 +477,25 @@ class TargetSupervisor:
         self.log.info("%s: launched pid %d (%s)", self.name, handle.pid, a.reason)
         self._watch(handle)
 
+    async def _would_restore(self, reason: str) -> None:
+        """A dry run: the known-good restore (or refusal) that the launch's config gate would have begun with."""
+        if not self._uses_config_checks():
+            return
+        v = await self._validate()
+        if v.valid:
+            return
+        path = openclaw.config_path(self.cfg)
+        if await asyncio.to_thread(self.ctx.known_good.known_good, self.name) is None:
+            detail = f"would refuse to start: {path} is invalid ({v.summary()}) and there is no known-good snapshot"
+            self._would("refuse", f"{detail} (dry run: nothing was done)", reason)
+        else:
+            detail = f"would restore known-good {path}: it is invalid ({v.summary()})"
+            self._would("restore", f"{detail} (dry run: nothing was done)", reason)
+
     def _would(self, action: str, detail: str, reason: str) -> None:
         """A dry run: what would have been done, recorded where the deed would have been."""
+        self.last_would = {"action": action, "reason": reason, "detail": detail, "at": self.ctx.clock()}
+        self.ctx.on_change()  # the status file says it too
         self.ctx.events.emit("would", self.name, action=action, reason=reason)
         self._incident_note("would", {"action": action, "reason": reason, "detail": detail})
         self.log.warning("%s: %s: %s", self.name, detail, self.ctx.loaded.redactor.text(reason))
@@ -963,4 +982,5 @@ class TargetSupervisor:
             "mode": self.cfg.start.mode,
             "config": self.config_check.to_dict() if self.config_check else None,
             "latent_incident": self.latent_incident,
+            **({"would": self.last_would} if self.last_would is not None else {}),  # a dry run's last decision
         }

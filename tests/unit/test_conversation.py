@@ -150,6 +150,37 @@ def test_transition_failing_to_answering() -> None:
     assert r.record(True, 120.0) == "recovered" and r.failing_since is None and r.next_at == 1020.0
 
 
+def test_transition_unknown_to_doubtful() -> None:
+    r = Readiness(900.0, failures=2)
+    assert r.record(False, 0.0) == "doubt" and r.phase == Phase.DOUBTFUL
+    assert r.next_at == 120.0, "a doubt is checked again soon"
+
+
+def test_transition_answering_to_doubtful() -> None:
+    r = Readiness(900.0, failures=2)
+    r.record(True, 0.0)
+    assert r.record(False, 900.0) == "doubt" and r.failed == 1 and r.failing_since == 900.0
+
+
+def test_transition_doubtful_to_doubtful() -> None:
+    r = Readiness(900.0, failures=3)
+    r.record(False, 0.0)
+    assert r.record(False, 120.0) == "doubt" and r.failed == 2 and r.failing_since == 0.0
+
+
+def test_transition_doubtful_to_answering() -> None:
+    r = Readiness(900.0, failures=2)
+    r.record(False, 0.0)
+    assert r.record(True, 120.0) == "ok", "a slow turn followed by an answer was never an incident"
+    assert r.failed == 0 and r.failing_since is None and r.phase == Phase.ANSWERING
+
+
+def test_transition_doubtful_to_failing() -> None:
+    r = Readiness(900.0, failures=2)
+    r.record(False, 0.0)
+    assert r.record(False, 120.0) == "open" and r.phase == Phase.FAILING and r.failing_since == 0.0
+
+
 def test_every_edge_is_in_the_table_and_nothing_goes_back_to_unknown() -> None:
     assert all(Phase.UNKNOWN not in to for to in TRANSITIONS.values())
     r = Readiness(10.0)
@@ -263,7 +294,7 @@ def test_conversation_is_for_openclaw_targets_only(tmp_path: Path) -> None:
 # --- the plugin: incidents, escalation, recovery (the probe replaced) ---------------------------------------------
 
 
-def _loaded(tmp_path: Path, models: bool) -> LoadedConfig:
+def _loaded(tmp_path: Path, models: bool, failures: int) -> LoadedConfig:
     conf = tmp_path / "clawmedic.toml"
     log = tmp_path / "gateway.log"
     log.write_text("\n".join(LOG) + "\n")
@@ -279,6 +310,7 @@ log_file = "{log}"
 command = ["/bin/true", "gateway", "run"]
 [targets.gw.conversation]
 interval_s = 60
+failures = {failures}
 """
         + ('[targets.gw.models]\norder = ["beta/beta-model"]\n' if models else "")
     )
@@ -287,11 +319,11 @@ interval_s = 60
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, models: bool) -> None:
+    def __init__(self, tmp_path: Path, models: bool, failures: int = 1) -> None:
         self.now = [1000.0]
         self.answers: list[ProbeResult] = []
         self.woken: list[str] = []
-        loaded = _loaded(tmp_path, models)
+        loaded = _loaded(tmp_path, models, failures)
         (tmp_path / "state").mkdir(exist_ok=True)
         self.ctx: Any = SimpleNamespace(
             loaded=loaded,
@@ -373,3 +405,14 @@ def test_the_plugin_probes_only_healthy_targets_when_due(tmp_path: Path) -> None
     assert plugin.states["gw"] == "restarting"
     rig.probe(1000.0, OK)
     assert not plugin.readiness["gw"].due(1059.0) and plugin.readiness["gw"].due(1060.0)
+
+
+def test_one_slow_turn_is_a_doubt_two_in_a_row_are_an_incident(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, models=True, failures=2)
+    assert rig.probe(1000.0, FAILED_401) == "doubt"
+    assert rig.events("gateway_fault") == [] and rig.ctx.incidents.list() == []
+    assert rig.woken == ["gw"], "the model rules act on the first failure already"
+    assert rig.probe(1060.0, OK) == "ok"
+    assert rig.probe(1120.0, FAILED_401) == "doubt"
+    assert rig.probe(1180.0, FAILED_401) == "open"
+    assert len(rig.events("gateway_fault")) == 1

@@ -4,16 +4,18 @@ A gateway whose process is alive and whose `/health` says 200 may still be unabl
 model's key was revoked (401), its provider hangs, its quota ran out. `[targets.NAME.conversation]` (opt-in) sends
 one short message through the gateway to the configured agent every `interval_s` — `openclaw agent --agent A
 --session-key agent:A:clawmedic-readiness --message … --json --timeout T`, a real turn — and expects an answer
-within `timeout_s`. One turn that does not answer opens an incident ("up but cannot answer") whose diagnosis names
-the reason from the gateway's own log records of that turn (`embedded_run_agent_end`, `model_fallback_decision`,
-matched by its run id) and the doctor's model rules; then the gateway check runs at once, so the model fallback
-(`[targets.NAME.models]`) acts on the same failure. While it fails the probe asks again every `CONVERSATION_RETRY_S`
-(or `interval_s`, if shorter); the first answer closes the incident as recovered, naming the model that answered.
+within `timeout_s`. `failures` turns in a row (default 2) without an answer open an incident ("up but cannot
+answer") whose diagnosis names the reason from the gateway's own log records of that turn (`embedded_run_agent_end`,
+`model_fallback_decision`, matched by its run id) and the doctor's model rules. Every failed turn wakes the gateway
+check, so the model fallback (`[targets.NAME.models]`) acts on the same failure at once. While it fails the probe
+asks again every `CONVERSATION_RETRY_S` (or `interval_s`, if shorter); the first answer closes the incident as
+recovered, naming the model that answered.
 
 Every state and move on one screen (`Readiness`, decisions over a clock it is given):
 
-    unknown ──(answered)──► answering ──(no answer)──► failing ──(answered)──► answering
-    unknown ──(no answer)──► failing ──(no answer)──► failing   (the incident stays open; each try is on its timeline)
+    unknown ──(answered)──► answering ──(no answer, fewer than `failures` in a row)──► doubtful
+    doubtful ──(answered)──► answering        doubtful ──(no answer, `failures` in a row)──► failing (incident)
+    failing ──(no answer)──► failing (each try on the incident's timeline) ──(answered)──► answering (recovered)
 
 What one probe costs: OpenClaw sends its whole agent prompt with every turn (system prompt, workspace files, tool
 definitions): about 15,000 input tokens and a one-word answer, measured with the loopback model stand-in
@@ -56,12 +58,14 @@ TICK_S: Final = 1.0  # how often the plugin looks for a due probe (a comparison 
 class Phase(StrEnum):
     UNKNOWN = "unknown"  # not probed yet (or the daemon just started)
     ANSWERING = "answering"
+    DOUBTFUL = "doubtful"  # failed fewer than `failures` times in a row: asked again soon, no incident yet
     FAILING = "failing"  # an incident is open until the next answer
 
 
 TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
-    Phase.UNKNOWN: frozenset({Phase.ANSWERING, Phase.FAILING}),
-    Phase.ANSWERING: frozenset({Phase.ANSWERING, Phase.FAILING}),
+    Phase.UNKNOWN: frozenset({Phase.ANSWERING, Phase.DOUBTFUL, Phase.FAILING}),
+    Phase.ANSWERING: frozenset({Phase.ANSWERING, Phase.DOUBTFUL, Phase.FAILING}),
+    Phase.DOUBTFUL: frozenset({Phase.DOUBTFUL, Phase.ANSWERING, Phase.FAILING}),
     Phase.FAILING: frozenset({Phase.FAILING, Phase.ANSWERING}),
 }
 
@@ -70,18 +74,21 @@ class IllegalMove(RuntimeError):
     """A move the table does not allow: a bug in the caller."""
 
 
-Verdict = Literal["ok", "open", "still_failing", "recovered"]
+Verdict = Literal["ok", "doubt", "open", "still_failing", "recovered"]
 
 
 class Readiness:
-    """One target's probe schedule and phase. `due(now)` says when to probe, `record(answered, now)` what it means."""
+    """One target's probe schedule and phase. `due(now)` says when to probe, `record(answered, now)` what it means:
+    `failures` turns in a row without an answer open the incident (one slow turn on a busy host is not an outage)."""
 
-    def __init__(self, interval_s: float, retry_s: float | None = None, now: float = 0.0) -> None:
+    def __init__(self, interval_s: float, failures: int = 1, retry_s: float | None = None, now: float = 0.0) -> None:
         self.interval_s = interval_s
+        self.failures = failures
         self.retry_s = min(interval_s, defaults.CONVERSATION_RETRY_S) if retry_s is None else retry_s
         self.phase = Phase.UNKNOWN
         self.next_at = now  # the first probe as soon as the target is healthy
-        self.failing_since: float | None = None
+        self.failed = 0  # turns in a row without an answer
+        self.failing_since: float | None = None  # the first of them
         self.changed_at: float | None = None
 
     def _change(self, new: Phase, now: float) -> None:
@@ -98,13 +105,18 @@ class Readiness:
         if answered:
             self._change(Phase.ANSWERING, now)
             self.next_at = now + self.interval_s
-            self.failing_since = None
+            self.failed, self.failing_since = 0, None
             return "recovered" if was == Phase.FAILING else "ok"
-        self._change(Phase.FAILING, now)
+        self.failed += 1
+        self.failing_since = self.failing_since if self.failing_since is not None else now
         self.next_at = now + self.retry_s
         if was == Phase.FAILING:
+            self._change(Phase.FAILING, now)
             return "still_failing"
-        self.failing_since = now
+        if self.failed < self.failures:
+            self._change(Phase.DOUBTFUL, now)
+            return "doubt"
+        self._change(Phase.FAILING, now)
         return "open"
 
 
@@ -273,7 +285,10 @@ def turn_records(lines: list[str], run_id: str | None, since: float) -> list[dic
 
 # The CLI's own words when the log says nothing (an older gateway, a log elsewhere): reason ← pattern
 _REPLY_REASONS: Final = (
-    ("auth", re.compile(r"HTTP 401|HTTP 403|authentication failed|invalid api key|disabled after a provider auth", re.I)),
+    (
+        "auth",
+        re.compile(r"HTTP 401|HTTP 403|authentication failed|invalid api key|disabled after a provider auth", re.I),
+    ),
     ("rate_limit", re.compile(r"HTTP 429|rate.?limit|quota", re.I)),
     ("timeout", re.compile(r"timed? ?out|no answer within", re.I)),
     ("model_not_found", re.compile(r"model not found|unknown model|HTTP 404", re.I)),
@@ -358,7 +373,7 @@ class ConversationProbe:
             del self.readiness[name]  # removed or changed: its schedule starts again (an open incident stays)
         for name, cfg in wanted.items():
             if name not in self.readiness:
-                self.readiness[name] = Readiness(cfg.interval_s, now=self.clock())
+                self.readiness[name] = Readiness(cfg.interval_s, cfg.failures, now=self.clock())
                 self.configs[name] = cfg
         return wanted
 

@@ -5,6 +5,7 @@ the failures is reverted (a snapshot first, the replaced file kept), and a rever
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,11 @@ from clawmedic.doctor import Escalation
 from clawmedic.doctor.clinic import RuleDoctor
 from clawmedic.doctor.learnings import LearningStore
 from clawmedic.doctor.llm.run import policy_of
+from clawmedic.doctor.report import render
 from clawmedic.knowngood_client import KnownGoodClient
 from clawmedic.store.incidents import IncidentStore
 from tests.helpers.rig import free_port
+from tests.integration.test_cli import CLAWMEDIC, cli_env
 
 
 def _loaded(tmp_path: Path, boot_file: Path) -> LoadedConfig:
@@ -49,6 +52,17 @@ def test_a_changed_boot_file_is_reverted_once_and_kept(tmp_path: Path) -> None:
     store = KnownGoodClient(loaded.state_dir)
     assert store.snapshot("svc", {"service.env": boot}, "served healthy", "healthy", known_good=True) is not None
     boot.write_text("MODE=broken\n")  # the change; the failures come after it
+    home = tmp_path / "home"
+    home.mkdir()
+    shown = subprocess.run(  # a human's `diagnose` names the change (read-only)
+        [CLAWMEDIC, "diagnose", "svc", "--config", str(loaded.source)],
+        capture_output=True,
+        text=True,
+        env={**cli_env(home), "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert "what changed" in shown.stdout and f"{boot} differs from its known-good copy" in shown.stdout, shown
+    assert boot.read_text() == "MODE=broken\n", "diagnose changes nothing"
     incidents = IncidentStore(loaded.state_dir / "incidents.sqlite", loaded.redactor)
     inc = incidents.open("svc", "process exited (exit 1: bad mode)", time.time())
     learnings = LearningStore(loaded.state_dir / "learnings.sqlite")
@@ -67,6 +81,8 @@ def test_a_changed_boot_file_is_reverted_once_and_kept(tmp_path: Path) -> None:
     assert change["what"] == "boot_file" and change["reversible"] and "after the last healthy probe" in change["when"]
     remedy = next(e.detail for e in got.timeline if e.kind == "remedy")
     assert remedy["changes"][0]["snapshot_before"], "a snapshot of the broken state was taken first"
+    report = render(got)  # the recovery report
+    assert "## What changed" in report and f"**boot_file** {boot} differs from its known-good copy" in report
 
     # the relaunch failed again: the same incident comes back; nothing left to revert, no loop
     second = asyncio.run(doctor.treat(esc))

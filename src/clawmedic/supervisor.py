@@ -582,9 +582,10 @@ class TargetSupervisor:
             if owner is not None and not ours:
                 return f"port {self.cfg.port} is held by {owner.describe()}, not by clawmedic's {self.name}"
         if self.cfg.kind == "openclaw":
-            from clawmedic.doctor import evidence
+            from clawmedic.doctor.evidence import Evidence
+            from clawmedic.targets.openclaw import evidence
 
-            ev = evidence.Evidence(self.name)
+            ev = Evidence(self.name)
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 await asyncio.to_thread(evidence._node, self.ctx.loaded, self.name, ev)
             if ev.node.get("satisfied") is False:

@@ -9,11 +9,12 @@ from typing import Any, cast
 
 import pytest
 
-from clawmedic.doctor.evidence import Evidence, _satisfies
+from clawmedic.doctor.evidence import Evidence
 from clawmedic.doctor.remedies import Guard, Policy, Risk, Status
 from clawmedic.doctor.rules import RULES, diagnose, failing_channels, signature
 from clawmedic.ladder.exits import classify_exit
 from clawmedic.ladder.states import FATAL_EXITS, ExitKind
+from clawmedic.targets.openclaw.evidence import _satisfies
 
 WS_MISSING = [
     "Error: Cannot find module 'ws/package.json'",

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 import shutil
-import sqlite3
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +20,7 @@ from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.process import inspect
 from clawmedic.process.launcher import Launcher, tail_lines
-from clawmedic.targets import openclaw
+from clawmedic.targets import kinds
 from clawmedic.text import clip
 
 
@@ -57,6 +54,7 @@ class Evidence:
     first_failure_at: float | None = None  # the incident's, epoch s
     last_healthy_at: float | None = None  # the last probe that found the target healthy, epoch s
     changes: list[dict[str, Any]] = field(default_factory=list)  # what changed since then (doctor/changes.py)
+    target_kind: str = "openclaw"  # whose words the findings speak (targets/kinds.py); older records are OpenClaw's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,8 +107,9 @@ def collect(
     """Run every collector (in parallel, each bounded) and return redacted evidence. `since`: when the incident's
     window opens (epoch s); without one, the last `EVIDENCE_WINDOW_S` count."""
     cfg = loaded.targets[name]
+    kind = kinds.kind_of(cfg.kind)
     now = time.time()
-    ev = Evidence(name, cause, reason, last_exit, collected_at=round(now, 3))
+    ev = Evidence(name, cause, reason, last_exit, collected_at=round(now, 3), target_kind=kind.name)
     ev.window_start = round(since if since is not None else now - defaults.EVIDENCE_WINDOW_S, 3)
     ev.first_failure_at, ev.last_healthy_at = first_failure_at, last_healthy_at
     collectors: dict[str, Callable[[], None]] = {
@@ -121,17 +120,7 @@ def collect(
         "disk": lambda: _disk(loaded, name, ev),
         "changes": lambda: _changes(loaded, name, ev),
     }
-    if cfg.kind == "openclaw":
-        collectors |= {
-            "config": lambda: _config(loaded, name, ev, config),
-            "deps": lambda: _deps(loaded, name, ev),
-            "node": lambda: _node(loaded, name, ev),
-            "state_db": lambda: _state_db(loaded, name, ev),
-            "stability": lambda: _stability(loaded, name, ev),
-            "duplicates": lambda: _duplicates(loaded, name, pid, ev),
-        }
-        if lint:
-            collectors["lint"] = lambda: _lint(loaded, name, ev)
+    collectors |= kind.collectors(loaded, name, ev, pid=pid, config=config, lint=lint)  # what only this kind has
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(collectors), thread_name_prefix="evidence")
     futures = {pool.submit(fn): key for key, fn in collectors.items()}
     done, pending = concurrent.futures.wait(futures, timeout=budget_s)
@@ -236,9 +225,7 @@ def _disk(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
     """Free space where the gateway writes (its HOME: state database, logs) and where clawmedic does; the fuller
     one is the evidence."""
     cfg = loaded.targets[name]
-    places = [loaded.state_dir]
-    if cfg.kind == "openclaw":
-        places.insert(0, openclaw.gateway_home(cfg))
+    places = [*kinds.kind_of(cfg.kind).data_dirs(cfg), loaded.state_dir]
     if cfg.log_file is not None:
         places.append(cfg.log_file.parent)
     worst: tuple[float, float, Path] | None = None
@@ -251,12 +238,6 @@ def _disk(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
             worst = (free, total, place)
     if worst is not None:
         ev.disk_free_mb, ev.disk_total_mb, ev.disk_path = round(worst[0], 1), round(worst[1], 1), str(worst[2])
-
-
-def _config(loaded: LoadedConfig, name: str, ev: Evidence, known: dict[str, Any] | None) -> None:
-    """`known`: the supervisor's own validation of the current file (it validates before every start). The
-    known-good facts are the `changes` collector's: the slow validation must not take them down with it."""
-    ev.config = known if known is not None else openclaw.validate(loaded, name).to_dict()
 
 
 def _changes(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
@@ -288,112 +269,3 @@ def _deps_changes(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
         manifest = deps.load_manifest(loaded, name)
         found = changes.deps_changes(ev.deps_problems, manifest.root if manifest else None)
         ev.changes += changes.as_dicts(found, ev.last_healthy_at, ev.first_failure_at)
-
-
-def _deps(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
-    from clawmedic import deps
-
-    ev.deps_problems = [p.to_dict() for p in deps.check(loaded, name)]
-
-
-def _node(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
-    cli = openclaw.cli_command(loaded.targets[name])
-    if not cli:
-        return
-    node = cli[0] if len(cli) > 1 else shutil.which("node")
-    if node is None:
-        ev.node = {"found": False}
-        return
-    r = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, timeout=defaults.EVIDENCE_NODE_TIMEOUT_S, check=False
-    )
-    version = r.stdout.strip().lstrip("v")
-    engines = ""
-    entry = next((Path(a) for a in cli if a.endswith("openclaw.mjs")), None)
-    if entry is not None:
-        try:
-            engines = json.loads((entry.parent / "package.json").read_text()).get("engines", {}).get("node", "")
-        except (OSError, ValueError):
-            engines = ""
-    ev.node = {"found": True, "version": version, "engines": engines, "satisfied": _satisfies(version, engines)}
-
-
-def _satisfies(version: str, spec: str) -> bool | None:
-    """Enough of npm's semver ranges for `engines.node` (`>=a.b.c <d || >=e.f.g`); None when unsure."""
-    try:
-        v = tuple(int(x) for x in version.split(".")[:3])
-    except ValueError:
-        return None
-    if not spec:
-        return None
-    for alt in spec.split("||"):
-        ok = True
-        for cond in alt.split():
-            m = re.fullmatch(r"(>=|<=|>|<|=)?v?(\d+)(?:\.(\d+))?(?:\.(\d+))?", cond)
-            if m is None:
-                return None
-            op = m.group(1) or "="
-            want = tuple(int(g or 0) for g in m.group(2, 3, 4))
-            ok = (
-                ok and {">=": v >= want, "<=": v <= want, ">": v > want, "<": v < want, "=": v[: len(want)] == want}[op]
-            )
-        if ok:
-            return True
-    return False
-
-
-def _state_db(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
-    db = openclaw.gateway_home(loaded.targets[name]) / ".openclaw" / "state" / "openclaw.sqlite"
-    if not db.exists():
-        ev.state_db = {"path": str(db), "exists": False}
-        return
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=defaults.EVIDENCE_DB_BUSY_S)
-        try:
-            con.execute("PRAGMA schema_version").fetchone()
-        finally:
-            con.close()
-        ev.state_db = {"path": str(db), "exists": True, "ok": True}
-    except sqlite3.DatabaseError as e:
-        ev.state_db = {"path": str(db), "exists": True, "ok": False, "error": str(e)}
-
-
-def _stability(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
-    folder = openclaw.gateway_home(loaded.targets[name]) / ".openclaw" / "logs" / "stability"
-    if folder.is_dir():
-        ev.stability_bundles = sorted(p.name for p in folder.glob("*.json"))[-20:]
-        written = [p.stat().st_mtime for p in folder.glob("*crash_loop_breaker*.json")]
-        if written:
-            ev.breaker_age_s = round(max(0.0, time.time() - max(written)), 1)
-
-
-def _duplicates(loaded: LoadedConfig, name: str, pid: int | None, ev: Evidence) -> None:
-    """Other gateway processes running on this target's HOME (a duplicate instance fights over the state DB)."""
-    from clawmedic.process import identity
-
-    ours = inspect.tree_pids(pid) if pid else set()
-    for p in identity.duplicate_gateways(loaded, name, ours):
-        ev.duplicates.append({"pid": p.pid, "cmdline": inspect.cmdline(p.pid)})
-
-
-def _lint(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
-    cli = openclaw.cli_command(loaded.targets[name])
-    if not cli:
-        return
-    r = subprocess.run(
-        [*cli, "doctor", "--lint", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=defaults.EVIDENCE_LINT_TIMEOUT_S,
-        env=openclaw.cli_env(loaded, name),
-        check=False,
-    )
-    try:
-        out = json.loads(r.stdout)
-    except ValueError:
-        return
-    ev.lint_findings = [
-        {k: f.get(k) for k in ("checkId", "severity", "message", "fixHint")}
-        for f in out.get("findings", [])
-        if isinstance(f, dict)
-    ][:30]

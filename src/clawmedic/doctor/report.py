@@ -12,6 +12,7 @@ from clawmedic.config import LoadedConfig
 from clawmedic.store.files import atomic_write
 from clawmedic.store.health import is_write_failure, state_writes
 from clawmedic.store.incidents import Incident, IncidentStore
+from clawmedic.targets import kinds
 
 
 def _t(ts: float | None) -> str:
@@ -29,8 +30,15 @@ def what_changed(inc: Incident) -> list[dict[str, Any]] | None:
     return list(recorded[-1]) if recorded else None
 
 
-def render(inc: Incident, with_changes: bool = True) -> str:
-    """The report in Markdown; `with_changes=False` leaves out "What changed" (the incident page shows it apart)."""
+def _noun(inc: Incident) -> str:
+    """How the report names the target when the caller does not say: by the kind its evidence recorded."""
+    kinds_seen = [e.detail["target_kind"] for e in inc.timeline if e.kind == "evidence" and "target_kind" in e.detail]
+    return kinds.kind_of(str(kinds_seen[-1])).noun if kinds_seen else "the target"
+
+
+def render(inc: Incident, with_changes: bool = True, noun: str | None = None) -> str:
+    """The report in Markdown; `with_changes=False` leaves out "What changed" (the incident page shows it apart).
+    `noun`: how the target is named ("the gateway", "the service": its kind's word, targets/kinds.py)."""
     lines = [f"# Incident #{inc.id} — {inc.target}: {inc.status}", ""]
     lines += [
         "## Symptom",
@@ -100,7 +108,7 @@ def render(inc: Incident, with_changes: bool = True) -> str:
     if inc.status == "recovered" and inc.cause == "gateway_check" and verdicts:
         lines.append(f"Recovered: {verdicts[-1].detail.get('summary')} ({_t(inc.closed_at)}).")
     elif inc.status == "recovered":
-        lines.append(f"Recovered: the gateway passed its probation ({_t(inc.closed_at)}).")
+        lines.append(f"Recovered: {noun or _noun(inc)} passed its probation ({_t(inc.closed_at)}).")
     elif verdicts:
         lines.append(str(verdicts[-1].detail.get("summary", inc.status)))
     else:
@@ -201,7 +209,10 @@ def write_report(loaded: LoadedConfig, incidents: IncidentStore, incident_id: in
         return None
     path = report_path(loaded.state_dir, incident_id)
     try:
-        atomic_write(path, loaded.redactor.text(render(inc)))  # whole: a block split over lines is one secret again
+        cfg = loaded.targets.get(inc.target)
+        noun = kinds.kind_of(cfg.kind).noun if cfg is not None else None
+        # redacted whole: a block split over lines is one secret again
+        atomic_write(path, loaded.redactor.text(render(inc, noun=noun)))
     except OSError as e:  # a full disk: no report file this time, the doctor's verdict still counts
         if not is_write_failure(e):
             raise

@@ -15,7 +15,7 @@ from typing import Any
 from clawmedic import defaults
 from clawmedic.doctor.changes import before_failure
 from clawmedic.doctor.evidence import Evidence
-from clawmedic.targets import openclaw
+from clawmedic.targets import kinds, openclaw
 from clawmedic.text import clip
 
 CAUSE = "cause"
@@ -454,7 +454,7 @@ RULES: list[Rule] = [
         0.95,
         _port_foreign,
         lambda ev: [RemedyCall("kill_port_holder")] if ev.port_owner and ev.port_owner.get("pid") else [],
-        "Stop the program that holds the port, or move the gateway to another port (`gateway.port`).",
+        "Stop the program that holds the port, or move the target to another port.",  # a kind says how
         near=_near_port,
     ),
     Rule(
@@ -576,6 +576,7 @@ def diagnose(ev: Evidence) -> list[Finding]:
     """Every matching rule: causes first (most confident first), then symptoms, which are consequences and carry
     no plan while a cause is found. A fallback rule counts only when no other cause matched."""
     found: list[tuple[Rule, str]] = [(r, d) for r in RULES if (d := r.matches(ev)) is not None]
+    kind = kinds.kind_of(ev.target_kind)
     has_cause = any(r.kind == CAUSE and not r.fallback for r, _ in found)
     out = []
     for rule, detail in found:
@@ -583,7 +584,8 @@ def diagnose(ev: Evidence) -> list[Finding]:
             continue
         caused = rule.kind == SYMPTOM and has_cause
         plan = [] if caused else rule.plan(ev)
-        out.append(Finding(rule.id, rule.title, rule.confidence, detail, plan, rule.advice, rule.kind))
+        advice = kind.advice.get(rule.id, rule.advice)  # in the target kind's own words, where it has them
+        out.append(Finding(rule.id, rule.title, rule.confidence, detail, plan, advice, rule.kind))
     return sorted(out, key=lambda f: (f.kind != CAUSE, -f.confidence))
 
 

@@ -50,6 +50,8 @@ def _state_label(t: dict[str, Any], now: float | None = None) -> str:
         return f"gave up; next try in {_fmt_wait(left)}"
     if state == "retrying":
         return "gave up; trying again now"
+    if state == "maintenance" and isinstance(until := t.get("paused_until"), int | float):
+        return f"maintenance until {dt.datetime.fromtimestamp(until).strftime('%H:%M:%S')}"  # `pause --for`
     return state
 
 
@@ -320,27 +322,6 @@ def stats(
     out.print(f"Healed by: {healed or '—'}", highlight=False)
     for cause, n in result.top_causes:
         out.print(f"  {n} × {cause}", highlight=False, markup=False)
-
-
-# --- pause / resume ---------------------------------------------------------------------------------------------
-
-
-@app.command()
-def pause(target: TargetArg = None, config: ConfigOpt = None) -> None:
-    """Maintenance mode: keep observing TARGET but take no action until `clawmedic resume`."""
-    loaded = _load(config)
-    names = loaded.selected(target)
-    control.pause(paths.ensure_private_dir(loaded.state_dir), names)
-    out.print(f"paused: {', '.join(names)} (the daemon observes but will not act)")
-
-
-@app.command()
-def resume(target: TargetArg = None, config: ConfigOpt = None) -> None:
-    """Leave maintenance mode, or retry a target that gave up (past failures are forgotten)."""
-    loaded = _load(config)
-    names = loaded.selected(target)
-    control.resume(paths.ensure_private_dir(loaded.state_dir), names)
-    out.print(f"resumed: {', '.join(names)}")
 
 
 @app.command("reload")
@@ -614,7 +595,8 @@ def rollback_cmd(
 # --- the runbook: fix …, and safe-start ---
 
 fix_app = typer.Typer(
-    help="Runbook for humans at 3 a.m.: each step idempotent, with --dry-run and --json, each recorded as an incident.",
+    help="Runbook for humans at 3 a.m.: each step idempotent, with --dry-run and --json; each repair is recorded as an "
+    "incident (`fix status` only reads).",
     no_args_is_help=True,
 )
 app.add_typer(fix_app, name="fix")
@@ -1134,7 +1116,8 @@ def drill(
         raise typer.Exit(code)
 
 
-import clawmedic.cli_ops  # noqa: E402, F401 - registers guardian, install, uninstall and notify on `app`
+import clawmedic.cli_operator  # noqa: E402 - registers pause, resume and logs on `app`
+import clawmedic.cli_ops  # noqa: E402 - registers guardian, install, uninstall and notify on `app`
 import clawmedic.cli_upgrade  # noqa: E402, F401 - registers upgrade on `app`
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from clawmedic import control
 from clawmedic.config import LoadedConfig, load_config
@@ -18,9 +19,39 @@ from clawmedic.store.lock import holder_pid
 app = typer.Typer(
     help="clawmedic keeps a self-hosted OpenClaw gateway alive from the outside, and explains what broke.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
 )
+
+
+def _type_column(param: TyperOption, ctx: Any) -> str | None:
+    """The help's type column: nothing for a flag (Typer prints `<bool>` beside `--json`, `--help`…), the value's
+    type for every other option."""
+    return None if param.is_flag else _typer_type_column(param, ctx)
+
+
+_typer_type_column = TyperOption.display_type_rich
+TyperOption.display_type_rich = _type_column  # type: ignore[method-assign, assignment]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        Console().print(f"clawmedic {version('clawmedic')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print clawmedic's version and exit.", callback=_version, is_eager=True),
+    ] = False,
+) -> None:
+    """clawmedic keeps a self-hosted OpenClaw gateway alive from the outside, and explains what broke."""
+
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped at 80 columns
 
@@ -56,4 +87,6 @@ def read_status(loaded: LoadedConfig) -> dict[str, Any]:
     for name in loaded.targets:
         t = data.setdefault("targets", {}).setdefault(name, {"state": "unknown"})
         t["paused"] = name in ctl.paused
+        if t["paused"] and name in ctl.paused_until:
+            t["paused_until"] = ctl.paused_until[name]  # `pause --for`: the daemon resumes it then
     return data

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -731,6 +732,7 @@ NotifyKind = Literal[
     "state_writes_recovered",
     "gateway_fault",
     "gateway_fault_resolved",
+    "restarted",
 ]
 ALL_SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 ALL_NOTIFY_KINDS: tuple[NotifyKind, ...] = (
@@ -744,7 +746,7 @@ ALL_NOTIFY_KINDS: tuple[NotifyKind, ...] = (
     "state_writes_recovered",
     "gateway_fault",
     "gateway_fault_resolved",
-)
+)  # the default `on`; "restarted" is opt-in: a restart that healed on its own is news only to some
 
 
 class NotifyConfig(_Model):
@@ -753,14 +755,18 @@ class NotifyConfig(_Model):
     Messages: `escalated` (the doctor is still working on it after `group_wait_s`), `gave_up` (a human is needed),
     `still_down` (a reminder every `repeat_interval_s`), `recovered` (after a message about the incident),
     `latent_config_fault` / `latent_config_resolved`, `gateway_fault` / `gateway_fault_resolved` (a fault inside a
-    running gateway that needs a human), `state_writes_failing` / `state_writes_recovered`. Severity tags: critical
-    (escalated, gave up, gateway fault), warning (latent fault); a follow-up goes wherever the first message went.
-    One message per incident and kind.
+    running gateway that needs a human), `state_writes_failing` / `state_writes_recovered`, and, opt-in,
+    `restarted` (an incident healed by the ladder that nobody was told about: a crash restarted and healthy again, as
+    monit's "alert on restart"). Severity tags: critical (escalated, gave up, gateway fault), warning (latent fault),
+    info (restarted); a follow-up goes wherever the first message went. One message per incident and kind.
+    `on` is the list of kinds that exist at all (`events` is its older name).
     """
 
     urls: list[str] = Field(default_factory=list)  # Apprise URLs; write tokens as "${NAME}" (a secret)
     severities: list[Severity] = Field(default_factory=lambda: list(ALL_SEVERITIES))  # what `urls` receive
-    events: list[NotifyKind] = Field(default_factory=lambda: list(ALL_NOTIFY_KINDS))  # which messages exist at all
+    events: list[NotifyKind] = Field(
+        default_factory=lambda: list(ALL_NOTIFY_KINDS), validation_alias=AliasChoices("on", "events")
+    )  # which messages exist at all
     repeat_interval_s: NonNegFloat = NOTIFY_REPEAT_INTERVAL_S  # 0: never remind
     group_wait_s: NonNegFloat = NOTIFY_GROUP_WAIT_S
     log_tail_lines: Annotated[int, Field(ge=0, le=200)] = NOTIFY_LOG_TAIL_LINES

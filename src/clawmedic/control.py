@@ -34,6 +34,11 @@ class Control:
     resume_seq: dict[str, int] = field(default_factory=dict)  # bumped by every `resume`, to retry after gave_up
     restart_seq: dict[str, int] = field(default_factory=dict)  # bumped by every requested restart
     reload_seq: int = 0  # bumped by every `clawmedic reload`: read the config file again
+    paused_until: dict[str, float] = field(default_factory=dict)  # target -> when its pause ends (`pause --for`)
+
+    def expired_pauses(self, now: float) -> list[str]:
+        """Targets paused for a while (`pause --for`) whose time is up: the daemon resumes them."""
+        return [t for t, until in self.paused_until.items() if t in self.paused and until <= now]
 
 
 def control_path(state_dir: Path) -> Path:
@@ -48,13 +53,20 @@ def read_control(state_dir: Path) -> Control:
             {k: int(v) for k, v in raw.get("resume_seq", {}).items()},
             {k: int(v) for k, v in raw.get("restart_seq", {}).items()},
             int(raw.get("reload_seq", 0)),
+            {k: float(v) for k, v in raw.get("paused_until", {}).items()},
         )
     except (OSError, ValueError, AttributeError, TypeError, OverflowError):  # JSON allows Infinity: int(inf)
         return Control()
 
 
 def _write(state_dir: Path, c: Control) -> None:
-    data = {"paused": c.paused, "resume_seq": c.resume_seq, "restart_seq": c.restart_seq, "reload_seq": c.reload_seq}
+    data = {
+        "paused": c.paused,
+        "paused_until": c.paused_until,
+        "resume_seq": c.resume_seq,
+        "restart_seq": c.restart_seq,
+        "reload_seq": c.reload_seq,
+    }
     atomic_write(control_path(state_dir), json.dumps(data, indent=1))
     poke(state_dir)
 
@@ -66,11 +78,17 @@ def _locked(state_dir: Path) -> FileLock:
     return FileLock(state_dir / "control.lock", mode=0o600)
 
 
-def pause(state_dir: Path, targets: list[str]) -> None:
+def pause(state_dir: Path, targets: list[str], *, until: float | None = None) -> None:
+    """Pause `targets`: until `clawmedic resume`, or, with `until`, until then (a later `pause` sets a new end; one
+    without `--for` makes it open-ended)."""
     with _locked(state_dir):
         c = read_control(state_dir)
         for t in targets:
             c.paused.setdefault(t, time.time())
+            if until is None:
+                c.paused_until.pop(t, None)
+            else:
+                c.paused_until[t] = until
         _write(state_dir, c)
 
 
@@ -79,6 +97,7 @@ def resume(state_dir: Path, targets: list[str]) -> None:
         c = read_control(state_dir)
         for t in targets:
             c.paused.pop(t, None)
+            c.paused_until.pop(t, None)
             c.resume_seq[t] = c.resume_seq.get(t, 0) + 1
         _write(state_dir, c)
 
@@ -91,6 +110,7 @@ def request_restart(state_dir: Path, targets: list[str], *, resume: bool = False
         for t in targets:
             if resume:
                 c.paused.pop(t, None)
+                c.paused_until.pop(t, None)
                 c.resume_seq[t] = c.resume_seq.get(t, 0) + 1
             c.restart_seq[t] = c.restart_seq.get(t, 0) + 1
         _write(state_dir, c)

@@ -75,6 +75,7 @@ class Daemon:
         self._target_tasks: dict[str, asyncio.Task[None]] = {}  # one per supervisor; a reload replaces some
         self._failure: BaseException | None = None  # a supervisor crashed: the daemon ends with it
         self._reload_asked: str | None = None  # why (SIGHUP), until the control loop reloads
+        self._status_cache: dict[str, tuple[Any, int, str]] = {}  # target -> (snapshot, redactor generation, JSON)
         self._control_poked = asyncio.Event()  # a command wrote control.json (control.poke), or SIGHUP
         self._config_version = _config_version(loaded)
         self.reload_status: dict[str, Any] | None = None  # the last reload's outcome, for `status`
@@ -292,7 +293,7 @@ class Daemon:
         self, acks: control.Acks, version: tuple[int, int] | str | None, ctl: control.Control
     ) -> None:
         """One pass when a command pokes (or SIGHUP), else every CONTROL_RECHECK_S: a hand edit of control.json, the
-        config file saved (reloaded on change)."""
+        config file saved (reloaded on change), a `pause --for` running out."""
         while True:
             now_version = control.file_version(self.state_dir)
             if now_version != version:
@@ -304,13 +305,24 @@ class Daemon:
                     acks.reload_seq = ctl.reload_seq
                     first = True  # acknowledged below
                 self._apply_control(ctl, acks, first=first)
+            if expired := ctl.expired_pauses(time.time()):  # `pause --for` ran out: resumed as `clawmedic resume` does
+                log.info("maintenance of %s ended (its `pause --for` expired)", ", ".join(expired))
+                try:
+                    control.resume(self.state_dir, expired)  # the next pass sees the new file and resumes them
+                except OSError as e:  # a full disk: tried again next pass
+                    if not is_write_failure(e):
+                        raise
+                    state_writes.failed(control.control_path(self.state_dir).name, e)
             if self._reload_asked is not None:
                 why, self._reload_asked = self._reload_asked, None
                 await self.reload(why)
             elif _config_version(self.loaded) != self._config_version:
                 await self.reload("the config file changed")
+            wait = defaults.CONTROL_RECHECK_S
+            if ctl.paused_until:  # `pause --for`: look again when the first one runs out
+                wait = min(wait, max(0.0, min(ctl.paused_until.values()) - time.time()) + 0.01)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._control_poked.wait(), defaults.CONTROL_RECHECK_S)
+                await asyncio.wait_for(self._control_poked.wait(), wait)
             self._control_poked.clear()
 
     def _apply_control(self, ctl: control.Control, acks: control.Acks, *, first: bool) -> None:
@@ -357,13 +369,29 @@ class Daemon:
             "targets": {name: sup.snapshot() for name, sup in self.supervisors.items()},
         }
 
+    def status_text(self, running: bool) -> str:
+        """status.json's text: compact JSON through json's C encoder (indent= is pure Python), redacted (last errors
+        and reasons quote URLs and output). A target whose snapshot did not change since the last write is not
+        redacted and encoded again: its earlier fragment is reused (at 200 targets, most of them on a heartbeat)."""
+        redactor = self.loaded.redactor
+        snap = self.snapshot(running)
+        parts: list[str] = []
+        cache: dict[str, tuple[Any, int, str]] = {}
+        for name, target in snap["targets"].items():
+            hit = self._status_cache.get(name)
+            if hit is not None and hit[1] == redactor.generation and hit[0] == target:
+                fragment = hit[2]
+            else:
+                fragment = json.dumps(redactor.data(target), separators=(",", ":"), default=str)
+            cache[name] = (target, redactor.generation, fragment)
+            parts.append(f"{json.dumps(name)}:{fragment}")
+        self._status_cache = cache
+        daemon = json.dumps(redactor.data(snap["daemon"]), separators=(",", ":"), default=str)
+        return f'{{"daemon":{daemon},"targets":{{{",".join(parts)}}}}}'
+
     def _write_status(self, running: bool) -> None:
         try:
-            status = self.loaded.redactor.data(self.snapshot(running))  # last errors and reasons quote URLs and output
-            # compact JSON goes through json's C encoder (indent= does not: ~1 M Python calls a minute at 200
-            # targets), and a heartbeat rewritten every 5 s needs no fsync
-            text = json.dumps(status, separators=(",", ":"), default=str)
-            atomic_write(status_path(self.state_dir), text, durable=False)
+            atomic_write(status_path(self.state_dir), self.status_text(running), durable=False)
         except OSError as e:
             if not is_write_failure(e):
                 raise

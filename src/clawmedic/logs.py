@@ -38,6 +38,7 @@ class RedactFilter(logging.Filter):
 
 
 _FORMATTER = logging.Formatter()
+LINE_FIELDS = ("target", "state", "incident")
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,6 +49,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in LINE_FIELDS:  # set by a target's supervisor (`extra=`): which target, its state, its incident
+            if (value := getattr(record, key, None)) is not None:
+                entry[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -143,6 +143,9 @@ class NotifyPolicy:
         if kind == "incident_closed":
             closed = self.cases.pop(inc, None)
             if closed is None or not closed.reached_someone:
+                if event.get("outcome") == "recovered" and "restarted" in self.kinds:  # opt-in: every healed restart
+                    facts = {"outcome": "recovered"}
+                    return [Alert(f"incident:{inc}:restarted", "restarted", "info", "success", target, inc, now, facts)]
                 return []  # healed before anyone had to hear of it: the report is enough
             facts = {"outcome": event.get("outcome", "recovered")}
             return self._allowed([self._alert(closed, "recovered", now, **facts)])
@@ -577,6 +580,7 @@ _HEADLINES: dict[str, str] = {
     "gave_up": "{target} is down and clawmedic gave up: a human is needed",
     "still_down": "{target} is still down (reminder {reminder}): a human is needed",
     "recovered": "{target} recovered",
+    "restarted": "{target} went down and clawmedic restarted it: it is healthy again",
     "latent_config_fault": "{target}: its config on disk is invalid; the next restart would fail",
     "latent_config_resolved": "{target}: its config on disk is valid again",
     "state_writes_failing": "clawmedic cannot write its state folder; it keeps supervising from memory",
@@ -589,6 +593,7 @@ _TITLES: dict[str, str] = {
     "gave_up": "{target} is down — a human is needed",
     "still_down": "{target} is still down",
     "recovered": "{target} recovered",
+    "restarted": "{target} restarted and healthy",
     "latent_config_fault": "{target}: latent config fault",
     "latent_config_resolved": "{target}: config valid again",
     "state_writes_failing": "state folder not writable",
@@ -620,7 +625,7 @@ def render(
                 f"down since {_t(incident.first_failure_at)} ({_dur(now - incident.first_failure_at)}) · "
                 f"restarts: {incident.restarts}"
             )
-        if alert.kind == "recovered":
+        if alert.kind in ("recovered", "restarted"):
             ttr = incident.time_to_recover_s
             lines.append(
                 f"live again {_t(incident.live_at)}" + (f", {_dur(ttr)} after the first failure" if ttr else "")

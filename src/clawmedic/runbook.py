@@ -599,7 +599,7 @@ def run_fix(
     kill_foreign: bool = False,
     progress: Progress = lambda _m: None,
 ) -> FixReport:
-    """One runbook action, recorded as an incident (unless it is a dry run or changed nothing and found nothing)."""
+    """One runbook action, recorded as an incident (unless it is a dry run, or the read-only `status`)."""
     report = FixReport(name, action, dry_run)
     if action == "status":
         report.steps = fix_status(loaded, name)
@@ -627,7 +627,7 @@ def run_fix(
                 break  # verify after each step: do not restart on top of a failed repair
     else:
         raise ConfigRefused(f"Unknown fix action {action!r}.")
-    if not dry_run:
+    if not dry_run and action != "status":  # `fix status` only reads: it is no incident (it would skew the stats)
         incidents = _incidents(loaded)
         now = time.time()
         inc = incidents.open(name, f"clawmedic fix {action}", now, now)

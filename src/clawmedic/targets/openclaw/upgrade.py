@@ -454,6 +454,7 @@ class Upgrader:
             install,
             "check that every dependency openclaw declares is present (restore with npm --ignore-scripts)",
             f"validate the current config with openclaw {version}'s `config validate --json`",
+            f"back up the state databases ({current.version}'s schema) for a rollback",
             f"switch: record openclaw {version} as the current install, then {how}",
             f"probation: {self.probation_s:g} s live, reporting {version} on /startup",
             f"on failure: roll back to openclaw {current.version} and the snapshot config, keeping the new "

@@ -126,7 +126,13 @@ def run_all(
     return scores
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
 def summary(backend: str, scores: list[Score]) -> dict[str, Any]:
+    """Accuracy (fully right, fault named, remedy chosen), the median case and the median decision (one model turn:
+    a case's seconds over its steps)."""
     n = len(scores) or 1
     return {
         "backend": backend,
@@ -134,6 +140,7 @@ def summary(backend: str, scores: list[Score]) -> dict[str, Any]:
         "accuracy": round(sum(s.ok for s in scores) / n, 3),
         "fault_accuracy": round(sum(s.fault_ok for s in scores) / n, 3),
         "remedy_accuracy": round(sum(s.remedy_ok for s in scores) / n, 3),
-        "median_seconds": sorted(s.seconds for s in scores)[len(scores) // 2] if scores else 0.0,
+        "median_seconds": _median([s.seconds for s in scores]),
+        "median_seconds_per_decision": round(_median([s.seconds / s.steps for s in scores if s.steps]), 2),
         "scores": [{**asdict(s), "ok": s.ok} for s in scores],
     }

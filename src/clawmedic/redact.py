@@ -160,6 +160,11 @@ class Redactor:
         self._secrets.add(secret)
         self._literal = None
 
+    @property
+    def generation(self) -> int:
+        """Grows with every secret added: text redacted at an older generation may hold a secret learnt since."""
+        return len(self._secrets)
+
     def absorb(self, other: Redactor) -> None:
         """Mask everything `other` masks too (a reloaded config's secrets join the running daemon's)."""
         for s in other._secrets:

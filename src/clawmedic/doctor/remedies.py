@@ -500,8 +500,8 @@ def _plugin_disable(ctx: RemedyContext, params: PluginParams) -> Outcome:
     return Outcome(
         "plugin_disable",
         Status.OK,
-        f"disabled plugin {pid} (config snapshot {str(before)[:10]} first); `clawmedic resume` or "
-        f"`openclaw plugins enable {pid}` undoes it",
+        f"disabled plugin {pid} (config snapshot {str(before)[:10]} first; OpenClaw skips it from the gateway's next "
+        f"start on); `clawmedic resume` or `openclaw plugins enable {pid}` undoes it",
         changes=[{"plugin": pid, "enabled": False, "snapshot_before": before, "error": found.get("error")}],
     )
 
@@ -516,106 +516,8 @@ def _plugin_enable(ctx: RemedyContext, params: PluginParams) -> Outcome:
     return Outcome(
         "plugin_enable",
         Status.OK,
-        f"enabled plugin {pid} again (config snapshot {str(before)[:10]} first)",
-        changes=[{"plugin": pid, "enabled": True, "snapshot_before": before}],
-    )
-
-
-def _channel_call(ctx: RemedyContext, method: str, ch: str) -> openclaw.CliAnswer:
-    """`gateway call channels.stop|start` for one channel: the id is a validated parameter, passed as JSON in an
-    argv list (no shell)."""
-    return _cli(ctx, ["gateway", "call", method, "--params", json.dumps({"channel": ch}), "--json"], remote=True)
-
-
-def _channel_restart(ctx: RemedyContext, params: ChannelParams) -> Outcome:
-    """A targeted restart of one channel (`channels.stop` then `channels.start`); the rest of the gateway is left
-    alone. A stop that fails or times out (a stuck channel, FACTS §7) does not prevent the start."""
-    ch = params.channel
-    if openclaw.is_ready_internal(ch):
-        return Outcome("channel_restart", Status.REFUSED, f"{ch!r} is a gateway internal, not a channel")
-    stop = _channel_call(ctx, "channels.stop", ch)
-    start = _channel_call(ctx, "channels.start", ch)
-    said = f"channels.stop: {'ok' if stop.error is None else stop.error}"
-    if start.error is not None:
-        return Outcome("channel_restart", Status.FAILED, f"channels.start {ch} failed: {start.error}; {said}")
-    return Outcome(
-        "channel_restart",
-        Status.OK,
-        f"restarted channel {ch} (channels.stop + channels.start; {said})",
-        changes=[{"channel": ch, "restarted": True}],
-    )
-
-
-def _channel_start(ctx: RemedyContext, params: ChannelParams) -> Outcome:
-    """Start a channel OpenClaw's crash-loop breaker left stopped (its own manual recovery, FACTS §5)."""
-    ch = params.channel
-    if openclaw.is_ready_internal(ch):
-        return Outcome("channel_start", Status.REFUSED, f"{ch!r} is a gateway internal, not a channel")
-    r = _channel_call(ctx, "channels.start", ch)
-    if r.error is not None:
-        return Outcome("channel_start", Status.FAILED, f"channels.start {ch} failed: {r.error}")
-    return Outcome(
-        "channel_start",
-        Status.OK,
-        f"started channel {ch}, which the crash-loop breaker had suppressed",
-        changes=[{"channel": ch, "started": True}],
-    )
-
-
-def _find_plugin(ctx: RemedyContext, plugin: str) -> tuple[dict[str, object] | None, str | None]:
-    """The plugin as `plugins list --json` says now (the guard judges live facts, not the caller's word)."""
-    r = _cli(ctx, ["plugins", "list", "--json"], remote=False)
-    if r.error is not None:
-        return None, f"`plugins list --json` failed: {r.error}"
-    plugins, _ = parse_plugins(r.data)
-    found = next((p for p in plugins if p.id == plugin), None)
-    return (found.to_dict(), None) if found is not None else (None, f"no plugin {plugin!r} is installed")
-
-
-def _plugin_disable(ctx: RemedyContext, params: PluginParams) -> Outcome:
-    """Disable a plugin in error (`plugins disable ID`, config snapshotted first); never a built-in one, never one
-    that is not in error now."""
-    pid = params.plugin
-    found, why = _find_plugin(ctx, pid)
-    if found is None:
-        return Outcome("plugin_disable", Status.FAILED, str(why))
-    if found["builtin"]:
-        return Outcome("plugin_disable", Status.REFUSED, f"{pid} is built into OpenClaw (origin bundled): never disabled")
-    if found["status"] != "error" or found["enabled"] is not True:
-        return Outcome(
-            "plugin_disable",
-            Status.REFUSED,
-            f"{pid} is not an enabled plugin in error now (status {found['status']}, enabled {found['enabled']})",
-        )
-    before = _snapshot(ctx, f"before disabling plugin {pid}")
-    r = _cli(ctx, ["plugins", "disable", pid], remote=False)
-    if r.rc != 0:
-        return Outcome(
-            "plugin_disable",
-            Status.FAILED,
-            f"`plugins disable {pid}` failed: {r.error}",
-            changes=[{"snapshot_before": before}],
-        )
-    return Outcome(
-        "plugin_disable",
-        Status.OK,
-        f"disabled plugin {pid} (config snapshot {str(before)[:10]} first); `clawmedic resume` or "
-        f"`openclaw plugins enable {pid}` undoes it",
-        changes=[{"plugin": pid, "enabled": False, "snapshot_before": before, "error": found.get("error")}],
-    )
-
-
-def _plugin_enable(ctx: RemedyContext, params: PluginParams) -> Outcome:
-    """Enable again a plugin clawmedic disabled (`plugins enable ID`), after a human's `clawmedic resume`."""
-    pid = params.plugin
-    before = _snapshot(ctx, f"before enabling plugin {pid}")
-    r = _cli(ctx, ["plugins", "enable", pid], remote=False)
-    if r.rc != 0:
-        return Outcome("plugin_enable", Status.FAILED, f"`plugins enable {pid}` failed: {r.error}")
-    return Outcome(
-        "plugin_enable",
-        Status.OK,
-        f"enabled plugin {pid} again (config snapshot {str(before)[:10]} first)",
+        f"enabled plugin {pid} again (config snapshot {str(before)[:10]} first); OpenClaw loads it at the gateway's "
+        "next start",
         changes=[{"plugin": pid, "enabled": True, "snapshot_before": before}],
     )
 

@@ -76,6 +76,9 @@ CONVERSATION_MESSAGE: Final = "clawmedic readiness check: reply with one word." 
 EVIDENCE_LEAD_S: Final = STARTUP_TIMEOUT_S  # log records count from the launch that failed: at most a startup before
 EVIDENCE_WINDOW_S: Final = 3600.0  # `diagnose` with no incident: the gateway's last hour of log is its present
 EVIDENCE_COLLECTOR_BUDGET_S: Final = 4.0  # collectors run in parallel; one not done by then is recorded as timed out
+# the what-changed collector may run this long (one known-good read in a child process: ~3 s under load 10);
+# the change rule reverts what it finds, so it is worth the wait
+EVIDENCE_CHANGES_BUDGET_S: Final = 20.0
 EVIDENCE_LINT_TIMEOUT_S: Final = 20.0  # `openclaw doctor --lint --json` takes ~3 s idle; later is not waited for
 EVIDENCE_NODE_TIMEOUT_S: Final = 10.0  # `node --version` answers in ~50 ms; a wedged binary is not waited on
 EVIDENCE_DB_BUSY_S: Final = 2.0  # the state database is opened read-only; a gateway mid-write is not waited on long

@@ -289,6 +289,21 @@ def main(argv: list[str] | None = None) -> int:
         elif op == "known_good":
             kg = store.known_good(payload["target"])
             result = kg.to_dict() if kg else None
+        elif op == "known_good_files":  # the snapshot and every file in it, in one process (the doctor's diff)
+            kg = store.known_good(payload["target"])
+            result = (
+                {
+                    "snapshot": kg.to_dict(),
+                    "files": {
+                        key: None
+                        if (data := store.read(kg.target, key, kg.rev)) is None
+                        else base64.b64encode(data).decode()
+                        for key in kg.files
+                    },
+                }
+                if kg
+                else None
+            )
         elif op == "latest":
             last = store.latest(payload["target"])
             result = last.to_dict() if last else None

@@ -123,6 +123,15 @@ class KnownGoodClient:
         d = self._call("known_good", {"target": target})
         return Snapshot(**d) if d else None
 
+    def known_good_files(self, target: str) -> tuple[Snapshot, dict[str, bytes]] | None:
+        """The known-good snapshot and the content of every file in it, in one child process: the doctor's
+        what-changed diff needs all of them, and a child process costs seconds on a loaded host."""
+        d = self._call("known_good_files", {"target": target})
+        if not d:
+            return None
+        files = {k: base64.b64decode(v) for k, v in d["files"].items() if v is not None}
+        return Snapshot(**d["snapshot"]), files
+
     def latest(self, target: str) -> Snapshot | None:
         d = self._call("latest", {"target": target})
         return Snapshot(**d) if d else None

@@ -124,6 +124,10 @@ def collect(
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(collectors), thread_name_prefix="evidence")
     futures = {pool.submit(fn): key for key, fn in collectors.items()}
     done, pending = concurrent.futures.wait(futures, timeout=budget_s)
+    late = [f for f in pending if futures[f] == "changes"]
+    if late:  # what changed names the cause the change rule reverts: worth a few more seconds on a loaded host
+        concurrent.futures.wait(late, timeout=max(0.0, defaults.EVIDENCE_CHANGES_BUDGET_S - budget_s))
+        done, pending = done | {f for f in late if f.done()}, {f for f in pending if not f.done()}
     for f in done:
         if (exc := f.exception()) is not None:
             ev.errors[futures[f]] = f"{type(exc).__name__}: {exc}"
@@ -245,14 +249,14 @@ def _changes(loaded: LoadedConfig, name: str, ev: Evidence) -> None:
     from clawmedic.doctor import changes
     from clawmedic.knowngood_client import KnownGoodClient
 
-    store = KnownGoodClient(loaded.state_dir)
-    kg = store.known_good(name)
+    got = KnownGoodClient(loaded.state_dir).known_good_files(name)
+    kg, kg_files = got if got is not None else (None, {})
     if kg is not None:
         ev.known_good = kg.rev
     found = changes.collect_changes(
         loaded,
         name,
-        lambda key: store.read(name, key, kg.rev) if kg is not None else None,
+        kg_files.get,
         kg.at if kg is not None else None,
         ev.last_healthy_at,
     )

@@ -3,9 +3,11 @@ generic words — no OpenClaw setting in its advice, no "gateway" in its report.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
+import clawmedic
 from clawmedic.config import load_config
 from clawmedic.doctor.evidence import Evidence
 from clawmedic.doctor.report import render, report_path, write_report
@@ -35,6 +37,7 @@ def test_only_the_openclaw_kind_brings_openclaw_collectors_and_its_home() -> Non
     found = oc.collectors(None, "t", ev, pid=None, config=None, lint=False)  # type: ignore[arg-type]
     assert set(found) == {"config", "deps", "node", "state_db", "stability", "duplicates"}
     assert kinds.kind_of("something-else") is http
+    assert http.install_changes(None, "t", 0.0) == []  # type: ignore[arg-type]
 
 
 def test_an_http_targets_report_says_the_service(tmp_path: Path) -> None:
@@ -54,3 +57,27 @@ def test_an_http_targets_report_says_the_service(tmp_path: Path) -> None:
     incidents.add(inc, "evidence", Evidence("web", target_kind="openclaw").to_dict())
     found = incidents.get(inc)
     assert found is not None and "Recovered: the gateway passed its probation" in render(found)
+
+
+# `kind == "openclaw"` branches still outside targets/ (issue 11): a file may lose them, none may gain one.
+KIND_BRANCHES_LEFT = {
+    "config.py": 5,
+    "supervisor.py": 5,
+    "runbook.py": 6,
+    "doctor/gateway_checks.py": 2,
+    "doctor/conversation.py": 2,
+}
+_KIND_BRANCH = re.compile(r"\bkind\s*(?:==|!=)\s*[\"'](?:openclaw|http)[\"']")
+
+
+def test_no_new_kind_branch_outside_targets() -> None:
+    src = Path(clawmedic.__file__).parent
+    found = {
+        rel: n
+        for path in sorted(src.rglob("*.py"))
+        if (rel := str(path.relative_to(src))).split("/")[0] != "targets"
+        and (n := len(_KIND_BRANCH.findall(path.read_text(encoding="utf-8"))))
+    }
+    grown = {rel: n for rel, n in found.items() if n > KIND_BRANCHES_LEFT.get(rel, 0)}
+    assert not grown, f"ask the target kind (targets/kinds.py) instead of branching on it: {grown}"
+    assert "doctor/evidence.py" not in found and "doctor/changes.py" not in found

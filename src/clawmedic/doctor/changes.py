@@ -21,7 +21,7 @@ from typing import Any
 from clawmedic import defaults
 from clawmedic.config import LoadedConfig
 from clawmedic.redact import MASK, Redactor
-from clawmedic.targets import openclaw
+from clawmedic.targets import kinds, openclaw
 from clawmedic.text import clip
 
 # a setting whose own name says its value is a secret is never shown, whatever the value looks like: any word of
@@ -223,36 +223,6 @@ def _boot_file_changes(loaded: LoadedConfig, name: str, read_known_good: Callabl
     return out
 
 
-def _install_changes(loaded: LoadedConfig, name: str, since: float | None) -> list[Change]:
-    """The OpenClaw version against the recorded install, and the Node binary replaced after the last healthy
-    state (its version before is not recorded, so only the replacement is told)."""
-    from clawmedic import deps
-
-    out = []
-    cfg = loaded.targets[name]
-    manifest = deps.load_manifest(loaded, name)
-    loc = deps.find_location(cfg)
-    if manifest is not None and loc is not None:
-        pkg = loc.openclaw_dir / "package.json"
-        try:
-            version = str(json.loads(pkg.read_text()).get("version", ""))
-        except (OSError, ValueError):
-            version = ""
-        if version and version != manifest.openclaw_version:
-            out.append(
-                Change(
-                    "openclaw",
-                    "openclaw",
-                    f"OpenClaw {manifest.openclaw_version} (recorded healthy) is now {version}",
-                    _mtime(pkg),
-                )
-            )
-    cli = openclaw.cli_command(cfg) or []
-    if len(cli) > 1 and since is not None and (at := _mtime(Path(cli[0]))) is not None and at > since:
-        out.append(Change("node", "node", f"the Node binary {cli[0]} was replaced", at))
-    return out
-
-
 def _launch_changes(loaded: LoadedConfig, since: float | None) -> list[Change]:
     """clawmedic's own config holds the launch command and environment; its env file the secrets it passes."""
     if since is None:
@@ -297,8 +267,7 @@ def collect_changes(
     """Boot files, install and launch changes; `read_known_good(key)`: the known-good copy of a boot file."""
     since = last_healthy_at if last_healthy_at is not None else known_good_at
     changes = _boot_file_changes(loaded, name, read_known_good)
-    if loaded.targets[name].kind == "openclaw":
-        changes += _install_changes(loaded, name, since)
+    changes += kinds.kind_of(loaded.targets[name].kind).install_changes(loaded, name, since)
     return changes + _launch_changes(loaded, since)
 
 

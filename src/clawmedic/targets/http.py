@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clawmedic.config import LoadedConfig, TargetConfig
+    from clawmedic.doctor.changes import Change
     from clawmedic.doctor.evidence import Evidence
 
 
@@ -37,3 +38,6 @@ class HttpKind:
         lint: bool,
     ) -> dict[str, Callable[[], None]]:
         return {}
+
+    def install_changes(self, loaded: LoadedConfig, name: str, since: float | None) -> list[Change]:
+        return []  # clawmedic does not know what a plain service installs

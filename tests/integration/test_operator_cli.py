@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,17 @@ def test_pause_for_logs_json_fields_restarted_message_and_fix_status(rig: Rig, h
     alone = cli(home, "pause", "svc", "--config", config)
     assert alone.returncode == 0
     assert "no clawmedic daemon is running" in alone.stderr.replace("\n", " ")
+
+
+def test_init_in_a_home_with_a_quote_writes_valid_toml(tmp_path: Path) -> None:
+    home = tmp_path / 'o"neil\\home'
+    (home / ".openclaw").mkdir(parents=True)
+    (home / ".openclaw" / "openclaw.json").write_text("{ gateway: { port: 19999 } }")
+    dest = tmp_path / "config.toml"
+    done = cli(home, "init", "--path", str(dest))
+    assert done.returncode == 0, done.stderr
+    written = tomllib.loads(dest.read_text())
+    assert written["targets"]["gateway"]["openclaw_home"] == str(home)
+    assert written["targets"]["gateway"]["port"] == 19999
+    for table in ("[daemon.http]", "[daemon.notify]", "[daemon.heartbeat]"):
+        assert f"# {table}" in dest.read_text()

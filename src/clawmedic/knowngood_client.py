@@ -20,8 +20,6 @@ from clawmedic import defaults
 from clawmedic.errors import ClawmedicError, EnvironmentMissing
 from clawmedic.store.health import StateUnwritable, is_write_failure, state_writes
 
-OP_TIMEOUT_S = 120.0  # a commit of a few small files takes well under a second; a loaded machine needs more
-
 
 class NoKnownGood(ClawmedicError):
     """There is no snapshot to restore from: a human must repair the file."""
@@ -76,7 +74,7 @@ class KnownGoodClient:
             [sys.executable, "-m", "clawmedic.knowngood", op, str(self.state_dir), json.dumps(payload)],
             capture_output=True,
             text=True,
-            timeout=OP_TIMEOUT_S,
+            timeout=defaults.KNOWN_GOOD_OP_TIMEOUT_S,
             check=False,
         )
         try:

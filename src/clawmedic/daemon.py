@@ -75,7 +75,8 @@ class Daemon:
         self._target_tasks: dict[str, asyncio.Task[None]] = {}  # one per supervisor; a reload replaces some
         self._failure: BaseException | None = None  # a supervisor crashed: the daemon ends with it
         self._reload_asked: str | None = None  # why (SIGHUP), until the control loop reloads
-        self._status_cache: dict[str, tuple[Any, int, str]] = {}  # target -> (snapshot, redactor generation, JSON)
+        # target -> (snapshot, redactor generation, its JSON, when encoded): status.json is assembled from these
+        self._status_cache: dict[str, tuple[dict[str, Any], int, str, float]] = {}
         self._control_poked = asyncio.Event()  # a command wrote control.json (control.poke), or SIGHUP
         self._config_version = _config_version(loaded)
         self.reload_status: dict[str, Any] | None = None  # the last reload's outcome, for `status`
@@ -371,20 +372,29 @@ class Daemon:
 
     def status_text(self, running: bool) -> str:
         """status.json's text: compact JSON through json's C encoder (indent= is pure Python), redacted (last errors
-        and reasons quote URLs and output). A target whose snapshot did not change since the last write is not
-        redacted and encoded again: its earlier fragment is reused (at 200 targets, most of them on a heartbeat)."""
+        and reasons quote URLs and output). A target is redacted and encoded again only when its snapshot changed
+        beyond the figures every probe refreshes (a probe's latency, the memory): those are rewritten at least every
+        STATUS_DETAIL_REFRESH_S. At 200 targets a heartbeat write then re-encodes a few targets, not all of them."""
         redactor = self.loaded.redactor
         snap = self.snapshot(running)
+        now = time.monotonic()
         parts: list[str] = []
-        cache: dict[str, tuple[Any, int, str]] = {}
+        cache: dict[str, tuple[dict[str, Any], int, str, float]] = {}
         for name, target in snap["targets"].items():
             hit = self._status_cache.get(name)
-            if hit is not None and hit[1] == redactor.generation and hit[0] == target:
-                fragment = hit[2]
+            if (
+                hit is not None
+                and hit[1] == redactor.generation
+                and (
+                    hit[0] == target
+                    or (now - hit[3] < defaults.STATUS_DETAIL_REFRESH_S and _settled(hit[0]) == _settled(target))
+                )
+            ):
+                cache[name] = hit
             else:
                 fragment = json.dumps(redactor.data(target), separators=(",", ":"), default=str)
-            cache[name] = (target, redactor.generation, fragment)
-            parts.append(f"{json.dumps(name)}:{fragment}")
+                cache[name] = (target, redactor.generation, fragment, now)
+            parts.append(f"{json.dumps(name)}:{cache[name][2]}")
         self._status_cache = cache
         daemon = json.dumps(redactor.data(snap["daemon"]), separators=(",", ":"), default=str)
         return f'{{"daemon":{daemon},"targets":{{{",".join(parts)}}}}}'
@@ -425,6 +435,13 @@ class Daemon:
                     atomic_write(pid_file, str(os.getpid()))
             events.emit("state_writes_recovered", down_s=down_s, state_dir=str(self.state_dir))
             log.warning("the state folder %s takes writes again after %.0f s; status caught up", self.state_dir, down_s)
+
+
+_PER_PROBE = ("liveness_detail", "rss_mb")  # change on every probe / memory check without anything happening
+
+
+def _settled(target: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in target.items() if k not in _PER_PROBE}
 
 
 def _config_version(loaded: LoadedConfig) -> tuple[tuple[int, int, int] | None, ...]:

@@ -111,7 +111,6 @@ KNOWN_GOOD_AFTER_S: Final = 300.0  # a config that served healthy this long is s
 KNOWN_GOOD_RECHECK_S: Final = 30.0  # after that, while healthy, the files are looked at again (an edit no watcher saw)
 SNAPSHOT_INTERVAL_S: Final = 3600.0  # scheduled snapshot of boot-critical files, hourly
 KNOWN_GOOD_LOCK_TIMEOUT_S: Final = 60.0  # a snapshot holds the store's lock well under a second; a minute is hung
-KNOWN_GOOD_OP_TIMEOUT_S: Final = 120.0  # one store operation in its own process: well under a second, minutes loaded
 APPLY_PROBATION_S: Final = 60.0  # `config apply`: the gateway must stay healthy this long or the change is rolled back
 WATCH_DEBOUNCE_MS: Final = 300  # editors write a file in several steps; validate once they are done
 
@@ -127,6 +126,7 @@ OUTPUT_LOG_MAX_BYTES: Final = 20 * 1024 * 1024  # a managed gateway's console ou
 LOG_RETENTION_DAYS: Final = 14  # rotated logs clawmedic wrote are kept this long
 CONTROL_POLL_S: Final = 0.5  # at start, the control loop waits in tenths of this for every target to start
 CONSOLE_CAP_CHECK_S: Final = 60.0  # the daemon's own output appended to a file (cron/launchd): size checked this often
+STATUS_DETAIL_REFRESH_S: Final = 60.0  # status.json's per-probe figures (latency, memory) are at most this old
 CONTROL_RECHECK_S: Final = 5.0  # commands poke the daemon (control.poke); else it looks at control + config this often
 SYSTEMD_WATCHDOG_S: Final = 60  # the unit's WatchdogSec=: a hung daemon is restarted within a minute
 SYSTEMD_WATCHDOG_MIN_PING_S: Final = 0.5  # never ping systemd more often than this, whatever WATCHDOG_USEC says

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from clawmedic import defaults
 from clawmedic.config import LoadedConfig, load_config
 from clawmedic.daemon import Daemon
 from tests.helpers.rig import StandinTarget, render_config
@@ -18,9 +19,10 @@ from tests.helpers.rig import StandinTarget, render_config
 class FakeSupervisor:
     def __init__(self, detail: str) -> None:
         self.detail = detail
+        self.state = "healthy"
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": "healthy", "liveness_detail": self.detail, "last_exit": {"code": 1, "at": 5.0}}
+        return {"state": self.state, "liveness_detail": self.detail, "last_exit": {"code": 1, "at": 5.0}}
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ def test_unchanged_targets_are_not_encoded_again_and_a_new_secret_invalidates_ev
     assert redacted == [], "nothing changed: no target redacted or encoded again"
     assert again["targets"] == first["targets"]
 
-    a.detail = "probe failed"
+    a.detail, a.state = "probe failed", "suspect"
     changed = json.loads(daemon.status_text(running=True))
     assert redacted == ["probe failed"], "only the target that changed"
     assert changed["targets"]["a"]["liveness_detail"] == "probe failed"
@@ -65,3 +67,21 @@ def test_unchanged_targets_are_not_encoded_again_and_a_new_secret_invalidates_ev
     masked = json.loads(daemon.status_text(running=True))
     assert sorted(redacted) == sorted(["probe failed", b.detail]), "a new secret: every fragment again"
     assert "s3cr3t-value-1234" not in json.dumps(masked)
+
+
+def test_a_probes_latency_alone_is_refreshed_at_most_every_detail_refresh_not_on_every_heartbeat(
+    loaded: LoadedConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = Daemon(loaded)
+    a, b = FakeSupervisor("200 in 3 ms"), FakeSupervisor("200 in 4 ms")
+    daemon.supervisors = {"a": a, "b": b}  # type: ignore[dict-item]
+    first = json.loads(daemon.status_text(running=True))
+    a.detail = "200 in 9 ms"  # the next probe: nothing happened
+    assert json.loads(daemon.status_text(running=True))["targets"] == first["targets"], "not re-encoded for that"
+
+    monkeypatch.setattr(defaults, "STATUS_DETAIL_REFRESH_S", 0.0)  # ... until the figures are old enough
+    assert json.loads(daemon.status_text(running=True))["targets"]["a"]["liveness_detail"] == "200 in 9 ms"
+
+    monkeypatch.setattr(defaults, "STATUS_DETAIL_REFRESH_S", 3600.0)
+    a.state = "suspect"  # anything else that changes is written at once
+    assert json.loads(daemon.status_text(running=True))["targets"]["a"]["state"] == "suspect"

@@ -71,7 +71,9 @@ def write_config(rig: Rig, urls: list[str], exit_file: Path, **notify: Any) -> P
         ],
         env={"UPSTREAM_CRED": "${TOKEN}"},
     )
-    settings = {"urls": urls, "group_wait_s": 0.5, "retry_initial_s": 0.3, "retry_max_s": 1.0, **notify}
+    # the escalation waits this long for the doctor's verdict, so one message carries both: on 2 cores at load 10 the
+    # doctor takes seconds (its what-changed collector reads the known-good store in a child process)
+    settings = {"urls": urls, "group_wait_s": 10.0, "retry_initial_s": 0.3, "retry_max_s": 1.0, **notify}
     return rig.write_config(target, env_file={"TOKEN": SECRET, "HOOK_TOKEN": HOOK_TOKEN}, daemon={"notify": settings})
 
 

@@ -222,7 +222,9 @@ def test_a_changed_liveness_interval_adopts_and_does_not_restart(
 
     event = wait(lambda: reloaded(rig, since), "a reload on the file change", rig)
     assert event["changed"] == ["svc"] and event["relaunched"] == []
-    assert [e["pid"] for e in rig.events("adopted", "svc", since=since)] == [pid]
+    # the new supervisor adopts in its own task, just after `config_reloaded` is written: waited for, not raced
+    adopted = wait(lambda: rig.events("adopted", "svc", since=since), "the new supervisor adopting", rig)
+    assert [e["pid"] for e in adopted] == [pid]
     wait(lambda: "healthy" in rig.states("svc", since=since), "svc healthy again", rig)
     assert wait(lambda: healthy_pid(rig), "svc healthy in the status", rig) == pid
     assert rig.launched_pids("svc") == [pid]

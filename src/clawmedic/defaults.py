@@ -111,6 +111,7 @@ KNOWN_GOOD_AFTER_S: Final = 300.0  # a config that served healthy this long is s
 KNOWN_GOOD_RECHECK_S: Final = 30.0  # after that, while healthy, the files are looked at again (an edit no watcher saw)
 SNAPSHOT_INTERVAL_S: Final = 3600.0  # scheduled snapshot of boot-critical files, hourly
 KNOWN_GOOD_LOCK_TIMEOUT_S: Final = 60.0  # a snapshot holds the store's lock well under a second; a minute is hung
+KNOWN_GOOD_OP_TIMEOUT_S: Final = 120.0  # one store operation in its own process: well under a second, minutes loaded
 APPLY_PROBATION_S: Final = 60.0  # `config apply`: the gateway must stay healthy this long or the change is rolled back
 WATCH_DEBOUNCE_MS: Final = 300  # editors write a file in several steps; validate once they are done
 

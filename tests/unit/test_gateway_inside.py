@@ -541,3 +541,26 @@ def test_read_state_reads_plugins_and_the_breakers_suppressed_channels(
     seen.clear()
     assert gateway_checks.read_state(rig.loaded, "gw", since=0.0, cfg=off).plugins == []
     assert ["plugins", "list", "--json"] not in seen, "[…plugins] enabled = false reads no plugin list"
+
+
+def test_a_channel_turned_off_in_the_config_is_not_down_whatever_its_stopped_accounts_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen on the real gateway: after `channels.stop` timed out and the channel was disabled, `channels status`
+    still listed it stopped with `channel stop timed out after 5000ms`; the check must not count it down again."""
+    from clawmedic.doctor import gateway_checks
+
+    _, rig, _, _ = _check(tmp_path, monkeypatch)
+    cfg = openclaw.config_path(rig.loaded.targets["gw"])
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("{channels: {telegram: {enabled: false}, discord: {enabled: true}}}")
+    stale = {"accountId": "default", "running": False, "connected": False, "lastError": "channel stop timed out"}
+    status = {"channelAccounts": {"telegram": [stale], "discord": [stale]}}
+
+    def fake_cli(_loaded: object, _name: str, args: list[str], *, remote: bool, timeout: float) -> openclaw.CliAnswer:
+        return openclaw.CliAnswer(0, status if args[0] == "channels" else {"jobs": [], "plugins": []})
+
+    monkeypatch.setattr(openclaw, "gateway_cli", fake_cli)
+    monkeypatch.setattr(httpx, "get", lambda url, **_: httpx.Response(200, json={}, request=httpx.Request("GET", url)))
+    st = gateway_checks.read_state(rig.loaded, "gw", since=0.0, cfg=rig.loaded.config.daemon.doctor.gateway_checks)
+    assert set(st.channels) == {"discord"}, "the disabled telegram is left out; the enabled discord is judged"

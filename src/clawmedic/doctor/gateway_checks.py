@@ -249,6 +249,11 @@ def read_state(loaded: LoadedConfig, name: str, *, since: float, cfg: GatewayChe
     def channels() -> None:
         if _channels_configured(loaded, name):
             st.channels = parse_channels(cli(["channels", "status", "--json"], False))
+            try:  # a channel turned off in openclaw.json is not down, whatever error its stopped accounts still show
+                off = inside.disabled_in_config(openclaw.loads(openclaw.config_path(target).read_text()))
+            except (OSError, ValueError):
+                off = set()
+            st.channels = {ch: accs for ch, accs in st.channels.items() if ch not in off}
 
     def models() -> None:
         if target.log_file is not None:

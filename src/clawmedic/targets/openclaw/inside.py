@@ -118,3 +118,15 @@ def disconnected_channels(channels: dict[str, list[dict[str, Any]]]) -> dict[str
             why = first.get("last_error") or first.get("health") or "not connected"
             out[ch] = f"disconnected: {str(why)[:MAX_TEXT]}"
     return out
+
+
+def disabled_in_config(config: object) -> set[str]:
+    """Channel ids that openclaw.json turns off (`channels.<id>.enabled: false`): `channels status` still lists
+    their accounts, stopped and carrying the last error they had (e.g. `channel stop timed out`), which is not a
+    fault of a channel that is meant to be off."""
+    channels = config.get("channels") if isinstance(config, dict) else None
+    return {
+        ch
+        for ch, c in (channels if isinstance(channels, dict) else {}).items()
+        if valid_channel_id(ch) and isinstance(c, dict) and c.get("enabled") is False
+    }

@@ -58,7 +58,7 @@ class Rig:
         except ValueError:
             raise AssertionError(f"exit {r.returncode}, no JSON:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}") from None
         label = " ".join(a for a in args if not a.startswith("--probation") and a != PROBATION_S) or "latest"
-        TIMINGS[label] = {**report.get("timings_s", {}), "command": round(took, 1)}
+        TIMINGS[f"{len(TIMINGS) + 1}. {label}"] = {**report.get("timings_s", {}), "command": round(took, 1)}
         print(f"\nupgrade {label}: exit {r.returncode} in {took:.1f} s, {report.get('timings_s')}: {report['reason']}")
         return r.returncode, report
 

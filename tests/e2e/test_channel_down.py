@@ -36,8 +36,12 @@ def _configure(sb: gw.Sandbox, bot_token: str) -> None:
     cfg = json.loads(sb.openclaw_json.read_text())
     cfg["channels"] = {"telegram": {"enabled": True, "botToken": bot_token}}
     sb.openclaw_json.write_text(json.dumps(cfg, indent=2))
+    # restarts = 0: this test proves the disable path; a targeted restart before it (channels.stop/start, then the
+    # disable min_interval_s later) is proven by tests/e2e/test_inside_gateway.py
     sb.config_path.write_text(
-        sb.config_path.read_text() + "\n[daemon.doctor.gateway_checks]\ninterval_s = 5.0\ncooldown_s = 600.0\n"
+        sb.config_path.read_text()
+        + "\n[daemon.doctor.gateway_checks]\ninterval_s = 5.0\ncooldown_s = 600.0\n"
+        + "[daemon.doctor.gateway_checks.channels]\nrestarts = 0\n"
     )
 
 

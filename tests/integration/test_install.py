@@ -160,7 +160,7 @@ def test_systemd_units_are_written_valid_and_uninstall_removes_exactly_them(tmp_
     daemon = parse_unit(files[0])
     assert exec_start(daemon)[1:] == ["run", "--config", str(h.config)]
     assert daemon["Service"]["Restart"] == "always"
-    assert daemon["Service"]["KillMode"] == "process"  # a daemon restart never takes the gateway with it
+    assert "KillMode" not in daemon["Service"]  # systemd's default: stopping the unit stops what it started too
     assert daemon["Install"]["WantedBy"] == "default.target"
     # systemd's own watchdog instead of a guardian timer: the daemon notifies READY=1 and WATCHDOG=1
     assert daemon["Service"]["Type"] == "notify" and daemon["Service"]["NotifyAccess"] == "main"

@@ -41,9 +41,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-import filelock
-import httpx
-
 from clawmedic import defaults
 from clawmedic.errors import AlreadyRunning, ClawmedicError, EnvironmentMissing
 from clawmedic.paths import ensure_private_dir
@@ -235,6 +232,8 @@ def check_version(version: str) -> str:
 
 def registry_version(spec: str) -> str:
     """The exact version the registry has for `spec` (a version, or `latest`); refuses an unknown version."""
+    import httpx  # here, not at the top: every load_config imports this module (apply_current_installs)
+
     from clawmedic.sandbox.install import registry_url
 
     registry = registry_url()
@@ -678,6 +677,8 @@ class Upgrader:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        import filelock  # lazily, as httpx: load_config imports this module
+
         folder = ensure_private_dir(installs_dir(self.state_dir, self.name))
         lock = filelock.FileLock(folder / LOCK_NAME, mode=defaults.FILE_MODE)
         try:
@@ -955,6 +956,8 @@ def startup_url(cfg: TargetConfig) -> str:
 
 def startup_version(cfg: TargetConfig) -> str | None:
     """The version the running gateway reports on `/startup` (FACTS §2), or None."""
+    import httpx
+
     if cfg.port is None:
         return None
     try:

@@ -371,10 +371,15 @@ def _channel_disable(ctx: RemedyContext, params: ChannelParams) -> Outcome:
     )
 
 
+def _sessions_patch(ctx: RemedyContext, key: str, model: str | None) -> openclaw.CliAnswer:
+    """`gateway call sessions.patch` setting (or, with None, clearing) one session's model pin."""
+    patch = json.dumps({"key": key, "model": model})
+    return _cli(ctx, ["gateway", "call", "sessions.patch", "--params", patch, "--json"], remote=True)
+
+
 def _clear_session_model_pin(ctx: RemedyContext, params: SessionParams) -> Outcome:
     key = params.session_key
-    patch = json.dumps({"key": key, "model": None})
-    r = _cli(ctx, ["gateway", "call", "sessions.patch", "--params", patch, "--json"], remote=True)
+    r = _sessions_patch(ctx, key, None)
     if r.error is not None:
         return Outcome("clear_session_model_pin", Status.FAILED, f"sessions.patch on {key} failed: {r.error}")
     return Outcome(
@@ -409,8 +414,7 @@ def _set_default_model(ctx: RemedyContext, params: ModelParams) -> Outcome:
 
 def _pin_session_model(ctx: RemedyContext, params: SessionModelParams) -> Outcome:
     key, model = params.session_key, params.model
-    patch = json.dumps({"key": key, "model": model})
-    r = _cli(ctx, ["gateway", "call", "sessions.patch", "--params", patch, "--json"], remote=True)
+    r = _sessions_patch(ctx, key, model)
     if r.error is not None:
         return Outcome("pin_session_model", Status.FAILED, f"sessions.patch on {key} failed: {r.error}")
     return Outcome(

@@ -350,6 +350,20 @@ def test_an_unreadable_pointer_leaves_the_config_as_written(tmp_path: Path) -> N
     assert FakeOps()._version_of(load_config(cfg)) == OLD
 
 
+def test_a_pointer_edited_to_name_a_program_outside_clawmedics_installs_is_ignored(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    _upgrader(cfg, FakeOps()).upgrade(NEW)
+    loaded = load_config(cfg)
+    upgraded = loaded.targets["gw"].start.command
+    path = up.pointer_path(loaded.state_dir, "gw")
+    data = json.loads(path.read_text())
+    data["current"]["entry"] = "/bin/sh"  # an attacker's program, or a typo
+    path.write_text(json.dumps(data))
+    command = load_config(cfg).targets["gw"].start.command
+    assert command is not None and "/bin/sh" not in command and command != upgraded  # the config as written runs
+    assert FakeOps()._version_of(load_config(cfg)) == OLD
+
+
 # --- the state databases (real SQLite files) --------------------------------------------------------------------------
 
 

@@ -202,6 +202,16 @@ def applied(loaded: LoadedConfig, name: str, configured: InstallRef, to: Install
     return new
 
 
+def _ours(state_dir: Path, name: str, ref: InstallRef) -> bool:
+    """An install other than the configured one runs only from clawmedic's own install folder: a pointer edited to
+    name any other program is ignored (the config as written runs)."""
+    if ref.root is None:
+        return False
+    base = installs_dir(state_dir, name).resolve()
+    paths = [Path(ref.root), Path(ref.entry), *([Path(ref.node)] if ref.node is not None else [])]
+    return all(p.is_absolute() and p.resolve().is_relative_to(base) for p in paths)
+
+
 def apply_current_installs(loaded: LoadedConfig) -> None:
     """Run every target on the install its pointer names (called by `load_config`). Never raises: an unreadable
     pointer, or one whose configured install the config no longer names, leaves the config as written."""
@@ -211,7 +221,7 @@ def apply_current_installs(loaded: LoadedConfig) -> None:
         if cfg.kind != "openclaw":
             continue
         p = read_pointer(loaded.state_dir, name)
-        if p is None or p.current == p.configured:
+        if p is None or p.current == p.configured or not _ours(loaded.state_dir, name, p.current):
             continue
         new = with_install(cfg, p.configured, p.current)
         if new is not cfg:
